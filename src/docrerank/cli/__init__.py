@@ -1,0 +1,1 @@
+"""The docrerank command line."""

@@ -1,0 +1,72 @@
+"""The ``docrerank`` command line: one Typer app, one subcommand per step of the loop.
+
+Logging is configured here and nowhere else; library code only logs. Exit codes: 0 all done, 1 some
+inputs failed (the rest was done; see the errors report), 2 bad usage or settings (nothing was done).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.logging import RichHandler
+
+from docrerank import __version__
+from docrerank.cli.demo import demo_command, samples_command
+from docrerank.cli.ingest import ingest_command
+from docrerank.errors import DocrerankError
+
+__all__ = ["app", "main"]
+
+console = Console(stderr=True)
+
+app = typer.Typer(
+    name="docrerank",
+    help="Hard negative queries for document pages (DocReRank), and rerankers trained with them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"docrerank {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _configure(
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="-v info, -vv debug")] = 0,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version")
+    ] = False,
+) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=True)],
+        force=True,
+    )
+
+
+app.command("ingest")(ingest_command)
+app.command("samples")(samples_command)
+app.command("demo")(demo_command)
+
+
+def main() -> None:
+    """Entry point: user errors become one red line and exit code 2, not a traceback."""
+    try:
+        app()
+    except (DocrerankError, ValidationError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()
