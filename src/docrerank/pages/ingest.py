@@ -9,6 +9,7 @@ the other inputs go on.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import multiprocessing
 import os
@@ -63,7 +64,9 @@ class Unit:
     def key(self) -> str:
         if not self.pages:
             return f"{self.source.doc_id}-all"
-        return f"{self.source.doc_id}-{self.pages[0]:05d}-{self.pages[-1]:05d}"
+        # The page set's hash keeps a retry of a unit's failed pages from overwriting that unit's file.
+        pages = hashlib.sha256(repr(self.pages).encode()).hexdigest()[:8]
+        return f"{self.source.doc_id}-{self.pages[0]:05d}-{self.pages[-1]:05d}-{pages}"
 
     @property
     def size(self) -> int:
@@ -108,7 +111,9 @@ def _store_image(store: Path, page: RenderedPage) -> tuple[str, str]:
     return page_id, relative
 
 
-def _run_unit(unit: Unit, store: Path, settings: IngestSettings) -> tuple[list[dict], list[tuple[str, str, str]]]:
+def _run_unit(
+    unit: Unit, store: Path, settings: IngestSettings
+) -> tuple[list[dict], list[tuple[str, str, str]]]:
     """Worker: render the unit's pages, store their images, return their records and per-page errors."""
     records: list[dict] = []
     errors: list[tuple[str, str, str]] = []
@@ -158,7 +163,9 @@ def _done_pages(store: Path) -> dict[str, set[int]]:
     when the file has any unit)."""
     done: dict[str, set[int]] = {}
     for table in unit_tables(store):
-        for doc_id, index in zip(table.column("doc_id").to_pylist(), table.column("page_index").to_pylist()):
+        for doc_id, index in zip(
+            table.column("doc_id").to_pylist(), table.column("page_index").to_pylist(), strict=True
+        ):
             done.setdefault(doc_id, set()).add(index)
     return done
 
@@ -309,7 +316,9 @@ def ingest(
                 updated_at=now_iso(),
                 documents=len(set(table.column("doc_id").to_pylist())),
                 pages=table.num_rows,
-                pages_by_text_source={source.value: report.by_text_source.get(source.value, 0) for source in TextSource},
+                pages_by_text_source={
+                    source.value: report.by_text_source.get(source.value, 0) for source in TextSource
+                },
             ),
         )
     finally:

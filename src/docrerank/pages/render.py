@@ -52,9 +52,20 @@ def image_hash(image: Image.Image) -> str:
     return digest.hexdigest()[:32]
 
 
+# Ligatures: Unicode presentation forms, and the T1 (Cork) font codes that TeX-made PDFs leave in their
+# text layer when the font has no ToUnicode map ("signi\x1ccance" is "significance").
+_LIGATURES = str.maketrans(
+    {
+        "\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl", "\ufb06": "st",
+        "\x1b": "ff", "\x1c": "fi", "\x1d": "fl", "\x1e": "ffi", "\x1f": "ffl",
+        "\x10": "\u201c", "\x11": "\u201d", "\x15": "\u2013", "\x16": "\u2014",  # T1 quotes and dashes
+    }
+)  # fmt: skip
+
+
 def clean_text(text: str) -> str:
-    """Normalise line ends and drop control characters that PDF text layers carry (form feeds, NULs)."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    """Normalise line ends, expand ligatures, drop control characters (form feeds, NULs)."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").translate(_LIGATURES)
     text = re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]", "", text)
     text = re.sub(r"[ \t]+\n", "\n", text)
     return text.strip()
@@ -62,6 +73,21 @@ def clean_text(text: str) -> str:
 
 def _visible_chars(text: str) -> int:
     return sum(1 for ch in text if not ch.isspace())
+
+
+def _opens_with_no_pages(path, password: str | None) -> bool:
+    """Whether PDFium opens the file and finds no pages. pypdfium2 refuses such a document as a load
+    failure, with PDFium's last error code, which is stale then (left by an earlier failure in this
+    process, e.g. "Incorrect password"), so it is asked again here."""
+    raw = pdfium.raw
+    secret = None if password is None else (password + "\x00").encode("utf-8")
+    handle = raw.FPDF_LoadDocument((str(path) + "\x00").encode("utf-8"), secret)
+    if not handle:
+        return False
+    try:
+        return raw.FPDF_GetPageCount(handle) == 0
+    finally:
+        raw.FPDF_CloseDocument(handle)
 
 
 def open_pdf(source: Source, password: str | None = None) -> pdfium.PdfDocument:
@@ -79,11 +105,16 @@ def open_pdf(source: Source, password: str | None = None) -> pdfium.PdfDocument:
     try:
         document = pdfium.PdfDocument(str(source.path), password=password)
     except pdfium.PdfiumError as exc:
+        if _opens_with_no_pages(source.path, password):
+            raise InputError(shown, "PDF has no pages", "remove it from the inputs or re-create it") from None
         message = str(exc)
         if "password" in message.lower():
             if password:
-                raise InputError(shown, "PDF is encrypted and the given password is wrong",
-                                 "pass the right password with --password") from None
+                raise InputError(
+                    shown,
+                    "PDF is encrypted and the given password is wrong",
+                    "pass the right password with --password",
+                ) from None
             raise InputError(
                 shown,
                 "PDF is encrypted and no password was given",
@@ -167,9 +198,14 @@ def open_image(source: Source, settings: IngestSettings) -> Image.Image:
         "downscale the image (e.g. `convert IN -resize 4000x4000 OUT`), or raise --max-image-pixels "
         "if you trust the file"
     )
+    pillow_limit = Image.MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            if pillow_limit is not None:
+                # Pillow's own guard must not be stricter than the setting, or --max-image-pixels could
+                # never be raised; the setting itself is applied below, with the pixel count.
+                Image.MAX_IMAGE_PIXELS = max(pillow_limit, settings.max_image_pixels)
             image = Image.open(source.path)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InputError(shown, "image is over Pillow's decompression-bomb limit", fix) from None
@@ -177,6 +213,8 @@ def open_image(source: Source, settings: IngestSettings) -> Image.Image:
         raise InputError(
             shown, f"image cannot be decoded ({exc})", "re-create or re-export the image"
         ) from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillow_limit
     pixels = image.width * image.height * getattr(image, "n_frames", 1)
     if pixels > settings.max_image_pixels:
         image.close()
@@ -199,7 +237,7 @@ def render_image_frames(source: Source, settings: IngestSettings) -> list[Render
                 full = ImageOps.exif_transpose(frame.convert("RGB"))
             except OSError as exc:
                 raise InputError(
-                    f"{display_path(source.path)}#{index}",
+                    f"{display_path(source.path)}#page{index + 1}",
                     f"image data is truncated or corrupt ({exc})",
                     "re-create or re-export the image",
                 ) from None

@@ -19,7 +19,13 @@ from pathlib import Path
 
 from docrerank.errors import DocrerankError
 
-__all__ = ["SamplePackage", "SamplesUnavailableError", "default_cache_dir", "fetch_samples", "sample_packages"]
+__all__ = [
+    "SamplePackage",
+    "SamplesUnavailableError",
+    "default_cache_dir",
+    "fetch_samples",
+    "sample_packages",
+]
 
 
 class SamplesUnavailableError(DocrerankError):
@@ -115,7 +121,9 @@ def fetch_samples(cache_dir: Path | None = None, names: list[str] | None = None)
     """
     missing = [tool for tool in ("apt-get", "dpkg-deb") if shutil.which(tool) is None]
     if missing:
-        raise SamplesUnavailableError(f"{' and '.join(missing)} not found: the sample packages need Debian's apt")
+        raise SamplesUnavailableError(
+            f"{' and '.join(missing)} not found: the sample packages need Debian's apt"
+        )
     cache_dir = cache_dir or default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
     packages = [p for p in sample_packages() if names is None or p.name in names]

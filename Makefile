@@ -1,0 +1,51 @@
+# The two commands of the set-up promise: `make demo` and `make test`. Each creates or reuses the virtual
+# environment, installs what it needs (idempotently), then runs. torch==2.13.0 goes in first, before
+# anything that depends on torch, because an unpinned torch pulls several GB of CUDA packages; a torch
+# already in the environment is kept.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH ?= torch==2.13.0
+SYSTEM_PACKAGES := tesseract-ocr tesseract-ocr-eng
+BENCH_PACKAGES := poppler-utils
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# llama-cpp-python compiles from source (~7 min on 2 cores, once: pip caches the wheel); these flags make
+# a portable build (AVX2/FMA/F16C, no -march=native).
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+
+.PHONY: demo test bench lint system-deps clean
+
+demo: $(VENV)/.installed-base system-deps
+	$(BIN)/docrerank demo
+
+test: $(VENV)/.installed-dev system-deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed-dev system-deps
+	scripts/system-deps.sh $(BENCH_PACKAGES)
+	$(BIN)/python bench/ingest.py
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests bench
+
+system-deps:
+	@scripts/system-deps.sh $(SYSTEM_PACKAGES)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.torch: | $(BIN)/python
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH)"
+	@touch $@
+
+$(VENV)/.installed-base: pyproject.toml $(VENV)/.torch
+	$(BIN)/pip install -q -e .
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
+	$(BIN)/pip install -q -e ".[dev]"
+	@touch $@ $(VENV)/.installed-base
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

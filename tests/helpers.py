@@ -1,0 +1,137 @@
+"""Shared helpers for the tests: real inputs (made with reportlab/pypdf/Pillow) and ways to run the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from reportlab.lib.pagesizes import A4
+from reportlab.lib.utils import ImageReader
+from reportlab.pdfgen import canvas
+from typer.testing import CliRunner
+
+from docrerank.cli.app import app
+from docrerank.pages import PageStore
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests" / "data" / "pages"
+PDF3 = DATA / "strucchange-intro-p1-3-13.pdf"  # vignette pages 1, 3, 13: real text layer with TeX ligatures
+SCAN = DATA / "strucchange-intro-p10-scan.png"  # vignette page 10 as a grayscale image: no text layer
+
+# Root can read any file; dropping these capabilities makes permission bits apply to it again.
+DROP_READ_OVERRIDE = [
+    "setpriv",
+    "--bounding-set",
+    "-dac_override,-dac_read_search",
+    "--inh-caps",
+    "-dac_override,-dac_read_search",
+]
+
+
+def docrerank_command() -> list[str]:
+    """The installed console script beside this interpreter, else the module."""
+    script = Path(sys.executable).parent / "docrerank"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("docrerank")
+    return [found] if found else [sys.executable, "-m", "docrerank.cli.app"]
+
+
+def make_pdf(path: Path, pages: list[str], pagesize=A4, scan_pages: tuple[int, ...] = ()) -> Path:
+    """A real PDF with one page per string (lines split on newlines), drawn as text with reportlab.
+
+    Pages whose index is in ``scan_pages`` are "scanned": the committed scan drawn as a full-page image,
+    with their string as a small caption, the only text layer.
+    ``invariant`` output: the same pages give the same bytes (no timestamps, fixed document id).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pdf = canvas.Canvas(str(path), pagesize=pagesize, invariant=1)
+    for index, page in enumerate(pages):
+        if index in scan_pages:
+            pdf.drawImage(ImageReader(str(SCAN)), 0, 0, width=pagesize[0], height=pagesize[1])
+            pdf.drawString(20, 10, page)
+        else:
+            y = pagesize[1] - 72
+            for line in page.splitlines():
+                pdf.drawString(72, y, line)
+                y -= 16
+        pdf.showPage()
+    pdf.save()
+    return path
+
+
+def text_page(title: str, lines: int = 6) -> str:
+    """Page text with well over ``min_text_chars`` visible characters, so auto mode keeps the text layer."""
+    body = [f"{title} line {n}: the quick brown fox jumps over the lazy dog." for n in range(1, lines + 1)]
+    return "\n".join([title, *body])
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+    exception: BaseException | None = None
+
+
+def run_cli(*args, prefix: list[str] | None = None, timeout: float = 300) -> CliResult:
+    """Run ``docrerank ARGS`` as a real subprocess (bytes arguments allowed)."""
+    env = {**os.environ, "COLUMNS": "400"}
+    command = [*(prefix or []), *docrerank_command(), *[a if isinstance(a, bytes) else str(a) for a in args]]
+    done = subprocess.run(command, capture_output=True, env=env, timeout=timeout)
+    return CliResult(
+        done.returncode, done.stdout.decode("utf-8", "replace"), done.stderr.decode("utf-8", "replace")
+    )
+
+
+def invoke_cli(*args) -> CliResult:
+    """Run the CLI in this process with Typer's test runner (the same ``app`` the console script runs)."""
+    result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "400"})
+    exception = None if isinstance(result.exception, SystemExit) else result.exception
+    return CliResult(result.exit_code, result.stdout, "", exception)
+
+
+def ingest_args(*inputs, out: Path, extra: tuple = ()) -> list:
+    return ["ingest", *inputs, "--out", out, "--no-progress", *extra]
+
+
+def read_errors(store: Path) -> list[dict]:
+    lines = (store / "errors.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def report_number(output: str, label: str) -> int:
+    """A number from the CLI's summary table, e.g. ``report_number(out, "pages already done (skipped)")``."""
+    match = re.search(r"│\s*" + re.escape(label) + r"\s*│\s*(\d+)", output)
+    assert match, f"{label!r} not in the CLI output:\n{output}"
+    return int(match.group(1))
+
+
+def assert_bad_input_run(
+    result: CliResult, store: Path, shown: str, good: dict[Path, int], reason_words: tuple[str, ...]
+) -> dict:
+    """The contract for one bad input among good ones: exit code 1, exactly one error line naming the
+    bad file (with a reason containing ``reason_words`` and a fix), and every good input in the store."""
+    assert result.exception is None, repr(result.exception)
+    assert result.exit_code == 1, result.stdout + result.stderr
+    errors = read_errors(store)
+    assert len(errors) == 1, errors
+    entry = errors[0]
+    assert set(entry) == {"file", "reason", "fix"}
+    assert entry["file"] == shown
+    assert entry["reason"].strip() and entry["fix"].strip()
+    for word in reason_words:
+        assert word.lower() in entry["reason"].lower(), entry
+    pages = list(PageStore.open(store))
+    for path, count in good.items():
+        mine = [p for p in pages if p.source_path == str(path)]
+        assert len(mine) == count, (path, [p.source_path for p in pages])
+        assert sorted(p.page_index for p in mine) == list(range(count))
+    assert len(pages) == sum(good.values())
+    return entry
