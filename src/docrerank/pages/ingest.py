@@ -209,6 +209,22 @@ def _progress(enabled: bool) -> Progress:
     )
 
 
+def _worker_ready() -> bool:
+    return True
+
+
+def _check_workers_start(pool: ProcessPoolExecutor) -> None:
+    """Fail clearly when worker processes cannot start at all, instead of blaming every input file."""
+    try:
+        pool.submit(_worker_ready).result()
+    except BrokenProcessPool:
+        raise DocrerankError(
+            "ingest worker processes could not start. They are spawned and re-import the calling program: "
+            "call ingest() from a script file under `if __name__ == '__main__':` (not from stdin), or use "
+            "the `docrerank ingest` command"
+        ) from None
+
+
 def _execute(
     units: list[Unit], store: Path, settings: IngestSettings, workers: int, report: IngestReport, show: bool
 ) -> None:
@@ -223,6 +239,7 @@ def _execute(
         task = progress.add_task("ingest", total=sum(unit.size for unit in units))
         while pending:
             with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+                _check_workers_start(pool)
                 futures: dict[Future, Unit] = {pool.submit(_run_unit, u, store, settings): u for u in pending}
                 pending = []
                 broken = False

@@ -65,7 +65,7 @@ def ocr_image(image: Image.Image, lang: str = "eng", timeout_s: float = 120.0) -
     """The text Tesseract reads on ``image`` (page segmentation: automatic)."""
     binary = check_tesseract(lang)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", compress_level=1)  # a pipe, not storage: encode fast
     env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
     try:
         done = subprocess.run(
