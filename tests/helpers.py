@@ -85,9 +85,7 @@ def run_cli(*args, prefix: list[str] | None = None, timeout: float = 300) -> Cli
     env = {**os.environ, "COLUMNS": "400"}
     command = [*(prefix or []), *docrerank_command(), *[a if isinstance(a, bytes) else str(a) for a in args]]
     done = subprocess.run(command, capture_output=True, env=env, timeout=timeout)
-    return CliResult(
-        done.returncode, done.stdout.decode("utf-8", "replace"), done.stderr.decode("utf-8", "replace")
-    )
+    return CliResult(done.returncode, done.stdout.decode("utf-8", "replace"), done.stderr.decode("utf-8", "replace"))
 
 
 def invoke_cli(*args) -> CliResult:

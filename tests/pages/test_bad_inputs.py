@@ -139,9 +139,7 @@ def test_image_over_a_lowered_pixel_limit(tmp_path, good_pdf):
     bad = tmp_path / "page.png"
     shutil.copy2(SCAN, bad)
     store = tmp_path / "store"
-    result = invoke_cli(
-        *ingest_args(bad, good_pdf, out=store, extra=(*NEVER, "--max-image-pixels", "1000000"))
-    )
+    result = invoke_cli(*ingest_args(bad, good_pdf, out=store, extra=(*NEVER, "--max-image-pixels", "1000000")))
     with Image.open(SCAN) as image:
         pixels = image.width * image.height
     entry = assert_bad_input_run(result, store, str(bad), {good_pdf: 2}, (f"{pixels:,}", "1,000,000"))
@@ -196,9 +194,7 @@ def _without_read_override() -> list[str]:
     if os.geteuid() != 0:
         return []
     if shutil.which("setpriv") is None:
-        pytest.skip(
-            "running as root and setpriv (util-linux) is missing: cannot make a file unreadable to root"
-        )
+        pytest.skip("running as root and setpriv (util-linux) is missing: cannot make a file unreadable to root")
     return DROP_READ_OVERRIDE
 
 

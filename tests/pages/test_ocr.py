@@ -41,9 +41,7 @@ def test_ocr_timeout_raises_timeout_error():
 
 def test_ocr_timeout_in_ingest_is_that_page_error(tmp_path, good_pdf):
     store = tmp_path / "store"
-    result = invoke_cli(
-        *ingest_args(SCAN, good_pdf, out=store, extra=("--ocr-timeout", "0.01", "--workers", "1"))
-    )
+    result = invoke_cli(*ingest_args(SCAN, good_pdf, out=store, extra=("--ocr-timeout", "0.01", "--workers", "1")))
     assert result.exit_code == 1
     [entry] = read_errors(store)
     assert entry["file"] == str(SCAN)

@@ -23,9 +23,7 @@ FALLBACK_PAGES = Path("tests/data/pages")
 
 
 def samples_command(
-    cache_dir: Annotated[
-        Path | None, typer.Option(help="where to keep them (default: $DOCRERANK_CACHE)")
-    ] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="where to keep them (default: $DOCRERANK_CACHE)")] = None,
     package: Annotated[list[str] | None, typer.Option(help="only these packages (repeatable)")] = None,
 ) -> None:
     """Fetch the sample documents (pinned Debian packages), check their sha256, and list the PDFs."""

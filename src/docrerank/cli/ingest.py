@@ -52,15 +52,11 @@ def ingest_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="the page store folder (created or added to)")],
     dpi: Annotated[int, typer.Option(help="PDF render resolution")] = 150,
     max_side: Annotated[int, typer.Option(help="cap on the longest image side, in pixels")] = 2048,
-    ocr: Annotated[
-        OcrMode, typer.Option(help="OCR pages: never, auto (thin text layer), always")
-    ] = OcrMode.AUTO,
+    ocr: Annotated[OcrMode, typer.Option(help="OCR pages: never, auto (thin text layer), always")] = OcrMode.AUTO,
     min_text_chars: Annotated[int, typer.Option(help="auto: OCR text layers with fewer characters")] = 40,
     ocr_lang: Annotated[str, typer.Option(help="Tesseract language(s), e.g. eng or eng+deu")] = "eng",
     ocr_timeout: Annotated[float, typer.Option(help="seconds of OCR per page before it is an error")] = 120.0,
-    max_image_pixels: Annotated[
-        int, typer.Option(help="refuse larger images (decompression bombs)")
-    ] = 89_478_485,
+    max_image_pixels: Annotated[int, typer.Option(help="refuse larger images (decompression bombs)")] = 89_478_485,
     password: Annotated[
         str | None, typer.Option(help="password for encrypted PDFs", envvar="DOCRERANK_PDF_PASSWORD")
     ] = None,

@@ -111,9 +111,7 @@ def _store_image(store: Path, page: RenderedPage) -> tuple[str, str]:
     return page_id, relative
 
 
-def _run_unit(
-    unit: Unit, store: Path, settings: IngestSettings
-) -> tuple[list[dict], list[tuple[str, str, str]]]:
+def _run_unit(unit: Unit, store: Path, settings: IngestSettings) -> tuple[list[dict], list[tuple[str, str, str]]]:
     """Worker: render the unit's pages, store their images, return their records and per-page errors."""
     records: list[dict] = []
     errors: list[tuple[str, str, str]] = []

@@ -210,9 +210,7 @@ def open_image(source: Source, settings: IngestSettings) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InputError(shown, "image is over Pillow's decompression-bomb limit", fix) from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise InputError(
-            shown, f"image cannot be decoded ({exc})", "re-create or re-export the image"
-        ) from None
+        raise InputError(shown, f"image cannot be decoded ({exc})", "re-create or re-export the image") from None
     finally:
         Image.MAX_IMAGE_PIXELS = pillow_limit
     pixels = image.width * image.height * getattr(image, "n_frames", 1)

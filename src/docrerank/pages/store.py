@@ -197,12 +197,8 @@ def check_settings(root: Path, fingerprint: str, settings: dict) -> None:
     manifest = read_manifest(root)
     if manifest is None or manifest.fingerprint == fingerprint:
         return
-    differ = sorted(
-        k for k in set(settings) | set(manifest.settings) if settings.get(k) != manifest.settings.get(k)
-    )
-    detail = ", ".join(
-        f"{k}: store has {manifest.settings.get(k)!r}, now {settings.get(k)!r}" for k in differ
-    )
+    differ = sorted(k for k in set(settings) | set(manifest.settings) if settings.get(k) != manifest.settings.get(k))
+    detail = ", ".join(f"{k}: store has {manifest.settings.get(k)!r}, now {settings.get(k)!r}" for k in differ)
     raise SettingsMismatchError(
         f"the store {root} was built with other settings ({detail}); pages rendered two ways would mix. "
         "Use the store's settings, or a new --out folder"
@@ -234,7 +230,5 @@ def consolidate(root: Path) -> pa.Table:
 
 
 def write_errors(root: Path, errors: list) -> None:
-    lines = [
-        json.dumps({"file": e.item, "reason": e.reason, "fix": e.fix}, ensure_ascii=False) for e in errors
-    ]
+    lines = [json.dumps({"file": e.item, "reason": e.reason, "fix": e.fix}, ensure_ascii=False) for e in errors]
     atomic_write_bytes(root / ERRORS, ("\n".join(lines) + ("\n" if lines else "")).encode())

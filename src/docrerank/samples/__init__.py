@@ -121,9 +121,7 @@ def fetch_samples(cache_dir: Path | None = None, names: list[str] | None = None)
     """
     missing = [tool for tool in ("apt-get", "dpkg-deb") if shutil.which(tool) is None]
     if missing:
-        raise SamplesUnavailableError(
-            f"{' and '.join(missing)} not found: the sample packages need Debian's apt"
-        )
+        raise SamplesUnavailableError(f"{' and '.join(missing)} not found: the sample packages need Debian's apt")
     cache_dir = cache_dir or default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
     packages = [p for p in sample_packages() if names is None or p.name in names]

@@ -1,0 +1,203 @@
+"""A FAKE OpenAI-compatible server on loopback, for fault injection and for timing the orchestration.
+
+It is not a model: it answers chat completions with a canned text after a fixed latency, or misbehaves
+on purpose (429 with and without Retry-After, 500, a hang past the client's timeout, a dropped
+connection, a body that is not JSON), following a script. The tests use it to check retries and error
+recording; bench/backends.py uses it to measure how close the HTTP backend gets to ideal concurrency.
+Real model servers are tested with the real ``llama_cpp.server``.
+
+It speaks just enough HTTP/1.1 (keep-alive, Content-Length bodies) on a raw asyncio server in a thread,
+so that it is cheap enough not to be the bottleneck at hundreds of requests a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import multiprocessing
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+
+__all__ = ["FakeOpenAIServer"]
+
+# Script actions: "ok", "429", "429:<seconds>" (with Retry-After), "500" (or any other status code, e.g.
+# "400"), "hang", "drop", "malformed".
+
+
+@dataclass
+class _Log:
+    requests: int = 0
+    actions: list[str] = field(default_factory=list)
+    bodies: list[dict] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)  # request headers, names in lower case
+    times: list[float] = field(default_factory=list)
+
+
+def _completion(body: dict, text: str) -> dict:
+    result: dict = {
+        "id": "fake",
+        "object": "chat.completion",
+        "model": body.get("model", "fake"),
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+    }
+    if body.get("logprobs"):
+        top = [{"token": "yes", "logprob": -0.2}, {"token": "no", "logprob": -1.8}, {"token": "Yes", "logprob": -3.0}]
+        result["choices"][0]["logprobs"] = {"content": [{"token": "yes", "logprob": -0.2, "top_logprobs": top}]}
+    return result
+
+
+class FakeOpenAIServer:
+    """Run with ``with FakeOpenAIServer(script=["429", "ok"]) as server: ... server.url``.
+
+    Args:
+        script: actions for the requests in arrival order; the last one repeats (default: always "ok").
+        latency_s: delay before every answer (also before errors).
+        hang_s: how long "hang" waits before closing without an answer.
+        text: the content of "ok" answers.
+        separate_process: serve from a child process, so that the server does not share the GIL with the
+            client being measured (for benchmarks; ``log`` then stays empty).
+    """
+
+    def __init__(
+        self,
+        script: Iterable[str] = ("ok",),
+        latency_s: float = 0.0,
+        hang_s: float = 30.0,
+        text: str = "ok",
+        separate_process: bool = False,
+    ):
+        self._script = list(script) or ["ok"]
+        self.latency_s = latency_s
+        self.hang_s = hang_s
+        self.text = text
+        self.log = _Log()
+        self._counter = itertools.count()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._thread: threading.Thread | None = None
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self.separate_process = separate_process
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def _action(self) -> str:
+        index = next(self._counter)
+        return self._script[min(index, len(self._script) - 1)]
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                headers_in: dict[str, str] = {}
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip():
+                        headers_in[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
+                length = int(headers_in.get("content-length", 0))
+                raw = await reader.readexactly(length) if length else b""
+                action = self._action()
+                self.log.requests += 1
+                self.log.actions.append(action)
+                self.log.times.append(time.perf_counter())
+                try:
+                    body = json.loads(raw or b"{}")
+                except json.JSONDecodeError:
+                    body = {}
+                self.log.bodies.append(body)
+                self.log.headers.append(headers_in)
+                if self.latency_s:
+                    await asyncio.sleep(self.latency_s)
+                if action == "hang":
+                    await asyncio.sleep(self.hang_s)
+                    break
+                if action == "drop":
+                    break
+                status, headers, payload = 200, {}, b""
+                if action == "ok":
+                    payload = json.dumps(_completion(body, self.text)).encode()
+                elif action == "malformed":
+                    payload = b'{"choices": [ {"message": '
+                elif action.startswith("429"):
+                    status, payload = 429, b'{"error": {"message": "rate limited"}}'
+                    if ":" in action:
+                        headers["Retry-After"] = action.split(":", 1)[1]
+                elif action.isdigit():
+                    status = int(action)
+                    payload = json.dumps({"error": {"message": HTTPStatus(status).phrase.lower()}}).encode()
+                else:
+                    raise ValueError(f"unknown fake-server action {action!r}")
+                reason = HTTPStatus(status).phrase
+                lines = [
+                    f"HTTP/1.1 {status} {reason}",
+                    "Content-Type: application/json",
+                    f"Content-Length: {len(payload)}",
+                ]
+                lines += [f"{k}: {v}" for k, v in headers.items()]
+                writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + payload)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    def _serve_in_child(self, port_pipe) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0, backlog=1024))
+        port_pipe.send(self._server.sockets[0].getsockname()[1])
+        self._loop.run_forever()
+
+    def __enter__(self) -> FakeOpenAIServer:
+        if self.separate_process:
+            parent, child = multiprocessing.get_context("spawn").Pipe()
+            self._process = multiprocessing.get_context("spawn").Process(
+                target=self._serve_in_child, args=(child,), daemon=True
+            )
+            self._process.start()
+            self.port = parent.recv()
+            return self
+        ready = threading.Event()
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
+            self._server = self._loop.run_until_complete(
+                asyncio.start_server(self._handle, "127.0.0.1", 0, backlog=1024)
+            )
+            self.port = self._server.sockets[0].getsockname()[1]
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="fake-openai-server", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def __getstate__(self) -> dict:  # what a child process needs to serve
+        return {k: v for k, v in self.__dict__.items() if k not in ("_loop", "_server", "_thread", "_process")}
+
+    def __exit__(self, *exc_info) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.join(10)
+            return
+        loop = self._loop
+        if loop is None:
+            return
+
+        async def shutdown() -> None:
+            self._server.close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        self._thread.join(10)
