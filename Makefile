@@ -25,6 +25,7 @@ test: $(VENV)/.installed-dev system-deps
 bench: $(VENV)/.installed-dev system-deps
 	scripts/system-deps.sh $(BENCH_PACKAGES)
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/backends.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench

@@ -258,6 +258,6 @@ class Backend(ABC):
                     ]
                 )
             for index, key in enumerate(keys):
-                if results[index] is None:
-                    results[index] = by_key[key].model_copy(deep=True)
+                if results[index] is None:  # the first request of a key gets the result, repeats a copy
+                    results[index] = by_key[key] if first_index[key] == index else by_key[key].model_copy(deep=True)
         return results
