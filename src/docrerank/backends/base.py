@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ClassVar, TypeVar
@@ -32,6 +34,7 @@ __all__ = [
     "Capability",
     "CapabilityError",
     "choice_variants",
+    "emit_result",
     "run_sync",
     "scores_from_logprobs",
     "scores_from_top_tokens",
@@ -125,6 +128,30 @@ def scores_from_top_tokens(choices: Sequence[str], pairs: list[tuple[str, float]
         spellings = set(choice_variants(choice))
         by_choice[choice] = [lp for token, lp in pairs if token in spellings] or [floor]
     return scores_from_logprobs(choices, by_choice)
+
+
+# Set by the base class around a backend call: backends call ``emit_result`` as each result completes.
+_RESULT_HOOK: ContextVar[Callable[[int, Any], None] | None] = ContextVar("docrerank_result_hook", default=None)
+
+
+def emit_result(position: int, result: Any) -> None:
+    """Hand one finished result (its position in the batch sent to the backend) to the base class early.
+
+    Backends that produce results one by one call this as each completes, so that the response cache holds
+    every finished response even if the process dies before the batch ends. Calling it is optional.
+    """
+    hook = _RESULT_HOOK.get()
+    if hook is not None:
+        hook(position, result)
+
+
+def _log_answered(operation: str, key: str) -> None:
+    """Append the key of each answer a model gave to ``$DOCRERANK_REQUEST_LOG``, when set: an audit trail
+    that shows, across runs and crashes, whether a request already answered was ever sent again."""
+    path = os.environ.get("DOCRERANK_REQUEST_LOG")
+    if path:
+        with open(path, "a") as log:
+            log.write(f"{operation} {key}\n")
 
 
 class Backend(ABC):
@@ -236,27 +263,38 @@ class Backend(ABC):
                 first_index.setdefault(key, index)
         todo_keys = list(first_index)
         if todo_keys:
+            todo_requests = [requests[first_index[key]] for key in todo_keys]
+            saved: set[int] = set()
+
+            def save(position: int, result: Any) -> None:
+                """Cache one fresh result as soon as it exists, so a run killed mid-batch loses none."""
+                if position in saved:
+                    return
+                saved.add(position)
+                _log_answered(operation, todo_keys[position])
+                if operation == "generate":
+                    parse_structured(todo_requests[position], result)
+                if self.cache is not None and result.error is None:
+                    value = result.model_dump(mode="json", exclude={"id", "cached"})
+                    self.cache.put_many([(todo_keys[position], operation, value)])
+
+            token = _RESULT_HOOK.set(save)
             started = time.perf_counter()
-            fresh = await call([requests[first_index[key]] for key in todo_keys])
+            try:
+                fresh = await call(todo_requests)
+            finally:
+                _RESULT_HOOK.reset(token)
             self.stats.busy_s += time.perf_counter() - started
             self.stats.requests_sent += len(todo_keys)
             by_key = {}
-            for key, result in zip(todo_keys, fresh, strict=True):
+            for position, (key, result) in enumerate(zip(todo_keys, fresh, strict=True)):
+                save(position, result)
                 if operation == "generate":
-                    result = parse_structured(requests[first_index[key]], result)
                     self.stats.prompt_tokens += result.usage.prompt_tokens
                     self.stats.completion_tokens += result.usage.completion_tokens
                 self.stats.errors += result.error is not None
                 self.stats.retries += max(0, result.attempts - 1)
                 by_key[key] = result
-            if self.cache is not None:
-                self.cache.put_many(
-                    [
-                        (key, operation, r.model_dump(mode="json", exclude={"id", "cached"}))
-                        for key, r in by_key.items()
-                        if r.error is None
-                    ]
-                )
             for index, key in enumerate(keys):
                 if results[index] is None:  # the first request of a key gets the result, repeats a copy
                     results[index] = by_key[key] if first_index[key] == index else by_key[key].model_copy(deep=True)

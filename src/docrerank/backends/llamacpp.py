@@ -17,7 +17,14 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from docrerank.backends.base import Backend, BackendConfig, Capability, choice_variants, scores_from_logprobs
+from docrerank.backends.base import (
+    Backend,
+    BackendConfig,
+    Capability,
+    choice_variants,
+    emit_result,
+    scores_from_logprobs,
+)
 from docrerank.backends.bundles import BUNDLES, resolve_bundle
 from docrerank.backends.messages import ChatRequest, ChoiceRequest, ChoiceScores, Generation, Message, Usage
 from docrerank.errors import DocrerankError
@@ -242,6 +249,7 @@ class LlamaCppBackend(Backend):
         with self._lock:
             for index in order:
                 results[index] = one(requests[index])
+                emit_result(index, results[index])
         return results
 
     @staticmethod

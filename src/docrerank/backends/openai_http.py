@@ -24,7 +24,7 @@ from pydantic import ConfigDict, Field, field_validator
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
-from docrerank.backends.base import Backend, BackendConfig, Capability, scores_from_top_tokens
+from docrerank.backends.base import Backend, BackendConfig, Capability, emit_result, scores_from_top_tokens
 from docrerank.backends.messages import (
     ChatRequest,
     ChoiceRequest,
@@ -250,8 +250,14 @@ class OpenAIBackend(Backend):
 
     async def _run_all(self, requests: list, one) -> list:
         gate = asyncio.Semaphore(self.config.max_concurrency)
+
+        async def run(position: int, session, request):
+            result = await one(session, gate, request)
+            emit_result(position, result)
+            return result
+
         async with self._session() as session:
-            return list(await asyncio.gather(*(one(session, gate, r) for r in requests)))
+            return list(await asyncio.gather(*(run(i, session, r) for i, r in enumerate(requests))))
 
     async def _generate(self, requests: list[ChatRequest]) -> list[Generation]:
         return await self._run_all(requests, self._generate_one)

@@ -1,0 +1,58 @@
+"""``docrerank generate``: verified positives and hard negative queries for the pages of a store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from docrerank.pages import PageStore
+from docrerank.pipeline.config import PipelineConfig
+from docrerank.pipeline.generate import STAGES, run_pipeline
+
+__all__ = ["generate_command", "print_stats"]
+
+stdout = Console()
+
+
+def print_stats(stats: dict) -> None:
+    """Counts and pass rates per stage, the top rejection reasons, verifier agreement, throughput."""
+    table = Table(title="generation run", title_justify="left")
+    for column in ("stage", "kept", "rejected", "pass rate", "top rejection reasons"):
+        table.add_column(column, overflow="fold")
+    for stage in STAGES:
+        row = stats["stages"][stage]
+        kinds = ", ".join(f"{n} {k}" for k, n in row["kept_by_kind"].items())
+        reasons = "; ".join(f"{n}× {r}" for r, n in list(row["rejection_reasons"].items())[:3])
+        rate = "-" if row["pass_rate"] is None else f"{row['pass_rate']:.0%}"
+        table.add_row(stage, f"{row['kept']} ({kinds})" if kinds else "0", str(row["rejected"]), rate, reasons)
+    stdout.print(table)
+    agreement = ", ".join(
+        f"{stage}: {v['prompts_agree']:.0%} of {v['pairs']}"
+        for stage, v in stats["verifier_agreement"].items()
+        if v["prompts_agree"] is not None
+    )
+    stdout.print(f"verification prompts agree: {agreement or '-'}")
+    stdout.print(f"wall time {stats['wall_time_s']:.0f} s, {stats['requests_per_s']} requests/s")
+
+
+def generate_command(
+    pages: Annotated[Path, typer.Option("--pages", help="a page store (docrerank ingest)")],
+    run_dir: Annotated[Path, typer.Option("--run-dir", help="the run directory: output and cache")],
+    config: Annotated[Path | None, typer.Option("--config", help="pipeline config (YAML); default: built-in")] = None,
+    force: Annotated[bool, typer.Option(help="redo stages whose settings changed")] = False,
+    max_pages: Annotated[int | None, typer.Option(help="only the first N pages with text")] = None,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Run (or resume) the DocReRank pipeline: positives, verification, negatives, verification, selection."""
+    store = PageStore.open(pages)
+    settings = PipelineConfig.from_yaml(config) if config else PipelineConfig()
+    page_ids = None
+    if max_pages is not None:
+        page_ids = [p.page_id for p in store if p.text.strip()][:max_pages]
+    report = run_pipeline(store, settings, run_dir, force=force, show_progress=progress, page_ids=page_ids)
+    print_stats(json.loads((report.run_dir / "stats.json").read_text()))

@@ -1,0 +1,1 @@
+"""The DocReRank generation pipeline: verified positives and hard negative queries per page."""

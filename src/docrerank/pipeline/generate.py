@@ -1,0 +1,398 @@
+"""The DocReRank pipeline run: stages over shards of pages, in a run directory that is also the cache.
+
+Stages, in order (each one's output is the next one's input, shard by shard):
+
+1. ``positives``            N candidate queries per page (LLM), parsed and filtered for form
+2. ``positives_verified``   both verification prompts say yes; ``keep`` per page
+3. ``rephrased``            a share of the positives rephrased, verified like a positive
+4. ``negative_candidates``  free-form (LLM), property-controlled (LLM) and rule-based negatives, filtered
+5. ``negatives_verified``   both prompts say no; evidence check on edited values
+6. ``selected``             K negatives per positive; the run's final output (positives, rephrasings, negatives)
+
+A shard goes through every stage before the next shard starts, so results appear early and a killed run
+loses at most one shard's stage. Requests go through the run's response cache: a resumed run re-asks
+nothing that was answered, and the same seed gives the same output.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from docrerank.backends import Backend, Capability, ResponseCache, load_backend
+from docrerank.pages import Page, PageStore
+from docrerank.pipeline import requests as stage_prompts
+from docrerank.pipeline.config import PipelineConfig
+from docrerank.pipeline.evidence import check_evidence
+from docrerank.pipeline.filters import apply_filters
+from docrerank.pipeline.properties import get_property_set
+from docrerank.pipeline.records import QueryRecord, Rejection, query_id
+from docrerank.pipeline.rulebased import EntityPool, rule_based_negatives
+from docrerank.pipeline.rundir import RunDir, fingerprint
+from docrerank.pipeline.selection import select_negatives
+from docrerank.pipeline.verify import Verifier
+from docrerank.prompts import OutputError, parse_output
+
+__all__ = ["STAGES", "RunReport", "run_pipeline"]
+
+STAGES = ["positives", "positives_verified", "rephrased", "negative_candidates", "negatives_verified", "selected"]
+
+
+@dataclass
+class StageCounts:
+    records_in: int = 0
+    kept: int = 0
+    rejected: int = 0
+    reasons: Counter = field(default_factory=Counter)
+
+
+@dataclass
+class RunReport:
+    run_dir: Path
+    shards: int = 0
+    shards_resumed: int = 0
+    stages: dict[str, StageCounts] = field(default_factory=lambda: {s: StageCounts() for s in STAGES})
+    elapsed_s: float = 0.0
+
+
+class _Context:
+    """What every stage needs: the store, the config, the backends, the verifier(s), seeds."""
+
+    def __init__(self, store: PageStore, config: PipelineConfig, run: RunDir):
+        self.store = store
+        self.config = config
+        self.run = run
+        cache = ResponseCache(run.cache_path)
+        self.backends: dict[str, Backend] = {}
+        built: dict[str, Backend] = {}  # names with the same config share one backend (one model in memory)
+        for name, backend_config in config.backends.items():
+            key = backend_config.model_dump_json()
+            self.backends[name] = built.setdefault(key, load_backend(backend_config, cache=cache))
+        self.positive_verifier = Verifier(
+            self.backends[config.positive_verification.backend], config.positive_verification
+        )
+        self.negative_verifier = Verifier(
+            self.backends[config.negative_verification.backend], config.negative_verification
+        )
+        self.pool: EntityPool | None = None
+
+    def rng(self, stage: str, key: str) -> random.Random:
+        return random.Random(f"{self.config.seed}:{stage}:{key}")
+
+    def page_text(self, page: Page) -> str:
+        return page.text[: self.config.max_page_chars]
+
+
+def _parse(model: type[BaseModel], generation, page_id: str, stage: str) -> tuple[BaseModel | None, Rejection | None]:
+    """The structured output of one generation, or a rejection that keeps the reason and the raw text."""
+    try:
+        return parse_output(model, generation), None
+    except OutputError as exc:
+        return None, Rejection(stage=stage, reason=exc.reason, page_id=page_id, raw=exc.raw or None)
+
+
+def _stage_positives(ctx: _Context, pages: list[Page], upstream: list[QueryRecord]):
+    settings = ctx.config.positives
+    backend = ctx.backends[settings.backend]
+    use_image = settings.use_image == "always" or (
+        settings.use_image == "auto" and Capability.IMAGES in backend.capabilities
+    )
+    requests = [stage_prompts.positive_request_for(ctx, page, use_image) for page in pages]
+    kept, rejected = [], []
+    for page, generation in zip(pages, backend.generate(requests), strict=True):
+        parsed, rejection = _parse(stage_prompts.PositiveQueries, generation, page.page_id, "positives")
+        if rejection:
+            rejected.append(rejection)
+            continue
+        for item in parsed.queries:
+            record = QueryRecord(
+                query_id=query_id(page.page_id, "positive", item.query),
+                page_id=page.page_id,
+                kind="positive",
+                text=item.query.strip(),
+                answer=item.answer.strip() or None,
+                generator="llm:positive",
+            )
+            reason = stage_prompts.form_problem(record.text)
+            if reason:
+                rejected.append(Rejection(stage="positives", reason=reason, record=record))
+            else:
+                kept.append(record)
+    return kept, rejected
+
+
+def _stage_positives_verified(ctx: _Context, pages: list[Page], upstream: list[QueryRecord]):
+    by_page = {page.page_id: page for page in pages}
+    verdicts = ctx.positive_verifier.verdicts([(by_page[r.page_id], r.text) for r in upstream])
+    kept, rejected = [], []
+    candidates = defaultdict(list)
+    for record, verdict in zip(upstream, verdicts, strict=True):
+        record = record.model_copy(update={"verdict": verdict})
+        if verdict.answerable:
+            candidates[record.page_id].append(record)
+        else:
+            reason = "verifier error" if verdict.errors else "not answerable by every verification prompt"
+            rejected.append(Rejection(stage="positives_verified", reason=reason, record=record))
+    keep = ctx.config.positive_verification.keep
+    for records in candidates.values():
+        ranked = sorted(records, key=lambda r: (-min(r.verdict.p_yes), r.query_id))
+        kept += ranked[:keep]
+        rejected += [
+            Rejection(stage="positives_verified", reason=f"not among the {keep} kept", record=r) for r in ranked[keep:]
+        ]
+    return kept, rejected
+
+
+def _stage_rephrased(ctx: _Context, pages: list[Page], upstream: list[QueryRecord]):
+    settings = ctx.config.rephrase
+    chosen = [r for r in upstream if ctx.rng("rephrase", r.query_id).random() < settings.fraction]
+    by_page = {page.page_id: page for page in pages}
+    backend = ctx.backends[settings.backend]
+    generations = backend.generate([stage_prompts.rephrase_request_for(ctx, by_page[r.page_id], r) for r in chosen])
+    candidates, rejected = [], []
+    for positive, generation in zip(chosen, generations, strict=True):
+        parsed, rejection = _parse(stage_prompts.Rephrasing, generation, positive.page_id, "rephrased")
+        if rejection:
+            rejected.append(rejection)
+            continue
+        text = parsed.query.strip()
+        record = QueryRecord(
+            query_id=query_id(positive.page_id, "rephrased", text, positive.query_id),
+            page_id=positive.page_id,
+            kind="rephrased",
+            text=text,
+            answer=positive.answer,
+            parent_id=positive.query_id,
+            generator="llm:rephrase",
+        )
+        candidates.append(record)
+    verdicts = ctx.positive_verifier.verdicts([(by_page[r.page_id], r.text) for r in candidates])
+    kept = list(upstream)  # the positives go on; rephrasings are added next to them
+    for record, verdict in zip(candidates, verdicts, strict=True):
+        record = record.model_copy(update={"verdict": verdict})
+        if verdict.answerable:
+            kept.append(record)
+        else:
+            rejected.append(
+                Rejection(stage="rephrased", reason="rephrasing not answerable by every prompt", record=record)
+            )
+    return kept, rejected
+
+
+def _llm_negatives(ctx: _Context, pages: dict[str, Page], positives: list[QueryRecord]):
+    """Free-form and property-controlled negatives, one batch per kind."""
+    candidates: dict[str, list[QueryRecord]] = defaultdict(list)
+    rejected: list[Rejection] = []
+    config = ctx.config
+    jobs: list[tuple[str, QueryRecord, str | None]] = []
+    requests = []
+    if config.negatives_freeform.enabled:
+        for positive in positives:
+            jobs.append(("freeform", positive, None))
+            requests.append(stage_prompts.freeform_request(ctx, pages[positive.page_id], positive))
+    if config.negatives_controlled.enabled:
+        property_set = get_property_set(config.negatives_controlled.property_set, config.property_sets)
+        wanted = config.negatives_controlled.properties
+        for spec in property_set.properties:
+            if wanted is not None and spec.name not in wanted:
+                continue
+            for positive in positives:
+                jobs.append(("controlled", positive, spec.name))
+                requests.append(stage_prompts.controlled_request(ctx, pages[positive.page_id], positive, spec))
+    by_backend: dict[str, list[int]] = defaultdict(list)
+    for index, (kind, _, _) in enumerate(jobs):
+        name = config.negatives_freeform.backend if kind == "freeform" else config.negatives_controlled.backend
+        by_backend[name].append(index)
+    generations: list = [None] * len(jobs)
+    for name, indices in by_backend.items():
+        for index, generation in zip(indices, ctx.backends[name].generate([requests[i] for i in indices]), strict=True):
+            generations[index] = generation
+    for (kind, positive, prop), generation in zip(jobs, generations, strict=True):
+        model = stage_prompts.NegativeQueries if kind == "freeform" else stage_prompts.ControlledNegatives
+        parsed, rejection = _parse(model, generation, positive.page_id, "negative_candidates")
+        if rejection:
+            rejected.append(rejection)
+            continue
+        for item in parsed.queries:
+            text = item.query.strip()
+            extra = {}
+            if kind == "controlled":
+                extra = {"property": prop, "changed_from": item.old_value or None, "changed_to": item.new_value or None}
+            candidates[positive.query_id].append(
+                QueryRecord(
+                    query_id=query_id(positive.page_id, "negative", text, positive.query_id),
+                    page_id=positive.page_id,
+                    kind="negative",
+                    text=text,
+                    parent_id=positive.query_id,
+                    generator=f"llm:{kind}",
+                    **extra,
+                )
+            )
+    return candidates, rejected
+
+
+def _stage_negative_candidates(ctx: _Context, pages: list[Page], upstream: list[QueryRecord]):
+    config = ctx.config
+    by_page = {page.page_id: page for page in pages}
+    positives = [r for r in upstream if r.kind == "positive"]
+    candidates, rejected = _llm_negatives(ctx, by_page, positives)
+    if config.negatives_rulebased.enabled:
+        if ctx.pool is None:
+            ctx.pool = EntityPool.from_pages(ctx.store)
+        for positive in positives:
+            rng = ctx.rng("rule", positive.query_id)
+            page_text = by_page[positive.page_id].text
+            candidates[positive.query_id] += rule_based_negatives(
+                positive, page_text, ctx.pool, config.negatives_rulebased.m, rng
+            )
+    kept = [r for r in upstream]  # positives and rephrasings pass through
+    for positive in positives:
+        survivors, dropped = apply_filters(positive, candidates.get(positive.query_id, []), config.filters)
+        kept += survivors
+        rejected += [
+            r.model_copy(update={"stage": "negative_candidates", "reason": f"filter {r.reason}"}) for r in dropped
+        ]
+    return kept, rejected
+
+
+def _stage_negatives_verified(ctx: _Context, pages: list[Page], upstream: list[QueryRecord]):
+    by_page = {page.page_id: page for page in pages}
+    negatives = [r for r in upstream if r.kind == "negative"]
+    kept = [r for r in upstream if r.kind != "negative"]
+    rejected = []
+    verdicts = ctx.negative_verifier.verdicts([(by_page[r.page_id], r.text) for r in negatives])
+    for record, verdict in zip(negatives, verdicts, strict=True):
+        evidence = check_evidence(record, by_page[record.page_id].text) if record.changed_to else None
+        record = record.model_copy(update={"verdict": verdict, "evidence": evidence})
+        if not verdict.unanswerable:
+            reason = "verifier error" if verdict.errors else "not judged unanswerable by every verification prompt"
+            rejected.append(Rejection(stage="negatives_verified", reason=reason, record=record))
+        elif evidence is not None and evidence.answers and ctx.config.negative_verification.evidence_rejects:
+            rejected.append(Rejection(stage="negatives_verified", reason=f"evidence: {evidence.reason}", record=record))
+        else:
+            kept.append(record)
+    return kept, rejected
+
+
+def _stage_selected(ctx: _Context, pages: list[Page], upstream: list[QueryRecord]):
+    settings = ctx.config.selection
+    negatives = defaultdict(list)
+    for record in upstream:
+        if record.kind == "negative":
+            negatives[record.parent_id].append(record)
+    kept = [r for r in upstream if r.kind != "negative"]
+    rejected = []
+    for record in kept:
+        if record.kind != "positive":
+            continue
+        chosen, dropped = select_negatives(
+            record,
+            negatives.get(record.query_id, []),
+            settings.k,
+            settings.strategy,
+            ctx.rng("select", record.query_id),
+        )
+        kept += chosen
+        rejected += [
+            Rejection(stage="selected", reason=f"not among the {settings.k} selected", record=r) for r in dropped
+        ]
+    return kept, rejected
+
+
+def _passthrough(ctx: _Context, pages: list[Page], upstream: list[QueryRecord]):
+    return list(upstream), []
+
+
+_RUNNERS: dict[str, Callable] = {
+    "positives": _stage_positives,
+    "positives_verified": _stage_positives_verified,
+    "rephrased": _stage_rephrased,
+    "negative_candidates": _stage_negative_candidates,
+    "negatives_verified": _stage_negatives_verified,
+    "selected": _stage_selected,
+}
+
+
+def _enabled(config: PipelineConfig, stage: str) -> bool:
+    return {
+        "positives": config.positives.enabled,
+        "positives_verified": config.positive_verification.enabled,
+        "rephrased": config.rephrase.enabled,
+        "negative_candidates": config.negatives_freeform.enabled
+        or config.negatives_controlled.enabled
+        or config.negatives_rulebased.enabled,
+        "negatives_verified": config.negative_verification.enabled,
+        "selected": config.selection.enabled,
+    }[stage]
+
+
+def _fingerprints(ctx: _Context) -> dict[str, str]:
+    """Each stage's fingerprint: its settings, prompts and backends, chained to the one before."""
+    config = ctx.config
+    parts = stage_prompts.stage_fingerprint_parts(ctx)
+    upstream = fingerprint(config.seed, config.pages_per_shard, config.max_page_chars)
+    result = {}
+    for stage in STAGES:
+        upstream = fingerprint(upstream, _enabled(config, stage), parts[stage])
+        result[stage] = upstream
+    return result
+
+
+def run_pipeline(
+    store: PageStore,
+    config: PipelineConfig,
+    run_dir: str | Path,
+    force: bool = False,
+    show_progress: bool = True,
+    page_ids: list[str] | None = None,
+) -> RunReport:
+    """Run (or resume) the pipeline over the store's pages (or ``page_ids``) into ``run_dir``."""
+    started = time.perf_counter()
+    run = RunDir(run_dir)
+    ctx = _Context(store, config, run)
+    run.check_fingerprints(_fingerprints(ctx), STAGES, force)
+    (run.root / "config.yaml").write_text(config.to_yaml())
+    report = RunReport(run_dir=run.root)
+    pages = [store.get(pid) for pid in page_ids] if page_ids else [p for p in store if p.text.strip()]
+    shards = [pages[i : i + config.pages_per_shard] for i in range(0, len(pages), config.pages_per_shard)]
+    report.shards = len(shards)
+    progress = Progress(
+        TextColumn("{task.description:<20}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        disable=not show_progress,
+    )
+    with progress:
+        tasks = {stage: progress.add_task(stage, total=len(shards)) for stage in STAGES}
+        for number, shard_pages in enumerate(shards):
+            shard = f"shard-{number:05d}"
+            upstream: list[QueryRecord] = []
+            resumed = True
+            for stage in STAGES:
+                if run.is_done(stage, shard):
+                    upstream = run.read_shard(stage, shard, QueryRecord)
+                else:
+                    resumed = False
+                    runner = _RUNNERS[stage] if _enabled(config, stage) else _passthrough
+                    kept, rejected = runner(ctx, shard_pages, upstream)
+                    run.write_shard(stage, shard, kept, rejected)
+                    upstream = kept
+                progress.advance(tasks[stage])
+            report.shards_resumed += resumed
+    report.elapsed_s = time.perf_counter() - started
+    from docrerank.pipeline.stats import run_stats
+
+    stats = run_stats(run, ctx.backends, report.elapsed_s)
+    run.write_json("stats.json", stats)
+    for backend in ctx.backends.values():
+        backend.close()
+    return report

@@ -1,0 +1,80 @@
+"""What a run did, stage by stage: counts in and out, pass rates, rejection reasons, verifier agreement,
+per-property yield, tokens and throughput. Written to ``RUN/stats.json`` at the end of every run.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from docrerank.backends import Backend
+from docrerank.pipeline.records import QueryRecord, Rejection
+from docrerank.pipeline.rundir import RunDir
+
+__all__ = ["run_stats"]
+
+_STAGES = ["positives", "positives_verified", "rephrased", "negative_candidates", "negatives_verified", "selected"]
+_VERIFYING = {"positives_verified": "positive", "rephrased": "rephrased", "negatives_verified": "negative"}
+
+
+def _records(run: RunDir, stage: str) -> tuple[list[QueryRecord], list[Rejection]]:
+    kept: list[QueryRecord] = []
+    rejected: list[Rejection] = []
+    for shard in run.shards(stage):
+        kept += run.read_shard(stage, shard, QueryRecord)
+        rejected += run.read_shard(stage, shard, Rejection, rejected=True)
+    return kept, rejected
+
+
+def run_stats(run: RunDir, backends: dict[str, Backend], elapsed_s: float) -> dict[str, Any]:
+    """Statistics of the run directory as it is now (all finished shards)."""
+    stages: dict[str, Any] = {}
+    agreement: dict[str, Any] = {}
+    by_property: dict[str, Counter] = {}
+    for stage in _STAGES:
+        kept, rejected = _records(run, stage)
+        kinds = Counter(r.kind for r in kept)
+        stages[stage] = {
+            "kept": len(kept),
+            "kept_by_kind": dict(kinds),
+            "rejected": len(rejected),
+            "pass_rate": round(len(kept) / (len(kept) + len(rejected)), 4) if kept or rejected else None,
+            "rejection_reasons": dict(Counter(_short(r.reason) for r in rejected).most_common()),
+        }
+        if stage in _VERIFYING:
+            kind = _VERIFYING[stage]
+            verdicts = [r.verdict for r in kept if r.kind == kind and r.verdict] + [
+                r.record.verdict for r in rejected if r.record and r.record.kind == kind and r.record.verdict
+            ]
+            agreement[stage] = {
+                "pairs": len(verdicts),
+                "prompts_agree": round(sum(v.agree for v in verdicts) / len(verdicts), 4) if verdicts else None,
+            }
+        for record in kept:
+            if record.kind == "negative":
+                by_property.setdefault(record.property or record.generator, Counter())[stage] += 1
+    unique = {id(b): b for b in backends.values()}.values()  # names may share one backend
+    requests = sum(b.stats.requests_sent for b in unique)
+    return {
+        "stages": stages,
+        "verifier_agreement": agreement,
+        "negatives_by_property": {name: dict(counts) for name, counts in sorted(by_property.items())},
+        "backends": {
+            name: {
+                "requests_sent": b.stats.requests_sent,
+                "cache_hits": b.stats.cache_hits,
+                "errors": b.stats.errors,
+                "prompt_tokens": b.stats.prompt_tokens,
+                "completion_tokens": b.stats.completion_tokens,
+                "busy_s": round(b.stats.busy_s, 2),
+            }
+            for name, b in backends.items()
+        },
+        "wall_time_s": round(elapsed_s, 2),
+        "requests_per_s": round(requests / elapsed_s, 3) if elapsed_s else None,
+    }
+
+
+def _short(reason: str) -> str:
+    """Reasons without their per-item details, so that they group."""
+    return reason.split(" (")[0].split(": ")[0] if reason.startswith(("HTTP", "timed out")) else reason[:120]

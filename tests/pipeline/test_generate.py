@@ -1,0 +1,180 @@
+"""The generation pipeline end to end, on real pages with a real (tiny) llama.cpp model.
+
+SmolLM2-135M writes poor questions, so the verification thresholds are set so that its candidates flow
+through every stage (positives judged answerable at P(yes) >= 0.01, negatives unanswerable below 0.99):
+these tests check the plumbing (stages, run directory, resume, fingerprints, records), not the quality.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from docrerank.errors import SettingsMismatchError
+from docrerank.pages import PageStore, ingest
+from docrerank.pipeline.config import PipelineConfig
+from docrerank.pipeline.generate import STAGES, run_pipeline
+from docrerank.pipeline.records import QueryRecord, Rejection
+from tests.helpers import PDF3 as COMMITTED_PDF
+
+TINY = {"type": "llamacpp", "model": "smollm2-135m-instruct", "n_ctx": 4096, "n_threads": 1}
+
+
+def _config(**overrides) -> dict:
+    config = {
+        "pages_per_shard": 1,
+        "max_page_chars": 1200,
+        "backends": {"generator": TINY, "verifier": TINY},
+        "positives": {"n": 2, "max_tokens": 160},
+        "positive_verification": {"threshold": 0.01},
+        "rephrase": {"fraction": 1.0},
+        "negatives_freeform": {"m": 2, "max_tokens": 200},
+        "negatives_controlled": {"properties": ["number"], "per_property": 1, "max_tokens": 200},
+        "negatives_rulebased": {"m": 2},
+        "negative_verification": {"threshold": 0.99},
+        "selection": {"k": 2},
+    }
+    for key, value in overrides.items():
+        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
+    return config
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> PageStore:
+    root = tmp_path_factory.mktemp("store")
+    ingest([COMMITTED_PDF], root, show_progress=False)
+    return PageStore.open(root)
+
+
+@pytest.fixture(scope="module")
+def finished_run(store, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("run")
+    run_pipeline(store, PipelineConfig.model_validate(_config()), run, show_progress=False)
+    return run
+
+
+def _records(run: Path, stage: str) -> list[QueryRecord]:
+    return [
+        QueryRecord.model_validate_json(line)
+        for path in sorted((run / "stages" / stage).glob("shard-*[0-9].jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+
+
+def test_every_stage_writes_every_shard_with_a_marker(finished_run, store):
+    for stage in STAGES:
+        folder = finished_run / "stages" / stage
+        assert len(list(folder.glob("*.done"))) == len(store), stage
+        assert len(list(folder.glob("*.rejected.jsonl"))) == len(store), stage
+    assert (finished_run / "config.yaml").is_file()
+    assert set(json.loads((finished_run / "fingerprints.json").read_text())) == set(STAGES)
+
+
+def test_final_records_link_negatives_to_kept_positives(finished_run):
+    selected = _records(finished_run, "selected")
+    positives = {r.query_id: r for r in selected if r.kind == "positive"}
+    negatives = [r for r in selected if r.kind == "negative"]
+    assert positives, "no positive survived: the thresholds of the test config should let them through"
+    assert negatives
+    for negative in negatives:
+        assert negative.parent_id in positives
+        assert negative.page_id == positives[negative.parent_id].page_id
+        assert negative.verdict is not None and negative.verdict.unanswerable
+        assert negative.text != positives[negative.parent_id].text
+    per_positive = Counter(n.parent_id for n in negatives)
+    assert max(per_positive.values()) <= 2  # selection k
+    for positive in positives.values():
+        assert positive.verdict is not None and positive.verdict.answerable
+    generators = {n.generator.split(":")[0] for n in negatives}
+    assert "llm" in generators or "rule" in generators
+
+
+def test_rejections_keep_the_stage_and_a_reason(finished_run):
+    for stage in STAGES:
+        for path in (finished_run / "stages" / stage).glob("*.rejected.jsonl"):
+            for line in path.read_text().splitlines():
+                rejection = Rejection.model_validate_json(line)
+                assert rejection.stage == stage
+                assert rejection.reason
+
+
+def test_stats_count_each_stage(finished_run):
+    stats = json.loads((finished_run / "stats.json").read_text())
+    assert set(stats["stages"]) == set(STAGES)
+    assert stats["stages"]["selected"]["kept"] == len(_records(finished_run, "selected"))
+    assert stats["verifier_agreement"]["positives_verified"]["pairs"] > 0
+    assert stats["backends"]["generator"]["requests_sent"] > 0
+
+
+def test_rerun_sends_no_request_and_changes_nothing(finished_run, store):
+    before = {p: p.read_bytes() for p in (finished_run / "stages").rglob("*.jsonl")}
+    run_pipeline(store, PipelineConfig.model_validate(_config()), finished_run, show_progress=False)
+    stats = json.loads((finished_run / "stats.json").read_text())
+    assert all(b["requests_sent"] == 0 for b in stats["backends"].values())
+    assert {p: p.read_bytes() for p in (finished_run / "stages").rglob("*.jsonl")} == before
+
+
+def test_changed_settings_stop_the_run_unless_forced(store, tmp_path):
+    run = tmp_path / "run"
+    small = _config(negatives_controlled={"enabled": False}, rephrase={"enabled": False})
+    run_pipeline(store, PipelineConfig.model_validate(small), run, show_progress=False)
+    changed = PipelineConfig.model_validate({**small, "selection": {"k": 1}})
+    with pytest.raises(SettingsMismatchError, match="selected"):
+        run_pipeline(store, changed, run, show_progress=False)
+    run_pipeline(store, changed, run, force=True, show_progress=False)
+    per_positive = Counter(r.parent_id for r in _records(run, "selected") if r.kind == "negative")
+    verified = Counter(r.parent_id for r in _records(run, "negatives_verified") if r.kind == "negative")
+    assert verified, "no negative reached selection: the test cannot see k change"
+    assert per_positive == {parent: min(1, n) for parent, n in verified.items()}
+    stats = json.loads((run / "stats.json").read_text())
+    assert stats["backends"]["generator"]["requests_sent"] == 0  # only selection was redone: it asks no model
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_gives_the_same_output_and_no_answered_request_twice(store, tmp_path):
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(_config()))
+    command = [
+        sys.executable,
+        "-m",
+        "docrerank.cli.app",
+        "generate",
+        "--pages",
+        str(store.root),
+        "--config",
+        str(config_path),
+        "--no-progress",
+    ]
+
+    reference = tmp_path / "reference"
+    subprocess.run([*command, "--run-dir", str(reference)], check=True, capture_output=True)
+
+    run = tmp_path / "killed"
+    log = tmp_path / "requests.log"
+    env = {**os.environ, "DOCRERANK_REQUEST_LOG": str(log)}
+    process = subprocess.Popen(
+        [*command, "--run-dir", str(run)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not list((run / "stages" / "negative_candidates").glob("*.done")):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done_before = len(list((run / "stages" / "selected").glob("*.done")))
+    assert done_before < len(store), "the run finished before it could be killed; kill it earlier"
+
+    subprocess.run([*command, "--run-dir", str(run)], env=env, check=True, capture_output=True)
+    for stage in STAGES:
+        for path in sorted((reference / "stages" / stage).glob("*.jsonl")):
+            assert (run / "stages" / stage / path.name).read_text() == path.read_text(), f"{stage}/{path.name}"
+    answered = Counter(log.read_text().splitlines())
+    assert answered and max(answered.values()) == 1, "a request that had been answered was sent again"
