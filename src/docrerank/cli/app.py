@@ -17,6 +17,7 @@ from rich.logging import RichHandler
 from docrerank import __version__
 from docrerank.cli.backends import app as backends_app
 from docrerank.cli.demo import demo_command, samples_command
+from docrerank.cli.export import export_command
 from docrerank.cli.generate import generate_command
 from docrerank.cli.ingest import ingest_command
 from docrerank.errors import DocrerankError
@@ -58,6 +59,7 @@ def _configure(
 
 app.command("ingest")(ingest_command)
 app.command("generate")(generate_command)
+app.command("export")(export_command)
 app.add_typer(backends_app, name="backends")
 app.command("samples")(samples_command)
 app.command("demo")(demo_command)

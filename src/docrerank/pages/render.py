@@ -66,7 +66,7 @@ _LIGATURES = str.maketrans(
 def clean_text(text: str) -> str:
     """Normalise line ends, expand ligatures, drop control characters (form feeds, NULs)."""
     text = text.replace("\r\n", "\n").replace("\r", "\n").translate(_LIGATURES)
-    text = re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]", "", text)
+    text = re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffe\uffff]", "", text)
     text = re.sub(r"[ \t]+\n", "\n", text)
     return text.strip()
 

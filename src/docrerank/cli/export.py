@@ -1,0 +1,48 @@
+"""``docrerank export``: a finished run's queries as a training data set (hf, parquet, jsonl, pairs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from docrerank.pages import PageStore
+from docrerank.pipeline.export import FORMATS, ExportSummary, export_run
+
+__all__ = ["export_command", "print_summary"]
+
+stdout = Console()
+
+
+def print_summary(summary: ExportSummary) -> None:
+    """Rows written, positives, rephrasings and negatives (by generator)."""
+    table = Table(title=f"export ({summary.format})", title_justify="left")
+    table.add_column("item")
+    table.add_column("count", justify="right")
+    for label, value in (
+        ("rows", summary.rows),
+        ("pages", summary.pages),
+        ("positives", summary.positives),
+        ("rephrased", summary.rephrased),
+        ("negatives", summary.negatives),
+    ):
+        table.add_row(label, str(value))
+    for generator, count in sorted(summary.negatives_by_generator.items()):
+        table.add_row(f"  negatives {generator}", str(count))
+    stdout.print(table)
+    stdout.print(f"written to {summary.out}")
+
+
+def export_command(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory (docrerank generate --run-dir)")],
+    pages: Annotated[Path, typer.Option("--pages", help="the page store the run was generated from")],
+    out: Annotated[Path, typer.Option("--out", help="the output folder")],
+    format: Annotated[str, typer.Option("--format", help=f"one of: {', '.join(FORMATS)}")] = "hf",
+    overwrite: Annotated[bool, typer.Option(help="replace a non-empty --out folder")] = False,
+) -> None:
+    """Export the run's selected positives, rephrasings and negatives as a data set."""
+    store = PageStore.open(pages)
+    print_summary(export_run(run_dir, store, format, out, overwrite=overwrite))
