@@ -178,3 +178,70 @@ def test_kill_9_then_resume_gives_the_same_output_and_no_answered_request_twice(
             assert (run / "stages" / stage / path.name).read_text() == path.read_text(), f"{stage}/{path.name}"
     answered = Counter(log.read_text().splitlines())
     assert answered and max(answered.values()) == 1, "a request that had been answered was sent again"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "text", "problem"),
+    [
+        ("2021", "2019", "What was the revenue in 2019?", None),
+        ("2021", "2021", "What was the revenue in 2021?", "equals the old one"),
+        ("2020", "2019", "What was the revenue in 2019?", "old value is not in the positive"),
+        ("2021", "2019", "What was the revenue in 2018?", "new value is not in the edited query"),
+        ("", "2019", "What was the revenue in 2019?", "no old or new value"),
+    ],
+)
+def test_controlled_edits_must_change_the_named_value(old, new, text, problem):
+    from docrerank.pipeline.generate import _controlled_edit_problem
+
+    positive = QueryRecord(
+        query_id="p", page_id="x", kind="positive", text="What was the revenue in 2021?", generator="given"
+    )
+    edit = QueryRecord(
+        query_id="n",
+        page_id="x",
+        kind="negative",
+        text=text,
+        parent_id="p",
+        generator="llm:controlled",
+        property="date",
+        changed_from=old or None,
+        changed_to=new,
+    )
+    found = _controlled_edit_problem(positive, edit)
+    assert (found is None) if problem is None else (problem in found)
+
+
+def test_given_positives_start_the_run_at_negative_generation(store, tmp_path):
+    page = store.get(store.page_ids[1])
+    given = tmp_path / "positives.jsonl"
+    given.write_text(
+        "\n".join(
+            [
+                json.dumps({"page_id": page.page_id, "query": "What does Figure 1 show for 1990?", "answer": "income"}),
+                json.dumps({"page_id": "no-such-page", "query": "What is this?"}),
+                json.dumps({"page_id": page.page_id, "query": "  "}),
+                "not json",
+            ]
+        )
+    )
+    config = _config(
+        positives={"given": str(given)}, negatives_controlled={"enabled": False}, rephrase={"enabled": False}
+    )
+    run = tmp_path / "run"
+    run_pipeline(store, PipelineConfig.model_validate(config), run, show_progress=False)
+    positives = [r for r in _records(run, "positives_verified") if r.kind == "positive"]
+    assert [(p.page_id, p.text, p.generator, p.verdict) for p in positives] == [
+        (page.page_id, "What does Figure 1 show for 1990?", "given", None)
+    ]
+    assert len(list((run / "stages" / "positives").glob("*.done"))) == 1  # only the page with a given positive
+    reasons = [r["reason"] for r in json.loads((run / "given_positives_rejected.json").read_text())]
+    assert len(reasons) == 3
+    assert any("not in the store" in r for r in reasons) and any("empty query" in r for r in reasons)
+    stats = json.loads((run / "stats.json").read_text())
+    assert (
+        stats["stages"]["negative_candidates"]["kept_by_kind"].get("negative", 0)
+        + stats["stages"]["negative_candidates"]["rejected"]
+        > 0
+    )
+    selected = _records(run, "selected")
+    assert all(r.parent_id == positives[0].query_id for r in selected if r.kind == "negative")

@@ -37,6 +37,11 @@ class PositiveStage(_Stage):
     )
     temperature: float = 0.7
     max_tokens: int = 768
+    given: Path | None = Field(
+        None,
+        description="a JSONL file of existing positives ({page_id, query, answer?} a line): used instead of "
+        "generating them, trusted without verification, so the run starts at negative generation",
+    )
 
 
 class PositiveVerification(VerifySettings):

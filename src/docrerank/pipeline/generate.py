@@ -16,6 +16,7 @@ nothing that was answered, and the same seed gives the same output.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections import Counter, defaultdict
@@ -82,6 +83,10 @@ class _Context:
             self.backends[config.negative_verification.backend], config.negative_verification
         )
         self.pool: EntityPool | None = None
+        self.given: dict[str, list[QueryRecord]] = {}
+        self.given_rejected: list[Rejection] = []
+        if config.positives.given is not None:
+            self.given, self.given_rejected = read_given_positives(config.positives.given, store)
 
     def rng(self, stage: str, key: str) -> random.Random:
         return random.Random(f"{self.config.seed}:{stage}:{key}")
@@ -98,8 +103,42 @@ def _parse(model: type[BaseModel], generation, page_id: str, stage: str) -> tupl
         return None, Rejection(stage=stage, reason=exc.reason, page_id=page_id, raw=exc.raw or None)
 
 
+def read_given_positives(path: Path, store: PageStore) -> tuple[dict[str, list[QueryRecord]], list[Rejection]]:
+    """Existing positives from a JSONL file, by page; lines that cannot be used become rejections."""
+    by_page: dict[str, list[QueryRecord]] = defaultdict(list)
+    rejected: list[Rejection] = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            page_id, text = str(item["page_id"]), str(item["query"]).strip()
+        except (json.JSONDecodeError, KeyError, TypeError):
+            rejected.append(Rejection(stage="positives", reason=f"{path}:{number}: not JSON with page_id and query"))
+            continue
+        if page_id not in store:
+            reason = f"{path}:{number}: page {page_id!r} is not in the store; ingest its document first"
+            rejected.append(Rejection(stage="positives", reason=reason, page_id=page_id))
+        elif not text:
+            rejected.append(Rejection(stage="positives", reason=f"{path}:{number}: empty query", page_id=page_id))
+        else:
+            by_page[page_id].append(
+                QueryRecord(
+                    query_id=query_id(page_id, "positive", text),
+                    page_id=page_id,
+                    kind="positive",
+                    text=text,
+                    answer=(str(item.get("answer") or "").strip() or None),
+                    generator="given",
+                )
+            )
+    return by_page, rejected
+
+
 def _stage_positives(ctx: _Context, pages: list[Page], upstream: list[QueryRecord]):
     settings = ctx.config.positives
+    if settings.given is not None:
+        return [r for page in pages for r in ctx.given[page.page_id]], []
     backend = ctx.backends[settings.backend]
     use_image = settings.use_image == "always" or (
         settings.use_image == "auto" and Capability.IMAGES in backend.capabilities
@@ -129,6 +168,8 @@ def _stage_positives(ctx: _Context, pages: list[Page], upstream: list[QueryRecor
 
 
 def _stage_positives_verified(ctx: _Context, pages: list[Page], upstream: list[QueryRecord]):
+    if ctx.config.positives.given is not None:  # given positives are trusted: the run starts at negatives
+        return list(upstream), []
     by_page = {page.page_id: page for page in pages}
     verdicts = ctx.positive_verifier.verdicts([(by_page[r.page_id], r.text) for r in upstream])
     kept, rejected = [], []
@@ -225,18 +266,35 @@ def _llm_negatives(ctx: _Context, pages: dict[str, Page], positives: list[QueryR
             extra = {}
             if kind == "controlled":
                 extra = {"property": prop, "changed_from": item.old_value or None, "changed_to": item.new_value or None}
-            candidates[positive.query_id].append(
-                QueryRecord(
-                    query_id=query_id(positive.page_id, "negative", text, positive.query_id),
-                    page_id=positive.page_id,
-                    kind="negative",
-                    text=text,
-                    parent_id=positive.query_id,
-                    generator=f"llm:{kind}",
-                    **extra,
-                )
+            record = QueryRecord(
+                query_id=query_id(positive.page_id, "negative", text, positive.query_id),
+                page_id=positive.page_id,
+                kind="negative",
+                text=text,
+                parent_id=positive.query_id,
+                generator=f"llm:{kind}",
+                **extra,
             )
+            problem = _controlled_edit_problem(positive, record) if kind == "controlled" else None
+            if problem:
+                rejected.append(Rejection(stage="negative_candidates", reason=problem, record=record))
+            else:
+                candidates[positive.query_id].append(record)
     return candidates, rejected
+
+
+def _controlled_edit_problem(positive: QueryRecord, record: QueryRecord) -> str | None:
+    """Why a controlled edit is not the one-property change it claims to be, or None."""
+    old, new = (record.changed_from or "").strip().lower(), (record.changed_to or "").strip().lower()
+    if not old or not new:
+        return "controlled edit: no old or new value given"
+    if old == new:
+        return "controlled edit: the new value equals the old one"
+    if old not in positive.text.lower():
+        return "controlled edit: the old value is not in the positive query"
+    if new not in record.text.lower():
+        return "controlled edit: the new value is not in the edited query"
+    return None
 
 
 def _stage_negative_candidates(ctx: _Context, pages: list[Page], upstream: list[QueryRecord]):
@@ -361,6 +419,9 @@ def run_pipeline(
     run.check_fingerprints(_fingerprints(ctx), STAGES, force)
     (run.root / "config.yaml").write_text(config.to_yaml())
     report = RunReport(run_dir=run.root)
+    if page_ids is None and config.positives.given is not None:
+        page_ids = [pid for pid in store.page_ids if pid in ctx.given]
+        run.write_json("given_positives_rejected.json", [r.model_dump(exclude_none=True) for r in ctx.given_rejected])
     pages = [store.get(pid) for pid in page_ids] if page_ids else [p for p in store if p.text.strip()]
     shards = [pages[i : i + config.pages_per_shard] for i in range(0, len(pages), config.pages_per_shard)]
     report.shards = len(shards)

@@ -139,6 +139,7 @@ def stage_fingerprint_parts(ctx: _Context) -> dict[str, Any]:
             config.positives.model_dump(mode="json"),
             load_prompt(config.positives.template).fingerprint,
             backend(config.positives.backend),
+            hashlib.sha256(config.positives.given.read_bytes()).hexdigest() if config.positives.given else None,
         ],
         "positives_verified": ctx.positive_verifier.fingerprint_parts | {"keep": config.positive_verification.keep},
         "rephrased": [
