@@ -19,9 +19,9 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -34,24 +34,15 @@ from docrerank.pipeline.config import PipelineConfig
 from docrerank.pipeline.evidence import check_evidence
 from docrerank.pipeline.filters import apply_filters
 from docrerank.pipeline.properties import get_property_set
-from docrerank.pipeline.records import QueryRecord, Rejection, query_id
+from docrerank.pipeline.records import STAGES, QueryRecord, Rejection, query_id
 from docrerank.pipeline.rulebased import EntityPool, rule_based_negatives
 from docrerank.pipeline.rundir import RunDir, fingerprint
 from docrerank.pipeline.selection import select_negatives
+from docrerank.pipeline.stats import run_stats
 from docrerank.pipeline.verify import Verifier
 from docrerank.prompts import OutputError, parse_output
 
 __all__ = ["STAGES", "RunReport", "run_pipeline"]
-
-STAGES = ["positives", "positives_verified", "rephrased", "negative_candidates", "negatives_verified", "selected"]
-
-
-@dataclass
-class StageCounts:
-    records_in: int = 0
-    kept: int = 0
-    rejected: int = 0
-    reasons: Counter = field(default_factory=Counter)
 
 
 @dataclass
@@ -59,7 +50,6 @@ class RunReport:
     run_dir: Path
     shards: int = 0
     shards_resumed: int = 0
-    stages: dict[str, StageCounts] = field(default_factory=lambda: {s: StageCounts() for s in STAGES})
     elapsed_s: float = 0.0
 
 
@@ -450,8 +440,6 @@ def run_pipeline(
                 progress.advance(tasks[stage])
             report.shards_resumed += resumed
     report.elapsed_s = time.perf_counter() - started
-    from docrerank.pipeline.stats import run_stats
-
     stats = run_stats(run, ctx.backends, report.elapsed_s)
     run.write_json("stats.json", stats)
     for backend in ctx.backends.values():

@@ -8,12 +8,11 @@ from collections import Counter
 from typing import Any
 
 from docrerank.backends import Backend
-from docrerank.pipeline.records import QueryRecord, Rejection
+from docrerank.pipeline.records import STAGES, QueryRecord, Rejection
 from docrerank.pipeline.rundir import RunDir
 
 __all__ = ["run_stats"]
 
-_STAGES = ["positives", "positives_verified", "rephrased", "negative_candidates", "negatives_verified", "selected"]
 _VERIFYING = {"positives_verified": "positive", "rephrased": "rephrased", "negatives_verified": "negative"}
 
 
@@ -31,7 +30,7 @@ def run_stats(run: RunDir, backends: dict[str, Backend], elapsed_s: float) -> di
     stages: dict[str, Any] = {}
     agreement: dict[str, Any] = {}
     by_property: dict[str, Counter] = {}
-    for stage in _STAGES:
+    for stage in STAGES:
         kept, rejected = _records(run, stage)
         kinds = Counter(r.kind for r in kept)
         stages[stage] = {
