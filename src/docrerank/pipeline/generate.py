@@ -256,15 +256,7 @@ def _llm_negatives(ctx: _Context, pages: dict[str, Page], positives: list[QueryR
             extra = {}
             if kind == "controlled":
                 extra = {"property": prop, "changed_from": item.old_value or None, "changed_to": item.new_value or None}
-            record = QueryRecord(
-                query_id=query_id(positive.page_id, "negative", text, positive.query_id),
-                page_id=positive.page_id,
-                kind="negative",
-                text=text,
-                parent_id=positive.query_id,
-                generator=f"llm:{kind}",
-                **extra,
-            )
+            record = QueryRecord.negative_of(positive, text, f"llm:{kind}", **extra)
             problem = _controlled_edit_problem(positive, record) if kind == "controlled" else None
             if problem:
                 rejected.append(Rejection(stage="negative_candidates", reason=problem, record=record))

@@ -73,6 +73,19 @@ class QueryRecord(BaseModel):
     verdict: Verdict | None = None
     evidence: Evidence | None = None
 
+    @classmethod
+    def negative_of(cls, positive: QueryRecord, text: str, generator: str, **fields) -> QueryRecord:
+        """A negative query on the positive's page, linked to it, with its stable id."""
+        return cls(
+            query_id=query_id(positive.page_id, "negative", text, positive.query_id),
+            page_id=positive.page_id,
+            kind="negative",
+            text=text,
+            parent_id=positive.query_id,
+            generator=generator,
+            **fields,
+        )
+
 
 class Rejection(BaseModel):
     """A query a stage dropped, and why."""

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from docrerank.pipeline.evidence import STOPWORDS, PageText, check_value
-from docrerank.pipeline.records import QueryRecord, query_id
+from docrerank.pipeline.records import QueryRecord
 
 if TYPE_CHECKING:
     from docrerank.pages.record import Page
@@ -727,13 +727,10 @@ def rule_based_negatives(
                 continue
             seen.add(key)
             prop = ENTITY_PROPERTIES[span.kind] if span.rule == "entity" else RULE_PROPERTIES[span.rule]
-            record = QueryRecord(
-                query_id=query_id(positive.page_id, "negative", text, positive.query_id),
-                page_id=positive.page_id,
-                kind="negative",
-                text=text,
-                parent_id=positive.query_id,
-                generator=f"rule:{span.rule}",
+            record = QueryRecord.negative_of(
+                positive,
+                text,
+                f"rule:{span.rule}",
                 property=prop,
                 changed_from=span.text,
                 changed_to=value,
