@@ -15,6 +15,7 @@ from docrerank.pipeline.filters import (
     check_form,
     check_length,
     check_not_duplicate,
+    check_positive,
     content_overlap,
     normalize,
 )
@@ -221,3 +222,13 @@ def test_candidates_of_another_positive_are_an_error():
         apply_filters(positive, [make_negative(other, "Which test missed the break?")])
     with pytest.raises(ValueError, match="is a positive"):
         apply_filters(positive, [other])
+
+
+def test_a_positive_copied_from_its_page_is_dropped_and_one_in_its_own_words_is_kept():
+    page = "Frequently asked questions\nWhat is xts? xts is an R package that extends zoo. Why use xts?"
+    copied = check_positive("What is xts?", page)
+    assert not copied.keep and copied.reason.startswith("copied_from_page")
+    assert check_positive("What R package does xts extend?", page).keep
+    assert check_positive("What is xt?", page).keep  # whole words only: "xt" is not "xts"
+    assert check_positive("What is xts?", page, FilterSettings(reject_copied_positives=False)).keep
+    assert check_positive("xts extends zoo", page).reason.startswith("not_a_question")

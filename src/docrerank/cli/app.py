@@ -19,6 +19,7 @@ from docrerank.cli.backends import app as backends_app
 from docrerank.cli.demo import demo_command, samples_command
 from docrerank.cli.export import export_command
 from docrerank.cli.generate import generate_command
+from docrerank.cli.import_dataset import import_command
 from docrerank.cli.ingest import ingest_command
 from docrerank.errors import DocrerankError
 
@@ -58,6 +59,7 @@ def _configure(
 
 
 app.command("ingest")(ingest_command)
+app.command("import")(import_command)
 app.command("generate")(generate_command)
 app.command("export")(export_command)
 app.add_typer(backends_app, name="backends")

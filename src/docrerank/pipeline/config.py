@@ -39,8 +39,9 @@ class PositiveStage(_Stage):
     max_tokens: int = 768
     given: Path | None = Field(
         None,
-        description="a JSONL file of existing positives ({page_id, query, answer?} a line): used instead of "
-        "generating them, trusted without verification, so the run starts at negative generation",
+        description="a JSONL file of existing positives ({page_id, query, answer?, negatives?} a line; "
+        "`docrerank import` writes one from a ColHNQue dataset): used instead of generating them, trusted "
+        "without verification, so the run starts at negative generation; given negatives are verified",
     )
 
 

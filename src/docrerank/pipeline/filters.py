@@ -54,6 +54,8 @@ __all__ = [
     "FilterSettings",
     "apply_filters",
     "check_against_positive",
+    "check_not_copied",
+    "check_positive",
     "check_form",
     "check_length",
     "check_not_duplicate",
@@ -70,6 +72,7 @@ REASONS = (
     "several_questions",
     "too_short",
     "too_long",
+    "copied_from_page",
     "identical_to_positive",
     "paraphrase_of_positive",
     "duplicate_negative",
@@ -124,6 +127,9 @@ class FilterSettings(BaseModel):
             ``paraphrase_of_positive`` (1.0: the same content words only).
         negative_jaccard: content-word overlap with an already kept negative (or rephrasing) of the same
             positive at which a candidate is a ``near_duplicate_negative``.
+        reject_copied_positives: drop a generated positive whose words run verbatim in the page text
+            (``copied_from_page``): small models copy a FAQ's questions, which teaches a reranker nothing
+            but string matching.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -137,6 +143,7 @@ class FilterSettings(BaseModel):
     typo_similarity: float = Field(0.88, ge=0.0, le=1.0)
     positive_jaccard: float = Field(1.0, gt=0.0, le=1.0)
     negative_jaccard: float = Field(0.9, gt=0.0, le=1.0)
+    reject_copied_positives: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> FilterSettings:
@@ -261,6 +268,24 @@ def check_against_positive(
         if overlap >= settings.positive_jaccard:
             return _drop("paraphrase_of_positive", f"content-word overlap {overlap:.2f}")
     return KEEP
+
+
+def check_not_copied(text: str, page_text: str, settings: FilterSettings | None = None) -> FilterResult:
+    """Is ``text`` more than a sentence copied from the page (the same tokens in a row, question mark aside)?"""
+    settings = settings or FilterSettings()
+    key = normalize(text)
+    copied = len(key.split()) >= settings.min_words and f" {key} " in f" {normalize(page_text)} "
+    if settings.reject_copied_positives and copied:
+        return _drop("copied_from_page", "the query's words run verbatim in the page text")
+    return KEEP
+
+
+def check_positive(text: str, page_text: str, settings: FilterSettings | None = None) -> FilterResult:
+    """The filters a generated positive goes through: one well-formed question, not copied from its page."""
+    for decision in (check_form(text, settings), check_length(text, settings)):
+        if not decision.keep:
+            return decision
+    return check_not_copied(text, page_text, settings)
 
 
 def check_not_duplicate(text: str, kept: Sequence[str], settings: FilterSettings | None = None) -> FilterResult:

@@ -32,7 +32,7 @@ from docrerank.pages import Page, PageStore
 from docrerank.pipeline import requests as stage_prompts
 from docrerank.pipeline.config import PipelineConfig
 from docrerank.pipeline.evidence import check_evidence
-from docrerank.pipeline.filters import apply_filters
+from docrerank.pipeline.filters import apply_filters, check_positive
 from docrerank.pipeline.properties import get_property_set
 from docrerank.pipeline.records import STAGES, QueryRecord, Rejection, query_id
 from docrerank.pipeline.rulebased import EntityPool, rule_based_negatives
@@ -73,10 +73,9 @@ class _Context:
             self.backends[config.negative_verification.backend], config.negative_verification
         )
         self.pool: EntityPool | None = None
-        self.given: dict[str, list[QueryRecord]] = {}
-        self.given_rejected: list[Rejection] = []
+        self.given = GivenQueries({}, {}, [])
         if config.positives.given is not None:
-            self.given, self.given_rejected = read_given_positives(config.positives.given, store)
+            self.given = read_given_positives(config.positives.given, store)
 
     def rng(self, stage: str, key: str) -> random.Random:
         return random.Random(f"{self.config.seed}:{stage}:{key}")
@@ -93,9 +92,23 @@ def _parse(model: type[BaseModel], generation, page_id: str, stage: str) -> tupl
         return None, Rejection(stage=stage, reason=exc.reason, page_id=page_id, raw=exc.raw or None)
 
 
-def read_given_positives(path: Path, store: PageStore) -> tuple[dict[str, list[QueryRecord]], list[Rejection]]:
-    """Existing positives from a JSONL file, by page; lines that cannot be used become rejections."""
+@dataclass
+class GivenQueries:
+    """Existing positives by page, their existing negatives by positive, and the lines that were unusable."""
+
+    positives: dict[str, list[QueryRecord]]
+    negatives: dict[str, list[str]]
+    rejected: list[Rejection]
+
+
+def read_given_positives(path: Path, store: PageStore) -> GivenQueries:
+    """Existing positives from a JSONL file (``{page_id, query, answer?, negatives?}`` a line).
+
+    ``negatives`` (a list of query texts, e.g. a ColHNQue row's negative queries) join the positive's
+    negative candidates and are filtered and verified like the generated ones (generator ``given``).
+    """
     by_page: dict[str, list[QueryRecord]] = defaultdict(list)
+    negatives: dict[str, list[str]] = {}
     rejected: list[Rejection] = []
     for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
         if not line.strip():
@@ -103,8 +116,10 @@ def read_given_positives(path: Path, store: PageStore) -> tuple[dict[str, list[Q
         try:
             item = json.loads(line)
             page_id, text = str(item["page_id"]), str(item["query"]).strip()
-        except (json.JSONDecodeError, KeyError, TypeError):
-            rejected.append(Rejection(stage="positives", reason=f"{path}:{number}: not JSON with page_id and query"))
+            given_negatives = [str(q).strip() for q in item.get("negatives") or [] if str(q).strip()]
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            reason = f"{path}:{number}: not a JSON object with page_id, query (and negatives as a list of strings)"
+            rejected.append(Rejection(stage="positives", reason=reason))
             continue
         if page_id not in store:
             reason = f"{path}:{number}: page {page_id!r} is not in the store; ingest its document first"
@@ -112,23 +127,23 @@ def read_given_positives(path: Path, store: PageStore) -> tuple[dict[str, list[Q
         elif not text:
             rejected.append(Rejection(stage="positives", reason=f"{path}:{number}: empty query", page_id=page_id))
         else:
-            by_page[page_id].append(
-                QueryRecord(
-                    query_id=query_id(page_id, "positive", text),
-                    page_id=page_id,
-                    kind="positive",
-                    text=text,
-                    answer=(str(item.get("answer") or "").strip() or None),
-                    generator="given",
-                )
+            record = QueryRecord(
+                query_id=query_id(page_id, "positive", text),
+                page_id=page_id,
+                kind="positive",
+                text=text,
+                answer=(str(item.get("answer") or "").strip() or None),
+                generator="given",
             )
-    return by_page, rejected
+            by_page[page_id].append(record)
+            negatives.setdefault(record.query_id, []).extend(given_negatives)
+    return GivenQueries(by_page, negatives, rejected)
 
 
 def _stage_positives(ctx: _Context, pages: list[Page], upstream: list[QueryRecord]):
     settings = ctx.config.positives
     if settings.given is not None:
-        return [r for page in pages for r in ctx.given[page.page_id]], []
+        return [r for page in pages for r in ctx.given.positives[page.page_id]], []
     backend = ctx.backends[settings.backend]
     use_image = settings.use_image == "always" or (
         settings.use_image == "auto" and Capability.IMAGES in backend.capabilities
@@ -149,9 +164,9 @@ def _stage_positives(ctx: _Context, pages: list[Page], upstream: list[QueryRecor
                 answer=item.answer.strip() or None,
                 generator="llm:positive",
             )
-            reason = stage_prompts.form_problem(record.text)
-            if reason:
-                rejected.append(Rejection(stage="positives", reason=reason, record=record))
+            decision = check_positive(record.text, page.text, ctx.config.filters)
+            if not decision.keep:
+                rejected.append(Rejection(stage="positives", reason=f"filter {decision.reason}", record=record))
             else:
                 kept.append(record)
     return kept, rejected
@@ -284,6 +299,9 @@ def _stage_negative_candidates(ctx: _Context, pages: list[Page], upstream: list[
     by_page = {page.page_id: page for page in pages}
     positives = [r for r in upstream if r.kind == "positive"]
     candidates, rejected = _llm_negatives(ctx, by_page, positives)
+    for positive in positives:
+        for text in ctx.given.negatives.get(positive.query_id, []):
+            candidates[positive.query_id].append(QueryRecord.negative_of(positive, text, "given"))
     if config.negatives_rulebased.enabled:
         if ctx.pool is None:
             ctx.pool = EntityPool.from_pages(ctx.store)
@@ -368,7 +386,8 @@ def _enabled(config: PipelineConfig, stage: str) -> bool:
         "rephrased": config.rephrase.enabled,
         "negative_candidates": config.negatives_freeform.enabled
         or config.negatives_controlled.enabled
-        or config.negatives_rulebased.enabled,
+        or config.negatives_rulebased.enabled
+        or config.positives.given is not None,  # given positives may bring their negatives
         "negatives_verified": config.negative_verification.enabled,
         "selected": config.selection.enabled,
     }[stage]
@@ -402,8 +421,8 @@ def run_pipeline(
     (run.root / "config.yaml").write_text(config.to_yaml())
     report = RunReport(run_dir=run.root)
     if page_ids is None and config.positives.given is not None:
-        page_ids = [pid for pid in store.page_ids if pid in ctx.given]
-        run.write_json("given_positives_rejected.json", [r.model_dump(exclude_none=True) for r in ctx.given_rejected])
+        page_ids = [pid for pid in store.page_ids if pid in ctx.given.positives]
+        run.write_json("given_positives_rejected.json", [r.model_dump(exclude_none=True) for r in ctx.given.rejected])
     pages = [store.get(pid) for pid in page_ids] if page_ids else [p for p in store if p.text.strip()]
     shards = [pages[i : i + config.pages_per_shard] for i in range(0, len(pages), config.pages_per_shard)]
     report.shards = len(shards)

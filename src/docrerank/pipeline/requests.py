@@ -5,7 +5,6 @@ stage's fingerprint is made of. The templates and builders themselves live in ``
 from __future__ import annotations
 
 import hashlib
-import re
 from typing import TYPE_CHECKING, Any
 
 from docrerank.backends import SamplingParams
@@ -32,30 +31,11 @@ __all__ = [
     "PositiveQueries",
     "Rephrasing",
     "controlled_request",
-    "form_problem",
     "freeform_request",
     "positive_request_for",
     "rephrase_request_for",
     "stage_fingerprint_parts",
 ]
-
-_QUESTION_START = re.compile(
-    r"^(what|which|how|when|where|who|whom|whose|why|is|are|was|were|does|do|did|can|could|should|would|will|"
-    r"has|have|list|give|name|describe|explain|according|in|for|on|under)\b",
-    re.IGNORECASE,
-)
-
-
-def form_problem(text: str) -> str | None:
-    """Why a generated positive is not a usable question, or None."""
-    words = text.split()
-    if len(words) < 3:
-        return "too short to be a question (fewer than 3 words)"
-    if len(words) > 60:
-        return "too long (more than 60 words)"
-    if not text.rstrip().endswith("?") and not _QUESTION_START.match(text):
-        return "not a question (no question mark, no question word)"
-    return None
 
 
 def _sampling(ctx: _Context, stage: str, temperature: float, max_tokens: int, key: str) -> SamplingParams:
@@ -140,6 +120,7 @@ def stage_fingerprint_parts(ctx: _Context) -> dict[str, Any]:
             load_prompt(config.positives.template).fingerprint,
             backend(config.positives.backend),
             hashlib.sha256(config.positives.given.read_bytes()).hexdigest() if config.positives.given else None,
+            config.filters.model_dump(mode="json"),
         ],
         "positives_verified": ctx.positive_verifier.fingerprint_parts | {"keep": config.positive_verification.keep},
         "rephrased": [

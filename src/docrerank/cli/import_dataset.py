@@ -1,0 +1,43 @@
+"""``docrerank import``: a ColHNQue-format dataset as a page store and given positives, to start a run from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from docrerank.pages.settings import IngestSettings, OcrMode
+from docrerank.pipeline.colhnque import import_colhnque
+
+__all__ = ["import_command"]
+
+stdout = Console()
+
+
+def import_command(
+    source: Annotated[str, typer.Argument(help="a saved dataset folder, parquet file(s), or a Hugging Face Hub name")],
+    pages: Annotated[Path, typer.Option("--pages", help="the page store to write (created or extended)")],
+    positives: Annotated[Path, typer.Option("--positives", help="the given-positives JSONL to write")],
+    split: Annotated[str, typer.Option(help="the split, for datasets that have several")] = "train",
+    limit: Annotated[int | None, typer.Option(help="only the first N rows")] = None,
+    ocr: Annotated[OcrMode, typer.Option(help="OCR of the page images (they have no text layer)")] = OcrMode.AUTO,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Import a ColHNQue-format dataset (image, positive_queries, negative_queries, answer).
+
+    Then run `docrerank generate --pages STORE` with `positives: {given: POSITIVES}` in the config: the
+    dataset's negatives are verified with the ones the run generates.
+    """
+    summary = import_colhnque(
+        source, pages, positives, IngestSettings(ocr=ocr), split=split, limit=limit, show_progress=progress
+    )
+    stdout.print(
+        f"{summary.rows} rows: {summary.pages} pages into {pages}, {summary.positives} positives and "
+        f"{summary.negatives} given negatives into {positives}; {len(summary.errors)} errors"
+    )
+    for error in summary.errors:
+        stdout.print(f"[red]error:[/red] {error}")
+    if summary.errors:
+        raise typer.Exit(1)
