@@ -7,7 +7,9 @@ user gave, never about a bug in docrerank.
 
 from __future__ import annotations
 
-__all__ = ["DocrerankError", "InputError", "SettingsMismatchError"]
+import importlib
+
+__all__ = ["DocrerankError", "InputError", "SettingsMismatchError", "import_optional"]
 
 
 class DocrerankError(ValueError):
@@ -32,3 +34,15 @@ class InputError(DocrerankError):
 
 class SettingsMismatchError(DocrerankError):
     """Work already on disk was made with other settings, so reusing it would mix two kinds of output."""
+
+
+def import_optional(module: str, extra: str):
+    """Import an optional dependency, or stop with the install command of the extra that brings it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        package = module.split(".")[0].replace("_", "-")
+        raise DocrerankError(
+            f'this needs the Python package {package!r}: pip install "docrerank[{extra}]" '
+            "(install torch==2.13.0 first for the CPU build where torch is involved)"
+        ) from None

@@ -33,7 +33,9 @@ def make_positive(text: str, page_id: str = "page-1") -> QueryRecord:
     )
 
 
-def make_negative(positive: QueryRecord, text: str, kind: str = "negative", generator: str = "llm:freeform"):
+def make_negative(
+    positive: QueryRecord, text: str, kind: str = "negative", generator: str = "llm:freeform", **fields
+) -> QueryRecord:
     return QueryRecord(
         query_id=query_id(positive.page_id, kind, text, positive.query_id),
         page_id=positive.page_id,
@@ -41,4 +43,5 @@ def make_negative(positive: QueryRecord, text: str, kind: str = "negative", gene
         text=text,
         parent_id=positive.query_id,
         generator=generator,
+        **fields,
     )

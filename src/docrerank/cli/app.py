@@ -21,6 +21,7 @@ from docrerank.cli.export import export_command
 from docrerank.cli.generate import generate_command
 from docrerank.cli.import_dataset import import_command
 from docrerank.cli.ingest import ingest_command
+from docrerank.cli.stats import stats_command
 from docrerank.errors import DocrerankError
 
 __all__ = ["app", "main"]
@@ -62,6 +63,7 @@ app.command("ingest")(ingest_command)
 app.command("import")(import_command)
 app.command("generate")(generate_command)
 app.command("export")(export_command)
+app.command("stats")(stats_command)
 app.add_typer(backends_app, name="backends")
 app.command("samples")(samples_command)
 app.command("demo")(demo_command)

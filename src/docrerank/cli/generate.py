@@ -8,37 +8,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from docrerank.cli.stats import print_stats
 from docrerank.pages import PageStore
 from docrerank.pipeline.config import PipelineConfig
-from docrerank.pipeline.generate import STAGES, run_pipeline
+from docrerank.pipeline.generate import run_pipeline
 
-__all__ = ["generate_command", "print_stats", "spread_sample"]
-
-stdout = Console()
-
-
-def print_stats(stats: dict) -> None:
-    """Counts and pass rates per stage, the top rejection reasons, verifier agreement, throughput."""
-    table = Table(title="generation run", title_justify="left")
-    for column in ("stage", "kept", "rejected", "pass rate", "top rejection reasons"):
-        table.add_column(column, overflow="fold")
-    for stage in STAGES:
-        row = stats["stages"][stage]
-        kinds = ", ".join(f"{n} {k}" for k, n in row["kept_by_kind"].items())
-        reasons = "; ".join(f"{n}× {r}" for r, n in list(row["rejection_reasons"].items())[:3])
-        rate = "-" if row["pass_rate"] is None else f"{row['pass_rate']:.0%}"
-        table.add_row(stage, f"{row['kept']} ({kinds})" if kinds else "0", str(row["rejected"]), rate, reasons)
-    stdout.print(table)
-    agreement = ", ".join(
-        f"{stage}: {v['prompts_agree']:.0%} of {v['pairs']}"
-        for stage, v in stats["verifier_agreement"].items()
-        if v["prompts_agree"] is not None
-    )
-    stdout.print(f"verification prompts agree: {agreement or '-'}")
-    stdout.print(f"wall time {stats['wall_time_s']:.0f} s, {stats['requests_per_s']} requests/s")
+__all__ = ["generate_command", "spread_sample"]
 
 
 def spread_sample(store: PageStore, n: int, seed: int, min_chars: int = 500) -> list[str]:

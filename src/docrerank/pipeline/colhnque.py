@@ -22,7 +22,7 @@ from typing import Any
 
 from PIL import Image
 
-from docrerank.errors import DocrerankError, InputError
+from docrerank.errors import DocrerankError, InputError, import_optional
 from docrerank.pages import PageStore, ingest
 from docrerank.pages.settings import IngestSettings
 from docrerank.pages.store import atomic_write_bytes
@@ -49,8 +49,7 @@ def read_rows(source: str, split: str = "train"):
     Raises:
         DocrerankError: the source cannot be read, or lacks the ``image`` and ``positive_queries`` columns.
     """
-    import datasets
-
+    datasets = import_optional("datasets", "data")
     path = Path(source)
     try:
         if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from docrerank import __version__
-from docrerank.errors import DocrerankError
+from docrerank.errors import DocrerankError, import_optional
 from docrerank.pages import PageStore
 from docrerank.pipeline.records import QueryRecord
 from docrerank.pipeline.rundir import RunDir
@@ -176,24 +176,24 @@ def page_rows(records: list[QueryRecord], store: PageStore, provenance: str) -> 
 
 def hf_features():
     """The ``datasets`` features of the ``hf`` and ``parquet`` exports."""
-    from datasets import Features, Image, Sequence, Value
-
-    strings = Sequence(Value("string"))
-    return Features(
+    ds = import_optional("datasets", "data")
+    strings = ds.Sequence(ds.Value("string"))
+    scores = ds.Sequence(ds.Sequence(ds.Value("float64")))
+    return ds.Features(
         {
-            "image": Image(),
+            "image": ds.Image(),
             "positive_queries": strings,
-            "negative_queries": Sequence(strings),
+            "negative_queries": ds.Sequence(strings),
             "answer": strings,
-            "page_id": Value("string"),
-            "doc_id": Value("string"),
-            "page_text": Value("large_string"),
-            "rephrased_queries": Sequence(strings),
-            "negative_generators": Sequence(strings),
-            "negative_properties": Sequence(strings),
-            "positive_p_yes": Sequence(Sequence(Value("float64"))),
-            "negative_p_yes": Sequence(Sequence(Value("float64"))),
-            "provenance": Value("string"),
+            "page_id": ds.Value("string"),
+            "doc_id": ds.Value("string"),
+            "page_text": ds.Value("large_string"),
+            "rephrased_queries": ds.Sequence(strings),
+            "negative_generators": ds.Sequence(strings),
+            "negative_properties": ds.Sequence(strings),
+            "positive_p_yes": scores,
+            "negative_p_yes": scores,
+            "provenance": ds.Value("string"),
         }
     )
 
@@ -211,7 +211,7 @@ def _image_rows(rows: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 
 
 def _write_hf(rows: list[dict[str, Any]], out: Path) -> list[Path]:
-    from datasets import Dataset
+    Dataset = import_optional("datasets", "data").Dataset
 
     if not rows:  # from_generator refuses an empty generator
         Dataset.from_dict({name: [] for name in hf_features()}, features=hf_features()).save_to_disk(

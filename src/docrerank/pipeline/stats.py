@@ -25,8 +25,11 @@ def _records(run: RunDir, stage: str) -> tuple[list[QueryRecord], list[Rejection
     return kept, rejected
 
 
-def run_stats(run: RunDir, backends: dict[str, Backend], elapsed_s: float) -> dict[str, Any]:
-    """Statistics of the run directory as it is now (all finished shards)."""
+def run_stats(run: RunDir, backends: dict[str, Backend] | None = None, elapsed_s: float = 0.0) -> dict[str, Any]:
+    """Statistics of the run directory as it is now (all finished shards).
+
+    With ``backends`` (at the end of a run), also their requests, tokens and the run's throughput.
+    """
     stages: dict[str, Any] = {}
     agreement: dict[str, Any] = {}
     by_property: dict[str, Counter] = {}
@@ -52,12 +55,20 @@ def run_stats(run: RunDir, backends: dict[str, Backend], elapsed_s: float) -> di
         for record in kept:
             if record.kind == "negative":
                 by_property.setdefault(record.property or record.generator, Counter())[stage] += 1
-    unique = {id(b): b for b in backends.values()}.values()  # names may share one backend
-    requests = sum(b.stats.requests_sent for b in unique)
-    return {
+        if stage == "negative_candidates":  # what each generator made, before the filters
+            for record in kept + [r.record for r in rejected if r.record]:
+                if record.kind == "negative":
+                    by_property.setdefault(record.property or record.generator, Counter())["made"] += 1
+    result = {
         "stages": stages,
         "verifier_agreement": agreement,
-        "negatives_by_property": {name: dict(counts) for name, counts in sorted(by_property.items())},
+        "negatives_by_property": {name: _yield(counts) for name, counts in sorted(by_property.items())},
+    }
+    if backends is None:
+        return result
+    unique = {id(b): b for b in backends.values()}.values()  # names may share one backend
+    requests = sum(b.stats.requests_sent for b in unique)
+    return result | {
         "backends": {
             name: {
                 "requests_sent": b.stats.requests_sent,
@@ -72,6 +83,13 @@ def run_stats(run: RunDir, backends: dict[str, Backend], elapsed_s: float) -> di
         "wall_time_s": round(elapsed_s, 2),
         "requests_per_s": round(requests / elapsed_s, 3) if elapsed_s else None,
     }
+
+
+def _yield(counts: Counter) -> dict[str, Any]:
+    """A property's (or generator's) counts per stage, and its yield: verified negatives per candidate made."""
+    made = counts.get("made", 0)
+    verified = counts.get("negatives_verified", 0)
+    return {**dict(counts), "yield": round(verified / made, 4) if made else None}
 
 
 def _short(reason: str) -> str:

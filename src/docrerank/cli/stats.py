@@ -1,0 +1,99 @@
+"""``docrerank stats``: a run's counts per stage, per-property yield, and the quality of its negatives."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from docrerank.embeddings import DEFAULT_EMBEDDER
+from docrerank.pipeline.export import read_selected
+from docrerank.pipeline.measures import quality_measures
+from docrerank.pipeline.records import STAGES
+from docrerank.pipeline.rundir import RunDir
+from docrerank.pipeline.stats import run_stats
+
+__all__ = ["print_quality", "print_stats", "stats_command"]
+
+stdout = Console()
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def print_stats(stats: dict[str, Any]) -> None:
+    """Counts and pass rates per stage, top rejection reasons, verifier agreement, per-property yield."""
+    table = Table(title="generation run", title_justify="left")
+    for column in ("stage", "kept", "rejected", "pass rate", "top rejection reasons"):
+        table.add_column(column, overflow="fold")
+    for stage in STAGES:
+        row = stats["stages"][stage]
+        kinds = ", ".join(f"{n} {k}" for k, n in row["kept_by_kind"].items())
+        reasons = "; ".join(f"{n}× {r}" for r, n in list(row["rejection_reasons"].items())[:3])
+        table.add_row(
+            stage, f"{row['kept']} ({kinds})" if kinds else "0", str(row["rejected"]), _rate(row["pass_rate"]), reasons
+        )
+    stdout.print(table)
+    agreement = ", ".join(
+        f"{stage}: {v['prompts_agree']:.0%} of {v['pairs']}"
+        for stage, v in stats["verifier_agreement"].items()
+        if v["prompts_agree"] is not None
+    )
+    stdout.print(f"verification prompts agree: {agreement or '-'}")
+    yields = Table(title="negatives by property (or generator)", title_justify="left")
+    for column in ("property", "made", "after filters", "verified", "selected", "yield"):
+        yields.add_column(column, justify="left" if column == "property" else "right")
+    for name, counts in stats["negatives_by_property"].items():
+        cells = [str(counts.get(key, 0)) for key in ("made", "negative_candidates", "negatives_verified", "selected")]
+        yields.add_row(name, *cells, _rate(counts["yield"]))
+    stdout.print(yields)
+    if "wall_time_s" in stats:
+        stdout.print(f"wall time {stats['wall_time_s']:.0f} s, {stats['requests_per_s']} requests/s")
+
+
+def print_quality(quality: dict[str, Any]) -> None:
+    """Hardness (similarity of each negative to its positive) and diversity (among a positive's negatives)."""
+    table = Table(
+        title=f"hardness of {quality['negatives']} negatives (mean similarity to their positive)", title_justify="left"
+    )
+    names = ("lexical", "char", "embedding")
+    for column in ("made by", "n", *names):
+        table.add_column(column, justify="left" if column == "made by" else "right")
+    for group, scores in quality["hardness"].items():
+        cells = [f"{scores[n]['mean']:.2f}" if scores.get(n) else "-" for n in names]
+        table.add_row(group, str(scores["lexical"]["n"]), *cells)
+    stdout.print(table)
+    diversity = quality["diversity"]
+    parts = [
+        f"{name} {diversity[name]['mean']:.2f}"
+        for name in ("distinct_1", "distinct_2", "pairwise_lexical", "pairwise_embedding")
+        if diversity.get(name)
+    ]
+    stdout.print(
+        f"diversity over {diversity['positives_with_2_or_more']} positives with 2+ negatives: "
+        f"{', '.join(parts) or '-'}; corpus distinct-2 {diversity['corpus_distinct_2']}"
+    )
+
+
+def stats_command(
+    run_dir: Annotated[Path, typer.Argument(help="a finished run directory (docrerank generate --run-dir)")],
+    embedder: Annotated[
+        str, typer.Option(help="sentence-transformers model for embedding similarity (path or Hub name)")
+    ] = DEFAULT_EMBEDDER,
+    embeddings: Annotated[bool, typer.Option(help="compute embedding similarities (loads the embedder)")] = True,
+) -> None:
+    """Print a run's stats and the hardness and diversity of its negatives; writes them to RUN/stats.json."""
+    records = read_selected(run_dir)  # refuses an unfinished run, with the command that resumes it
+    run = RunDir(run_dir)
+    stored_path = run.root / "stats.json"
+    stats = json.loads(stored_path.read_text()) if stored_path.is_file() else {}
+    stats |= run_stats(run)
+    stats["quality"] = quality_measures(records, embedder if embeddings else None)
+    run.write_json("stats.json", stats)
+    print_stats(stats)
+    print_quality(stats["quality"])
