@@ -31,7 +31,7 @@ from docrerank.backends import Backend, Capability, ResponseCache, load_backend
 from docrerank.pages import Page, PageStore
 from docrerank.pipeline import requests as stage_prompts
 from docrerank.pipeline.config import PipelineConfig
-from docrerank.pipeline.evidence import check_evidence
+from docrerank.pipeline.evidence import PageText, check_evidence
 from docrerank.pipeline.filters import apply_filters, check_positive
 from docrerank.pipeline.properties import get_property_set
 from docrerank.pipeline.records import STAGES, QueryRecord, Rejection, query_id
@@ -304,7 +304,7 @@ def _stage_negative_candidates(ctx: _Context, pages: list[Page], upstream: list[
             candidates[positive.query_id].append(QueryRecord.negative_of(positive, text, "given"))
     if config.negatives_rulebased.enabled:
         if ctx.pool is None:
-            ctx.pool = EntityPool.from_pages(ctx.store)
+            ctx.pool = EntityPool.for_store(ctx.store)
         for positive in positives:
             rng = ctx.rng("rule", positive.query_id)
             page_text = by_page[positive.page_id].text
@@ -327,8 +327,9 @@ def _stage_negatives_verified(ctx: _Context, pages: list[Page], upstream: list[Q
     kept = [r for r in upstream if r.kind != "negative"]
     rejected = []
     verdicts = ctx.negative_verifier.verdicts([(by_page[r.page_id], r.text) for r in negatives])
+    page_texts = {pid: PageText(page.text) for pid, page in by_page.items()}  # tokenized once per page
     for record, verdict in zip(negatives, verdicts, strict=True):
-        evidence = check_evidence(record, by_page[record.page_id].text) if record.changed_to else None
+        evidence = check_evidence(record, page_texts[record.page_id]) if record.changed_to else None
         record = record.model_copy(update={"verdict": verdict, "evidence": evidence})
         if not verdict.unanswerable:
             reason = "verifier error" if verdict.errors else "not judged unanswerable by every verification prompt"

@@ -44,22 +44,29 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import random
 import re
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from docrerank import __version__
+from docrerank.pages.store import atomic_write_bytes
 from docrerank.pipeline.evidence import STOPWORDS, PageText, check_value
 from docrerank.pipeline.records import QueryRecord
 
 if TYPE_CHECKING:
     from docrerank.pages.record import Page
     from docrerank.pages.store import PageStore
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ENTITY_PROPERTIES",
@@ -396,6 +403,28 @@ class EntityPool(BaseModel):
     def from_store(cls, store: PageStore) -> EntityPool:
         """A pool from every page of a store."""
         return cls.from_pages(store)
+
+    @classmethod
+    def for_store(cls, store: PageStore) -> EntityPool:
+        """The store's pool, built once and kept beside its pages (``derived/entity-pool-<key>.json``).
+
+        Building reads every page (seconds for a thousand pages), and every run on the store needs the same
+        pool; the key changes with the store's pages and the docrerank version, so a stale pool is never
+        read. A store that cannot be written to gets its pool built again each time.
+        """
+        blob = "\n".join([__version__, *sorted(store.page_ids)]).encode()
+        path = Path(store.root) / "derived" / f"entity-pool-{hashlib.sha256(blob).hexdigest()[:16]}.json"
+        if path.is_file():
+            try:
+                return cls.model_validate_json(path.read_text())
+            except ValueError:
+                pass  # a damaged file: build again
+        pool = cls.from_store(store)
+        try:
+            atomic_write_bytes(path, pool.model_dump_json().encode())
+        except OSError as exc:
+            log.info("the entity pool cannot be kept in %s (%s): it is rebuilt on each run", path.parent, exc)
+        return pool
 
     @classmethod
     def _build(cls, texts: Callable[[], Iterator[str]]) -> EntityPool:

@@ -12,6 +12,7 @@ with the reason and the raw text, for the pipeline to record as a rejection.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Annotated, Any, ClassVar, TypeVar
 
@@ -104,11 +105,17 @@ def output_schema(model: type[BaseModel], count: int | None = None, min_count: i
 
     With ``count``, the model's list field is bounded to ``min_count..count`` items (a subclass with the
     bound is generated, so the schema still comes from pydantic): a grammar-constrained backend then cannot
-    return more items than were asked for, nor an empty list unless ``min_count`` is 0.
+    return more items than were asked for, nor an empty list unless ``min_count`` is 0. Made once per
+    arguments (pydantic takes milliseconds per schema, and every request of a stage needs the same one).
     """
+    return json.loads(_schema_json(model, count, min_count))
+
+
+@functools.lru_cache(maxsize=256)
+def _schema_json(model: type[BaseModel], count: int | None, min_count: int) -> str:
     list_field = getattr(model, "list_field", None)
     if count is None or list_field is None:
-        return model.model_json_schema()
+        return json.dumps(model.model_json_schema())
     if count < max(min_count, 1):
         raise ValueError(f"count must be at least {max(min_count, 1)}, got {count}")
     item_type = model.model_fields[list_field].annotation
@@ -117,7 +124,7 @@ def output_schema(model: type[BaseModel], count: int | None = None, min_count: i
         __base__=model,
         **{list_field: (Annotated[item_type, Field(min_length=min_count, max_length=count)], ...)},
     )
-    return bounded.model_json_schema()
+    return json.dumps(bounded.model_json_schema())
 
 
 def output_example(model: type[BaseModel]) -> str:

@@ -13,6 +13,7 @@ so that it is cheap enough not to be the bottleneck at hundreds of requests a se
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import json
 import multiprocessing
@@ -22,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
-__all__ = ["FakeOpenAIServer"]
+__all__ = ["FakeOpenAIServer", "schema_answer"]
 
 # Script actions: "ok", "429", "429:<seconds>" (with Retry-After), "500" (or any other status code, e.g.
 # "400"), "hang", "drop", "malformed".
@@ -35,6 +36,36 @@ class _Log:
     bodies: list[dict] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)  # request headers, names in lower case
     times: list[float] = field(default_factory=list)
+
+
+def _schema_instance(schema: dict, root: dict, key: str) -> object:
+    """A small valid instance of a JSON schema, its strings questions made distinct by ``key`` (the path)."""
+    if "$ref" in schema:
+        return _schema_instance(root["$defs"][schema["$ref"].rsplit("/", 1)[-1]], root, key)
+    if "anyOf" in schema:
+        return _schema_instance(next(s for s in schema["anyOf"] if s.get("type") != "null"), root, key)
+    kind = schema.get("type")
+    if "enum" in schema:
+        return schema["enum"][0]
+    if kind == "object":
+        return {
+            name: _schema_instance(sub, root, f"{key} {name}") for name, sub in schema.get("properties", {}).items()
+        }
+    if kind == "array":
+        n = min(max(schema.get("minItems", 0), 3), schema.get("maxItems", 3))
+        return [_schema_instance(schema.get("items", {}), root, f"{key} {i}") for i in range(n)]
+    if kind in ("integer", "number"):
+        return 1
+    if kind == "boolean":
+        return True
+    return f"What is {key.strip()} here?"
+
+
+def schema_answer(body: dict) -> str:
+    """The canned answer to a request with a JSON schema: a valid instance whose strings differ per request."""
+    schema = body["response_format"]["json_schema"]["schema"]
+    digest = hashlib.sha256(json.dumps(body.get("messages"), sort_keys=True).encode()).hexdigest()[:8]
+    return json.dumps(_schema_instance(schema, schema, f"item x{digest}"))
 
 
 def _completion(body: dict, text: str) -> dict:
@@ -59,6 +90,9 @@ class FakeOpenAIServer:
         latency_s: delay before every answer (also before errors).
         hang_s: how long "hang" waits before closing without an answer.
         text: the content of "ok" answers.
+        answer_schemas: answer a request that sends a JSON schema (``response_format``) with a valid
+            instance of it instead of ``text`` (``schema_answer``), so a whole pipeline can run against
+            the server; its strings are questions that differ per request, not meaningful ones.
         separate_process: serve from a child process, so that the server does not share the GIL with the
             client being measured (for benchmarks; ``log`` then stays empty).
     """
@@ -70,7 +104,9 @@ class FakeOpenAIServer:
         hang_s: float = 30.0,
         text: str = "ok",
         separate_process: bool = False,
+        answer_schemas: bool = False,
     ):
+        self.answer_schemas = answer_schemas
         self._script = list(script) or ["ok"]
         self.latency_s = latency_s
         self.hang_s = hang_s
@@ -107,7 +143,9 @@ class FakeOpenAIServer:
                 raw = await reader.readexactly(length) if length else b""
                 action = self._action()
                 body: dict = {}
-                if self.record or b'"logprobs"' in raw:  # decoding every body would make the server the bottleneck
+                if (
+                    self.record or b'"logprobs"' in raw or (self.answer_schemas and b'"response_format"' in raw)
+                ):  # decoding every body would make the server the bottleneck
                     try:
                         body = json.loads(raw or b"{}")
                     except json.JSONDecodeError:
@@ -129,7 +167,9 @@ class FakeOpenAIServer:
                 if action == "ok" and not body:
                     payload = self._plain_ok
                 elif action == "ok":
-                    payload = json.dumps(_completion(body, self.text)).encode()
+                    schema = self.answer_schemas and "json_schema" in body.get("response_format", {})
+                    text = schema_answer(body) if schema else self.text
+                    payload = json.dumps(_completion(body, text)).encode()
                 elif action == "malformed":
                     payload = b'{"choices": [ {"message": '
                 elif action.startswith("429"):

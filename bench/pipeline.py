@@ -1,0 +1,190 @@
+"""Pipeline benchmarks: the orchestration against an ideal, and pages/hour on the embedded model.
+
+1. Orchestration: every stage of the pipeline runs against the FAKE loopback server of bench/backends.py (a
+   child process answering every request after a fixed 100 ms; requests with a JSON schema get a valid
+   instance of it, so each stage parses real-looking output). The pipeline sends each stage's requests of a
+   shard as one batch, so a perfect orchestrator needs ceil(sent / concurrency) x 100 ms per batch; the sum
+   over the run's batches is the ideal time. Printed: achieved requests/s, ideal requests/s, and their
+   ratio. Goal: >= 0.9. Everything else the pipeline does (filters, rule-based edits with the entity pool
+   of the whole store, evidence checks, shard files) counts against it.
+2. Embedded model: a full default run (all stages; the 1.5B for generation and verification, as shipped)
+   on ``--embedded-pages`` pages spread over the documents: pages/hour, and the share of the wall time the
+   model was busy (the rest is the pipeline's own work).
+
+Both run on the sample documents' page store (``make demo`` makes it; this script makes it if missing).
+
+    python bench/pipeline.py                 # orchestration (~1 min) + 1 page on the 1.5B (~5-10 min)
+    python bench/pipeline.py --quick         # orchestration on fewer pages + 1 page on the 0.5B, lighter settings
+    python bench/pipeline.py --skip-embedded
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from docrerank.backends.openai_http import OpenAIBackend
+from docrerank.cli.generate import spread_sample
+from docrerank.pages import IngestSettings, PageStore, ingest
+from docrerank.pipeline.config import PipelineConfig
+from docrerank.pipeline.generate import run_pipeline
+from docrerank.samples import default_cache_dir, fetch_samples
+from docrerank.testing.fake_server import FakeOpenAIServer
+
+LATENCY_S = 0.1
+
+
+def sample_store(path: Path) -> PageStore:
+    if not (path / "pages.parquet").exists():
+        ingest(fetch_samples(default_cache_dir()), path, IngestSettings())
+    return PageStore.open(path)
+
+
+class BatchLog:
+    """Requests sent per batch by the HTTP backend: the shape of the run, for its ideal time.
+
+    Wraps ``generate`` and ``score_choices`` of the backend class (they still do all the work) and reads
+    the backend's own sent-requests counter around each call.
+    """
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+        self._saved = {}
+
+    def __enter__(self) -> BatchLog:
+        for name in ("generate", "score_choices"):
+            original = getattr(OpenAIBackend, name)
+            self._saved[name] = original
+
+            def wrapped(backend, requests, _original=original):
+                before = backend.stats.requests_sent
+                result = _original(backend, requests)
+                self.batches.append(backend.stats.requests_sent - before)
+                return result
+
+            setattr(OpenAIBackend, name, wrapped)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for name, original in self._saved.items():
+            setattr(OpenAIBackend, name, original)
+
+
+def orchestration(store: PageStore, pages: int, concurrency: int, pages_per_shard: int) -> dict:
+    page_ids = spread_sample(store, pages, seed=0)
+    with FakeOpenAIServer(latency_s=LATENCY_S, separate_process=True, answer_schemas=True) as server:
+        backend = {
+            "type": "openai",
+            "base_url": server.url,
+            "model": "fake",
+            "max_concurrency": concurrency,
+            "max_retries": 0,
+            "timeout_s": 30,
+        }
+        config = PipelineConfig.model_validate(
+            {
+                "pages_per_shard": pages_per_shard,
+                "backends": {"generator": backend, "verifier": backend},
+                "positives": {"n": 3},
+                "negatives_freeform": {"m": 4},
+                "negatives_controlled": {"per_property": 1},
+            }
+        )
+        with tempfile.TemporaryDirectory() as run_dir, BatchLog() as log:
+            started = time.perf_counter()
+            run_pipeline(store, config, run_dir, show_progress=False, page_ids=page_ids)
+            elapsed = time.perf_counter() - started
+            stats = json.loads((Path(run_dir) / "stats.json").read_text())
+    sent = sum(log.batches)
+    ideal_s = sum(math.ceil(n / concurrency) * LATENCY_S for n in log.batches if n)
+    return {
+        "pages": len(page_ids),
+        "concurrency": concurrency,
+        "requests": sent,
+        "batches": sum(1 for n in log.batches if n),
+        "errors": sum(b["errors"] for b in stats["backends"].values()),
+        "wall_s": elapsed,
+        "ideal_s": ideal_s,
+        "rate": sent / elapsed,
+        "ideal_rate": sent / ideal_s if ideal_s else float("nan"),
+        "ratio": ideal_s / elapsed,
+    }
+
+
+def embedded(store: PageStore, pages: int, quick: bool) -> dict:
+    model = "qwen2.5-coder-0.5b-instruct" if quick else "qwen2.5-coder-1.5b-instruct"
+    settings: dict = {"backends": {"generator": {"type": "llamacpp", "model": model, "n_ctx": 4096}}}
+    settings["backends"]["verifier"] = settings["backends"]["generator"]
+    if quick:
+        settings |= {
+            "positives": {"n": 3},
+            "negatives_freeform": {"m": 4},
+            "negatives_controlled": {"properties": ["number", "named entity"], "per_property": 1},
+        }
+    config = PipelineConfig.model_validate(settings)
+    page_ids = spread_sample(store, pages, seed=0)
+    with tempfile.TemporaryDirectory() as run_dir:
+        started = time.perf_counter()
+        run_pipeline(store, config, run_dir, show_progress=False, page_ids=page_ids)
+        elapsed = time.perf_counter() - started
+        stats = json.loads((Path(run_dir) / "stats.json").read_text())
+    backend = next(iter(stats["backends"].values()))  # generator and verifier share one model
+    return {
+        "model": model,
+        "pages": len(page_ids),
+        "wall_s": elapsed,
+        "pages_per_hour": len(page_ids) * 3600 / elapsed,
+        "requests": backend["requests_sent"],
+        "completion_tokens": backend["completion_tokens"],
+        "model_busy_share": backend["busy_s"] / elapsed,
+        "selected_negatives": stats["stages"]["selected"]["kept_by_kind"].get("negative", 0),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pages", type=Path, default=Path("runs/demo/pages"), help="the sample page store")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--skip-embedded", action="store_true")
+    parser.add_argument("--embedded-pages", type=int, default=1)
+    args = parser.parse_args()
+    console = Console()
+    store = sample_store(args.pages)
+
+    table = Table(title="pipeline vs ideal (FAKE server, 100 ms a request)", title_justify="left")
+    for column in ("pages", "concurrency", "requests", "batches", "errors", "achieved req/s", "ideal req/s", "ratio"):
+        table.add_column(column, justify="right")
+    runs = [(16, 16, 16)] if args.quick else [(64, 16, 32), (64, 64, 64)]
+    for pages, concurrency, per_shard in runs:
+        row = orchestration(store, pages, concurrency, per_shard)
+        table.add_row(
+            str(row["pages"]),
+            str(concurrency),
+            str(row["requests"]),
+            str(row["batches"]),
+            str(row["errors"]),
+            f"{row['rate']:.1f}",
+            f"{row['ideal_rate']:.1f}",
+            f"{row['ratio']:.2f}",
+        )
+    console.print(table)
+
+    if not args.skip_embedded:
+        row = embedded(store, args.embedded_pages, args.quick)
+        console.print(
+            f"embedded default ({row['model']}, all stages): {row['pages']} page(s) in {row['wall_s']:.0f} s = "
+            f"{row['pages_per_hour']:.1f} pages/hour; {row['requests']} requests, {row['completion_tokens']} "
+            f"completion tokens, {row['selected_negatives']} negatives selected; model busy "
+            f"{row['model_busy_share']:.0%} of the wall time"
+        )
+
+
+if __name__ == "__main__":
+    main()
