@@ -15,6 +15,8 @@ import pytest
 from docrerank.backends import ChatRequest, ChoiceRequest, Message, SamplingParams, load_backend
 from docrerank.backends.openai_http import OpenAIBackend, OpenAIConfig
 from docrerank.errors import DocrerankError
+from docrerank.prompts import output_schema, parse_output
+from docrerank.prompts.outputs import ControlledNegatives, PositiveQueries
 from docrerank.testing.fake_server import FakeOpenAIServer
 
 pytestmark = pytest.mark.timeout(30)  # a hang fails the test instead of the session
@@ -200,3 +202,17 @@ def test_a_literal_key_instead_of_a_variable_name_is_rejected(literal, tmp_path)
 @pytest.mark.parametrize("name", ["OPENAI_API_KEY", "my_service_key", "VLLM_API_KEY_2"])
 def test_variable_names_are_accepted(name):
     assert OpenAIConfig(model="m", api_key_env=name).api_key_env == name
+
+
+def test_the_fake_server_answers_a_json_schema_with_a_valid_instance():
+    with FakeOpenAIServer(answer_schemas=True) as server:
+        backend = load_backend({"type": "openai", "base_url": server.url, "model": "fake", "max_retries": 0})
+        requests = [
+            ChatRequest(messages=[Message(role="user", content=f"page {i}")], json_schema=output_schema(model, 3))
+            for i, model in enumerate((PositiveQueries, ControlledNegatives, PositiveQueries))
+        ]
+        first, controlled, other = backend.generate(requests)
+    parsed = parse_output(PositiveQueries, first)
+    assert len(parsed.queries) == 3 and len({q.query for q in parsed.queries}) == 3
+    assert len(parse_output(ControlledNegatives, controlled).queries) == 3
+    assert parse_output(PositiveQueries, other).queries[0].query != parsed.queries[0].query  # per request

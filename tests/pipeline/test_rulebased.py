@@ -270,3 +270,16 @@ def test_bad_calls_raise(pool):
     with pytest.raises(ValueError, match="unknown rules"):
         rule_based_negatives(positive, "", pool, 3, random.Random(0), rules=["colour"])
     assert rule_based_negatives(make_positive("What is this page about?"), "", pool, 3, random.Random(0)) == []
+
+
+def test_the_store_pool_is_built_once_and_kept_beside_the_pages(store, pool, tmp_path):
+    derived = store.root / "derived"
+    kept_before = set(derived.glob("entity-pool-*.json")) if derived.is_dir() else set()
+    first = EntityPool.for_store(store)
+    files = set(derived.glob("entity-pool-*.json"))
+    assert first == pool and len(files - kept_before) <= 1 and files
+    (file,) = files
+    file.write_text(first.model_copy(update={"code_words": ["kept"]}).model_dump_json())
+    assert EntityPool.for_store(store).code_words == ["kept"]  # read, not rebuilt
+    file.write_text("{damaged")
+    assert EntityPool.for_store(store) == pool  # rebuilt
