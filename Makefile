@@ -16,7 +16,7 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=
 
 .PHONY: demo test bench lint system-deps clean
 
-demo: $(VENV)/.installed-base system-deps
+demo: $(VENV)/.installed-demo system-deps
 	$(BIN)/docrerank demo
 
 test: $(VENV)/.installed-dev system-deps
@@ -40,13 +40,13 @@ $(VENV)/.torch: | $(BIN)/python
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH)"
 	@touch $@
 
-$(VENV)/.installed-base: pyproject.toml $(VENV)/.torch
-	$(BIN)/pip install -q -e .
+$(VENV)/.installed-demo: pyproject.toml $(VENV)/.torch
+	$(BIN)/pip install -q -e ".[llamacpp,data,embed]"
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
 	$(BIN)/pip install -q -e ".[dev]"
-	@touch $@ $(VENV)/.installed-base
+	@touch $@ $(VENV)/.installed-demo
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,6 +1,7 @@
 """``docrerank samples`` and ``docrerank demo``: the project's sample documents and the main job on them.
 
-The demo runs every step of the loop that exists so far on the embedded default; it grows as steps land.
+The demo runs every step of the loop that exists so far on the embedded default; it grows as steps land:
+now ingest, generation on a few pages, stats and export.
 """
 
 from __future__ import annotations
@@ -11,8 +12,14 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from docrerank.cli.export import print_summary
+from docrerank.cli.generate import spread_sample
 from docrerank.cli.ingest import print_report
-from docrerank.pages import IngestSettings, ingest
+from docrerank.cli.stats import stats_command
+from docrerank.pages import IngestSettings, PageStore, ingest
+from docrerank.pipeline.config import PipelineConfig
+from docrerank.pipeline.export import export_run
+from docrerank.pipeline.generate import run_pipeline
 from docrerank.samples import SamplesUnavailableError, default_cache_dir, fetch_samples
 
 __all__ = ["demo_command", "samples_command"]
@@ -37,8 +44,12 @@ def demo_command(
         Path, typer.Option(help="pages to use when the sample packages cannot be fetched")
     ] = FALLBACK_PAGES,
     workers: Annotated[int | None, typer.Option(help="worker processes (default: all cores)")] = None,
+    generate_pages: Annotated[
+        int, typer.Option(help="pages (spread over the documents) to generate queries for; 0: ingest only")
+    ] = 2,
 ) -> None:
-    """Run the main job on the embedded default: sample documents -> page store (more steps as they land)."""
+    """Run the main job on the embedded default: sample documents -> page store -> generated hard negatives
+    (all stages, Qwen2.5-Coder-1.5B) -> stats -> a Hugging Face dataset. Rerunning resumes."""
     try:
         inputs = fetch_samples(default_cache_dir())
         console.print(f"[bold]sample documents:[/bold] {len(inputs)} PDFs from the pinned Debian packages")
@@ -52,3 +63,11 @@ def demo_command(
     print_report(report)
     if not report.ok:
         raise typer.Exit(1)
+    if generate_pages <= 0:
+        return
+    store = PageStore.open(out / "pages")
+    config = PipelineConfig()
+    console.print(f"[bold]generating[/bold] for {generate_pages} page(s) with the embedded default (all stages)")
+    run = run_pipeline(store, config, out / "run", page_ids=spread_sample(store, generate_pages, config.seed))
+    stats_command(run.run_dir)
+    print_summary(export_run(run.run_dir, store, "hf", out / "dataset", overwrite=True))
