@@ -95,3 +95,25 @@ def test_get_and_subset():
     subset = general.subset(["date", "number"])
     assert subset.names == ["date", "number"]
     assert subset.name == "general"
+
+
+@pytest.mark.parametrize(
+    ("name", "applies", "does_not"),
+    [
+        ("number", "How many threads at most, 8?", "What does the function do?"),
+        ("version", "What changed in version 2.4?", "What changed in the 1990s after 2 years?"),
+        ("date", "What happened in March 2019?", "What does lm() return?"),
+        ("unit", "What is the size in MB?", "Which package fits the model?"),
+        ("named entity", "Which package fits the model?", None),
+    ],
+)
+def test_a_property_is_asked_for_only_where_the_positive_has_it(name, applies, does_not):
+    prop = get_property_set("general").get(name)
+    assert prop.applies_to(applies)
+    if does_not is not None:
+        assert not prop.applies_to(does_not)
+
+
+def test_applies_when_must_be_a_regular_expression():
+    with pytest.raises(PropertySetError, match="not a regular expression"):
+        property_sets({"mine": [{"name": "dose", "description": "the dose", "applies_when": "(["}]})

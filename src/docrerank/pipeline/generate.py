@@ -250,6 +250,10 @@ def _llm_negatives(ctx: _Context, pages: dict[str, Page], positives: list[QueryR
             if wanted is not None and spec.name not in wanted:
                 continue
             for positive in positives:
+                if not spec.applies_to(positive.text):
+                    reason = f"controlled: not asked, the positive has no {spec.name} to change (applies_when)"
+                    rejected.append(Rejection(stage="negative_candidates", reason=reason, page_id=positive.page_id))
+                    continue
                 jobs.append(("controlled", positive, spec.name))
                 requests.append(stage_prompts.controlled_request(ctx, pages[positive.page_id], positive, spec))
     by_backend: dict[str, list[int]] = defaultdict(list)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from docrerank.backends import SamplingParams
 from docrerank.pages.record import Page
+from docrerank.pipeline.properties import get_property_set
 from docrerank.pipeline.records import QueryRecord
 from docrerank.prompts import (
     ControlledNegatives,
@@ -138,7 +139,7 @@ def stage_fingerprint_parts(ctx: _Context) -> dict[str, Any]:
             backend(config.negatives_controlled.backend),
             config.negatives_rulebased.model_dump(mode="json"),
             config.filters.model_dump(mode="json"),
-            {name: [p.model_dump() for p in props] for name, props in config.property_sets.items()},
+            get_property_set(config.negatives_controlled.property_set, config.property_sets).model_dump(),
         ],
         "negatives_verified": ctx.negative_verifier.fingerprint_parts
         | {"evidence_rejects": config.negative_verification.evidence_rejects},
