@@ -35,7 +35,7 @@ from docrerank.pipeline.evidence import PageText, check_evidence
 from docrerank.pipeline.filters import apply_filters, check_positive
 from docrerank.pipeline.properties import get_property_set
 from docrerank.pipeline.records import STAGES, QueryRecord, Rejection, query_id
-from docrerank.pipeline.rulebased import EntityPool, rule_based_negatives
+from docrerank.pipeline.rulebased import EntityPool, find_spans, rule_based_negatives
 from docrerank.pipeline.rundir import RunDir, fingerprint
 from docrerank.pipeline.selection import select_negatives
 from docrerank.pipeline.stats import run_stats
@@ -72,10 +72,17 @@ class _Context:
         self.negative_verifier = Verifier(
             self.backends[config.negative_verification.backend], config.negative_verification
         )
-        self.pool: EntityPool | None = None
+        self._pool: EntityPool | None = None
         self.given = GivenQueries({}, {}, [])
         if config.positives.given is not None:
             self.given = read_given_positives(config.positives.given, store)
+
+    @property
+    def pool(self) -> EntityPool:
+        """The store's entity pool (built on first use, kept beside the store)."""
+        if self._pool is None:
+            self._pool = EntityPool.for_store(self.store)
+        return self._pool
 
     def rng(self, stage: str, key: str) -> random.Random:
         return random.Random(f"{self.config.seed}:{stage}:{key}")
@@ -187,8 +194,14 @@ def _stage_positives_verified(ctx: _Context, pages: list[Page], upstream: list[Q
             reason = "verifier error" if verdict.errors else "not answerable by every verification prompt"
             rejected.append(Rejection(stage="positives_verified", reason=reason, record=record))
     keep = ctx.config.positive_verification.keep
+    specific = ctx.config.positive_verification.prefer == "specific"
+
+    def rank(record: QueryRecord) -> tuple:
+        values = len(find_spans(record.text, by_page[record.page_id].text, ctx.pool)) if specific else 0
+        return (-min(values, 2), -min(record.verdict.p_yes), record.query_id)
+
     for records in candidates.values():
-        ranked = sorted(records, key=lambda r: (-min(r.verdict.p_yes), r.query_id))
+        ranked = sorted(records, key=rank)
         kept += ranked[:keep]
         rejected += [
             Rejection(stage="positives_verified", reason=f"not among the {keep} kept", record=r) for r in ranked[keep:]
@@ -307,8 +320,6 @@ def _stage_negative_candidates(ctx: _Context, pages: list[Page], upstream: list[
         for text in ctx.given.negatives.get(positive.query_id, []):
             candidates[positive.query_id].append(QueryRecord.negative_of(positive, text, "given"))
     if config.negatives_rulebased.enabled:
-        if ctx.pool is None:
-            ctx.pool = EntityPool.for_store(ctx.store)
         for positive in positives:
             rng = ctx.rng("rule", positive.query_id)
             page_text = by_page[positive.page_id].text
