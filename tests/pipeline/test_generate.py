@@ -245,3 +245,27 @@ def test_given_positives_start_the_run_at_negative_generation(store, tmp_path):
     )
     selected = _records(run, "selected")
     assert all(r.parent_id == positives[0].query_id for r in selected if r.kind == "negative")
+
+
+def test_specific_positives_are_kept_before_more_confident_vague_ones():
+    from docrerank.pipeline.generate import rank_positives
+    from docrerank.pipeline.records import Verdict, query_id
+    from docrerank.pipeline.rulebased import EntityPool
+
+    def positive(text: str, p: float) -> QueryRecord:
+        verdict = Verdict(p_yes=[p, p], answerable=True, unanswerable=False, agree=True)
+        return QueryRecord(
+            query_id=query_id("pg", "positive", text),
+            page_id="pg",
+            kind="positive",
+            text=text,
+            generator="llm:positive",
+            verdict=verdict,
+        )
+
+    vague = positive("What was the cumulative hazard for the data set?", 0.8)
+    specific = positive("What was the cumulative hazard at 500 days?", 0.6)
+    page = "The cumulative hazard rises to 2.7 at 500 days and to 4 at 560 days."
+    pool = EntityPool.from_texts([page])
+    assert rank_positives([vague, specific], page, pool, "specific") == [specific, vague]
+    assert rank_positives([vague, specific], page, pool, "confident") == [vague, specific]

@@ -179,6 +179,18 @@ def _stage_positives(ctx: _Context, pages: list[Page], upstream: list[QueryRecor
     return kept, rejected
 
 
+def rank_positives(records: list[QueryRecord], page_text: str, pool: EntityPool, prefer: str) -> list[QueryRecord]:
+    """A page's verified positives, best first: with ``prefer="specific"`` those naming more values a
+    negative can change (numbers, years, versions, names; up to 2 count), then by the lower of the prompts'
+    P(yes); with ``"confident"`` by P(yes) alone."""
+
+    def key(record: QueryRecord) -> tuple:
+        values = len(find_spans(record.text, page_text, pool)) if prefer == "specific" else 0
+        return (-min(values, 2), -min(record.verdict.p_yes), record.query_id)
+
+    return sorted(records, key=key)
+
+
 def _stage_positives_verified(ctx: _Context, pages: list[Page], upstream: list[QueryRecord]):
     if ctx.config.positives.given is not None:  # given positives are trusted: the run starts at negatives
         return list(upstream), []
@@ -194,14 +206,9 @@ def _stage_positives_verified(ctx: _Context, pages: list[Page], upstream: list[Q
             reason = "verifier error" if verdict.errors else "not answerable by every verification prompt"
             rejected.append(Rejection(stage="positives_verified", reason=reason, record=record))
     keep = ctx.config.positive_verification.keep
-    specific = ctx.config.positive_verification.prefer == "specific"
-
-    def rank(record: QueryRecord) -> tuple:
-        values = len(find_spans(record.text, by_page[record.page_id].text, ctx.pool)) if specific else 0
-        return (-min(values, 2), -min(record.verdict.p_yes), record.query_id)
-
+    prefer = ctx.config.positive_verification.prefer
     for records in candidates.values():
-        ranked = sorted(records, key=rank)
+        ranked = rank_positives(records, by_page[records[0].page_id].text, ctx.pool, prefer)
         kept += ranked[:keep]
         rejected += [
             Rejection(stage="positives_verified", reason=f"not among the {keep} kept", record=r) for r in ranked[keep:]
