@@ -129,6 +129,7 @@ def stage_fingerprint_parts(ctx: _Context) -> dict[str, Any]:
             load_prompt(config.rephrase.template).fingerprint,
             backend(config.rephrase.backend),
             ctx.positive_verifier.fingerprint_parts,
+            config.filters.model_dump(mode="json"),
         ],
         "negative_candidates": [
             config.negatives_freeform.model_dump(mode="json"),
