@@ -1,8 +1,8 @@
 """Data-quality measures of a finished run: how hard and how diverse its negatives are.
 
 Computed on the run's final output (the ``selected`` stage), per negative against its positive and per
-positive among its negatives, overall and by what made the negative (``property`` for controlled and
-rule-based edits, else the generator):
+positive among its negatives, overall and by what made the negative (``QueryRecord.made_by()``:
+``llm:controlled:<property>``, ``rule:<kind>``, ``llm:freeform``, ``given``):
 
 hardness
     ``lexical``: the content-word Jaccard overlap with the positive (the filters' measure, typos counted as
@@ -75,7 +75,7 @@ def quality_measures(records: list[QueryRecord], embedder: str | None = DEFAULT_
         }
         if vectors:
             scores["embedding"] = cosine(negative.text, positive)
-        for group in ("all", negative.property or negative.generator):
+        for group in ("all", negative.made_by()):
             for name, value in scores.items():
                 hardness[group][name].append(value)
 

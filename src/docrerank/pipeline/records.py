@@ -73,6 +73,12 @@ class QueryRecord(BaseModel):
     verdict: Verdict | None = None
     evidence: Evidence | None = None
 
+    def made_by(self) -> str:
+        """What made it, for per-property counts: ``llm:controlled:<property>``, else the generator."""
+        if self.generator == "llm:controlled" and self.property:
+            return f"{self.generator}:{self.property}"
+        return self.generator
+
     @classmethod
     def negative_of(cls, positive: QueryRecord, text: str, generator: str, **fields) -> QueryRecord:
         """A negative query on the positive's page, linked to it, with its stable id."""

@@ -54,11 +54,11 @@ def run_stats(run: RunDir, backends: dict[str, Backend] | None = None, elapsed_s
             }
         for record in kept:
             if record.kind == "negative":
-                by_property.setdefault(record.property or record.generator, Counter())[stage] += 1
+                by_property.setdefault(record.made_by(), Counter())[stage] += 1
         if stage == "negative_candidates":  # what each generator made, before the filters
             for record in kept + [r.record for r in rejected if r.record]:
                 if record.kind == "negative":
-                    by_property.setdefault(record.property or record.generator, Counter())["made"] += 1
+                    by_property.setdefault(record.made_by(), Counter())["made"] += 1
     result = {
         "stages": stages,
         "verifier_agreement": agreement,
