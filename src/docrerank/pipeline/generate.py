@@ -32,7 +32,7 @@ from docrerank.pages import Page, PageStore
 from docrerank.pipeline import requests as stage_prompts
 from docrerank.pipeline.config import PipelineConfig
 from docrerank.pipeline.evidence import PageText, check_evidence
-from docrerank.pipeline.filters import apply_filters, check_against_positive, check_form, check_positive
+from docrerank.pipeline.filters import apply_filters, check_positive
 from docrerank.pipeline.properties import get_property_set
 from docrerank.pipeline.records import STAGES, QueryRecord, Rejection, query_id
 from docrerank.pipeline.rulebased import EntityPool, find_spans, rule_based_negatives
@@ -238,13 +238,10 @@ def _stage_rephrased(ctx: _Context, pages: list[Page], upstream: list[QueryRecor
             parent_id=positive.query_id,
             generator="llm:rephrase",
         )
-        decision = check_against_positive(text, positive.text, ctx.config.filters, rephrasing=True)
-        if decision.keep:
-            decision = check_form(text, ctx.config.filters)
-        if not decision.keep:  # the same question again, or not a question: no rephrasing
-            rejected.append(Rejection(stage="rephrased", reason=f"filter {decision.reason}", record=record))
-            continue
-        candidates.append(record)
+        # the pipeline's filters, as for negatives: a rephrasing that is the positive again, or no question, goes
+        survivors, dropped = apply_filters(positive, [record], ctx.config.filters)
+        candidates += survivors
+        rejected += [r.model_copy(update={"stage": "rephrased", "reason": f"filter {r.reason}"}) for r in dropped]
     verdicts = ctx.positive_verifier.verdicts([(by_page[r.page_id], r.text) for r in candidates])
     kept = list(upstream)  # the positives go on; rephrasings are added next to them
     for record, verdict in zip(candidates, verdicts, strict=True):
