@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ from docrerank.pipeline.config import PipelineConfig
 from docrerank.pipeline.generate import STAGES, run_pipeline
 from docrerank.pipeline.records import QueryRecord, Rejection
 from tests.helpers import PDF3 as COMMITTED_PDF
+from tests.helpers import invoke_cli
 
 TINY = {"type": "llamacpp", "model": "smollm2-135m-instruct", "n_ctx": 4096, "n_threads": 1}
 
@@ -269,3 +271,63 @@ def test_specific_positives_are_kept_before_more_confident_vague_ones():
     pool = EntityPool.from_texts([page])
     assert rank_positives([vague, specific], page, pool, "specific") == [specific, vague]
     assert rank_positives([vague, specific], page, pool, "confident") == [vague, specific]
+
+
+def _cached_answers(cache: Path) -> int:
+    with sqlite3.connect(cache) as db:
+        return db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+
+def test_verify_command_is_the_pipelines_verification_stage(finished_run, store, tmp_path):
+    """``docrerank verify`` on the run's own negatives, with the run's config and cache, gives the verdicts
+    the run recorded, from cached answers only (the same requests: prompts, page cut, backend, threshold)."""
+    kept = [r for r in _records(finished_run, "negatives_verified") if r.kind == "negative"]
+    rejected = [
+        Rejection.model_validate_json(line).record
+        for path in sorted((finished_run / "stages" / "negatives_verified").glob("*.rejected.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+    negatives = kept + [r for r in rejected if r is not None and r.verdict is not None]
+    assert negatives
+    pairs = tmp_path / "pairs.jsonl"
+    lines = [
+        {
+            "id": r.query_id,
+            "page_id": r.page_id,
+            "query": r.text,
+            "changed_from": r.changed_from,
+            "changed_to": r.changed_to,
+        }
+        for r in negatives
+    ]
+    pairs.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(_config()))
+    out = tmp_path / "verdicts.jsonl"
+    cache = finished_run / "cache.sqlite"
+    answers_before = _cached_answers(cache)
+
+    result = invoke_cli(
+        "verify",
+        "--pages",
+        store.root,
+        "--pairs",
+        pairs,
+        "--config",
+        config,
+        "--out",
+        out,
+        "--cache",
+        cache,
+        "--no-progress",
+    )
+    assert result.exit_code == 0, result.stdout
+    assert _cached_answers(cache) == answers_before  # nothing new was asked
+    results = {row["id"]: row for row in map(json.loads, out.read_text().splitlines())}
+    kept_ids = {r.query_id for r in kept}
+    for record in negatives:
+        row = results[record.query_id]
+        assert [p["p_yes"] for p in row["prompts"]] == record.verdict.p_yes
+        assert [p["template"] for p in row["prompts"]] == ["verify_a", "verify_b"]
+        assert row["accepted"] == (record.query_id in kept_ids)
+        assert (row["evidence"] is not None) == bool(record.changed_to)

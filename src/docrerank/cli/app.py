@@ -22,6 +22,7 @@ from docrerank.cli.generate import generate_command
 from docrerank.cli.import_dataset import import_command
 from docrerank.cli.ingest import ingest_command
 from docrerank.cli.stats import stats_command
+from docrerank.cli.verify import evaluate_verifier_command, verify_command
 from docrerank.errors import DocrerankError
 
 __all__ = ["app", "main"]
@@ -62,6 +63,8 @@ def _configure(
 app.command("ingest")(ingest_command)
 app.command("import")(import_command)
 app.command("generate")(generate_command)
+app.command("verify")(verify_command)
+app.command("evaluate-verifier")(evaluate_verifier_command)
 app.command("export")(export_command)
 app.command("stats")(stats_command)
 app.add_typer(backends_app, name="backends")

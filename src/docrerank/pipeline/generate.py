@@ -31,7 +31,6 @@ from docrerank.backends import Backend, Capability, ResponseCache, load_backend
 from docrerank.pages import Page, PageStore
 from docrerank.pipeline import requests as stage_prompts
 from docrerank.pipeline.config import PipelineConfig
-from docrerank.pipeline.evidence import PageText, check_evidence
 from docrerank.pipeline.filters import apply_filters, check_positive
 from docrerank.pipeline.properties import get_property_set
 from docrerank.pipeline.records import STAGES, QueryRecord, Rejection, query_id
@@ -67,10 +66,10 @@ class _Context:
             key = backend_config.model_dump_json()
             self.backends[name] = built.setdefault(key, load_backend(backend_config, cache=cache))
         self.positive_verifier = Verifier(
-            self.backends[config.positive_verification.backend], config.positive_verification
+            self.backends[config.positive_verification.backend], config.positive_verification, config.max_page_chars
         )
         self.negative_verifier = Verifier(
-            self.backends[config.negative_verification.backend], config.negative_verification
+            self.backends[config.negative_verification.backend], config.negative_verification, config.max_page_chars
         )
         self._pool: EntityPool | None = None
         self.given = GivenQueries({}, {}, [])
@@ -195,16 +194,15 @@ def _stage_positives_verified(ctx: _Context, pages: list[Page], upstream: list[Q
     if ctx.config.positives.given is not None:  # given positives are trusted: the run starts at negatives
         return list(upstream), []
     by_page = {page.page_id: page for page in pages}
-    verdicts = ctx.positive_verifier.verdicts([(by_page[r.page_id], r.text) for r in upstream])
+    judgements = ctx.positive_verifier.judge([(by_page[r.page_id], r) for r in upstream], "answerable")
     kept, rejected = [], []
     candidates = defaultdict(list)
-    for record, verdict in zip(upstream, verdicts, strict=True):
-        record = record.model_copy(update={"verdict": verdict})
-        if verdict.answerable:
+    for record, judgement in zip(upstream, judgements, strict=True):
+        record = record.model_copy(update={"verdict": judgement.verdict})
+        if judgement.accepted:
             candidates[record.page_id].append(record)
         else:
-            reason = "verifier error" if verdict.errors else "not answerable by every verification prompt"
-            rejected.append(Rejection(stage="positives_verified", reason=reason, record=record))
+            rejected.append(Rejection(stage="positives_verified", reason=judgement.reason, record=record))
     keep = ctx.config.positive_verification.keep
     prefer = ctx.config.positive_verification.prefer
     for records in candidates.values():
@@ -242,16 +240,14 @@ def _stage_rephrased(ctx: _Context, pages: list[Page], upstream: list[QueryRecor
         survivors, dropped = apply_filters(positive, [record], ctx.config.filters)
         candidates += survivors
         rejected += [r.model_copy(update={"stage": "rephrased", "reason": f"filter {r.reason}"}) for r in dropped]
-    verdicts = ctx.positive_verifier.verdicts([(by_page[r.page_id], r.text) for r in candidates])
+    judgements = ctx.positive_verifier.judge([(by_page[r.page_id], r) for r in candidates], "answerable")
     kept = list(upstream)  # the positives go on; rephrasings are added next to them
-    for record, verdict in zip(candidates, verdicts, strict=True):
-        record = record.model_copy(update={"verdict": verdict})
-        if verdict.answerable:
+    for record, judgement in zip(candidates, judgements, strict=True):
+        record = record.model_copy(update={"verdict": judgement.verdict})
+        if judgement.accepted:
             kept.append(record)
         else:
-            rejected.append(
-                Rejection(stage="rephrased", reason="rephrasing not answerable by every prompt", record=record)
-            )
+            rejected.append(Rejection(stage="rephrased", reason=f"rephrasing {judgement.reason}", record=record))
     return kept, rejected
 
 
@@ -351,18 +347,17 @@ def _stage_negatives_verified(ctx: _Context, pages: list[Page], upstream: list[Q
     negatives = [r for r in upstream if r.kind == "negative"]
     kept = [r for r in upstream if r.kind != "negative"]
     rejected = []
-    verdicts = ctx.negative_verifier.verdicts([(by_page[r.page_id], r.text) for r in negatives])
-    page_texts = {pid: PageText(page.text) for pid, page in by_page.items()}  # tokenized once per page
-    for record, verdict in zip(negatives, verdicts, strict=True):
-        evidence = check_evidence(record, page_texts[record.page_id]) if record.changed_to else None
-        record = record.model_copy(update={"verdict": verdict, "evidence": evidence})
-        if not verdict.unanswerable:
-            reason = "verifier error" if verdict.errors else "not judged unanswerable by every verification prompt"
-            rejected.append(Rejection(stage="negatives_verified", reason=reason, record=record))
-        elif evidence is not None and evidence.answers and ctx.config.negative_verification.evidence_rejects:
-            rejected.append(Rejection(stage="negatives_verified", reason=f"evidence: {evidence.reason}", record=record))
-        else:
+    judgements = ctx.negative_verifier.judge(
+        [(by_page[r.page_id], r) for r in negatives],
+        "unanswerable",
+        evidence_rejects=ctx.config.negative_verification.evidence_rejects,
+    )
+    for record, judgement in zip(negatives, judgements, strict=True):
+        record = record.model_copy(update={"verdict": judgement.verdict, "evidence": judgement.evidence})
+        if judgement.accepted:
             kept.append(record)
+        else:
+            rejected.append(Rejection(stage="negatives_verified", reason=judgement.reason, record=record))
     return kept, rejected
 
 

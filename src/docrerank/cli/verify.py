@@ -1,0 +1,179 @@
+"""``docrerank verify`` and ``docrerank evaluate-verifier``: the verification stage on given pairs, and its
+accuracy on labeled ones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from docrerank.errors import DocrerankError, InputError
+from docrerank.pages import PageStore
+from docrerank.pipeline.config import PipelineConfig
+from docrerank.pipeline.pairs import VerifiedPair, read_pairs, verifier_for, verify_pairs, write_results
+from docrerank.pipeline.verifier_eval import evaluate_verifier, write_calibration_plot
+from docrerank.pipeline.verify import Expectation
+
+__all__ = ["evaluate_verifier_command", "print_verifier_report", "verify_command"]
+
+stdout = Console()
+stderr = Console(stderr=True)
+
+_EXPECT: dict[str, Expectation] = {"negative": "unanswerable", "positive": "answerable"}
+
+
+def _run(
+    pages: Path, pairs_path: Path, config: Path | None, role: str, cache: Path, progress: bool
+) -> tuple[list[VerifiedPair], list[InputError]]:
+    if role not in _EXPECT:
+        raise typer.BadParameter(f"--as must be negative or positive, not {role!r}")
+    store = PageStore.open(pages)
+    settings = PipelineConfig.from_yaml(config) if config else PipelineConfig()
+    pairs, errors = read_pairs(pairs_path, store)
+    for error in errors:
+        stderr.print(f"[yellow]skipped[/yellow] {error}")
+    expect = _EXPECT[role]
+    verifier = verifier_for(settings, expect, cache)
+    columns = (TextColumn("verify"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=stderr, disable=not progress) as bar:
+        task = bar.add_task("verify", total=len(pairs))
+        results = verify_pairs(
+            pairs,
+            store,
+            verifier,
+            expect,
+            evidence_rejects=settings.negative_verification.evidence_rejects,
+            on_batch=lambda n: bar.advance(task, n),
+        )
+    return results, errors
+
+
+def verify_command(
+    pages: Annotated[Path, typer.Option("--pages", help="the page store the pairs' page ids are in")],
+    pairs: Annotated[Path, typer.Option("--pairs", help="JSONL: {page_id, query, changed_from?, changed_to?} a line")],
+    out: Annotated[Path, typer.Option("--out", help="the result: JSONL, one verdict a pair, in input order")],
+    config: Annotated[Path | None, typer.Option("--config", help="pipeline config (YAML); default: built-in")] = None,
+    role: Annotated[
+        str,
+        typer.Option(
+            "--as", help="negative: accept when unanswerable (the negatives' check); positive: when answerable"
+        ),
+    ] = "negative",
+    cache: Annotated[
+        Path | None, typer.Option(help="response cache (default: OUT.cache.sqlite); a run's cache.sqlite to share it")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Run the pipeline's verifier on given (page, query) pairs: each prompt's P(yes), the verdict, the decision."""
+    results, errors = _run(pages, pairs, config, role, cache or out.with_suffix(".cache.sqlite"), progress)
+    write_results(results, out)
+    counts = {v: sum(r.verdict == v for r in results) for v in ("answerable", "undecided", "unanswerable")}
+    accepted = sum(r.accepted for r in results)
+    stdout.print(
+        f"{len(results)} pairs verified: {counts['answerable']} answerable, {counts['undecided']} undecided, "
+        f"{counts['unanswerable']} unanswerable; {accepted} accepted as {role}s. Written to {out}"
+    )
+    if errors:
+        stderr.print(f"[yellow]{len(errors)} line(s) skipped[/yellow] (see above)")
+        raise typer.Exit(1)
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def print_verifier_report(report: dict[str, Any]) -> None:
+    """The headline figures, the confusion table, per-kind acceptance and the reliability table."""
+    neg = report["accepted_negatives"]
+    head = Table(title=f"verifier on {report['evaluated']} labeled pairs", title_justify="left")
+    head.add_column("measure")
+    head.add_column("value", justify="right")
+    rows = [
+        ("pairs (answerable / unanswerable)", f"{report['answerable']} / {report['unanswerable']}"),
+        ("accepted-negative precision", _fmt(neg["precision"])),
+        ("accepted-negative recall", _fmt(neg["recall"])),
+        ("accepted negatives", f"{neg['predicted']} ({neg['hits']} right)"),
+        ("accuracy (accepted as negative or not)", _fmt(report["accuracy"])),
+        (
+            "answerable-verdict precision / recall",
+            f"{_fmt(report['answerable_verdict']['precision'])} / {_fmt(report['answerable_verdict']['recall'])}",
+        ),
+        ("ROC AUC (max P(yes) of the prompts)", _fmt(report["roc_auc"])),
+        ("prompts agree", _fmt(report["prompt_agreement"])),
+        ("expected calibration error (mean P(yes))", _fmt(report["calibration"]["ece"])),
+        (
+            "evidence vetoes (of them answerable)",
+            f"{report['evidence_vetoes']['vetoed']} ({report['evidence_vetoes']['of_them_answerable']})",
+        ),
+    ]
+    for name, per_prompt in report["per_prompt"].items():
+        rows.append((f"ROC AUC {name}", _fmt(per_prompt["roc_auc"])))
+    best = report["threshold_for_target"]
+    target = report["target_precision"]
+    if best is None:
+        rows.append((f"threshold for precision {target}", "none reaches it"))
+    else:
+        rows.append(
+            (
+                f"threshold for precision {target}",
+                f"P(yes) < {best['threshold']:.3f}: precision {best['precision']:.3f}, recall {best['recall']:.3f}",
+            )
+        )
+    for label, value in rows:
+        head.add_row(label, value)
+    stdout.print(head)
+
+    confusion = Table(title="confusion (rows: label, columns: combined verdict)", title_justify="left")
+    confusion.add_column("label")
+    for verdict in ("answerable", "undecided", "unanswerable"):
+        confusion.add_column(verdict, justify="right")
+    for truth, counts in report["confusion"].items():
+        confusion.add_row(truth, *(str(n) for n in counts.values()))
+    stdout.print(confusion)
+
+    kinds = Table(title="by kind of pair", title_justify="left")
+    for column in ("kind", "n", "label", "accepted as negative"):
+        kinds.add_column(column)
+    for kind, row in report["by_kind"].items():
+        label = "answerable" if row["answerable"] else "unanswerable"
+        kinds.add_row(kind, str(row["n"]), label, f"{row['accepted_as_negative']:.0%}")
+    stdout.print(kinds)
+
+    reliability = Table(title="reliability (mean P(yes) of the prompts)", title_justify="left")
+    for column in ("P(yes) bin", "pairs", "mean P(yes)", "share answerable"):
+        reliability.add_column(column, justify="right")
+    for b in report["calibration"]["bins"]:
+        lo, hi = b["bin"]
+        reliability.add_row(f"{lo:.1f}-{hi:.1f}", str(b["n"]), f"{b['mean_p']:.2f}", f"{b['observed']:.2f}")
+    stdout.print(reliability)
+
+
+def evaluate_verifier_command(
+    pairs: Annotated[Path, typer.Option("--pairs", help="labeled JSONL: {page_id, query, answerable} a line")],
+    pages: Annotated[Path, typer.Option("--pages", help="the page store the pairs' page ids are in")],
+    out: Annotated[Path, typer.Option("--out", help="a folder: verdicts.jsonl, report.json, calibration.png")],
+    config: Annotated[Path | None, typer.Option("--config", help="pipeline config (YAML); default: built-in")] = None,
+    target_precision: Annotated[
+        float, typer.Option(help="the accepted-negative precision to find a threshold for")
+    ] = 0.95,
+    cache: Annotated[Path | None, typer.Option(help="response cache (default: OUT/cache.sqlite)")] = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Measure the negative verifier on labeled pairs: precision/recall of accepted negatives, and more."""
+    results, errors = _run(pages, pairs, config, "negative", cache or out / "cache.sqlite", progress)
+    write_results(results, out / "verdicts.jsonl")
+    report = evaluate_verifier([r.model_dump(mode="json") for r in results], target_precision)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    print_verifier_report(report)
+    try:
+        stdout.print(f"reliability plot: {write_calibration_plot(report, out / 'calibration.png')}")
+    except DocrerankError as exc:  # matplotlib missing: the report stands without its plot
+        stderr.print(f"[yellow]no plot[/yellow]: {exc}")
+    stdout.print(f"written to {out}")
+    if errors:
+        raise typer.Exit(1)
