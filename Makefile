@@ -14,7 +14,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # a portable build (AVX2/FMA/F16C, no -march=native).
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: demo test bench lint system-deps clean
+.PHONY: demo test bench bench-verify lint system-deps clean
 
 demo: $(VENV)/.installed-demo system-deps
 	$(BIN)/docrerank demo
@@ -26,6 +26,10 @@ bench: $(VENV)/.installed-dev system-deps
 	scripts/system-deps.sh $(BENCH_PACKAGES)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/backends.py
+
+# the verifier on the labeled pairs, both embedded models (~45 min the first time on 2 cores, then cached)
+bench-verify: $(VENV)/.installed-dev system-deps
+	$(BIN)/python bench/verify.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench

@@ -28,3 +28,11 @@ def committed_store(tmp_path_factory) -> PageStore:
     report = ingest([inputs], out, IngestSettings(), workers=2, show_progress=False)
     assert report.ok, report.errors
     return PageStore.open(out)
+
+
+@pytest.fixture(scope="session")
+def vignette_store(tmp_path_factory) -> PageStore:
+    """The committed 3-page vignette PDF alone, ingested once: real text pages for the model tests."""
+    root = tmp_path_factory.mktemp("vignette-store")
+    ingest([PDF3], root, show_progress=False)
+    return PageStore.open(root)

@@ -21,11 +21,10 @@ import pytest
 import yaml
 
 from docrerank.errors import SettingsMismatchError
-from docrerank.pages import PageStore, ingest
+from docrerank.pages import PageStore
 from docrerank.pipeline.config import PipelineConfig
 from docrerank.pipeline.generate import STAGES, run_pipeline
 from docrerank.pipeline.records import QueryRecord, Rejection
-from tests.helpers import PDF3 as COMMITTED_PDF
 from tests.helpers import invoke_cli
 
 TINY = {"type": "llamacpp", "model": "smollm2-135m-instruct", "n_ctx": 4096, "n_threads": 1}
@@ -51,10 +50,8 @@ def _config(**overrides) -> dict:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> PageStore:
-    root = tmp_path_factory.mktemp("store")
-    ingest([COMMITTED_PDF], root, show_progress=False)
-    return PageStore.open(root)
+def store(vignette_store) -> PageStore:
+    return vignette_store
 
 
 @pytest.fixture(scope="module")

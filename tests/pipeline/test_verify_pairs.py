@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from docrerank.pages import PageStore, ingest
+from docrerank.pages import PageStore
 from docrerank.pipeline.verifier_eval import precision_recall
-from tests.helpers import PDF3, run_cli
+from tests.helpers import run_cli
 
 TINY = {"type": "llamacpp", "model": "smollm2-135m-instruct", "n_ctx": 4096, "n_threads": 1}
 
@@ -29,10 +29,8 @@ LABELED = [
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> PageStore:
-    root = tmp_path_factory.mktemp("store")
-    ingest([PDF3], root, show_progress=False)
-    return PageStore.open(root)
+def store(vignette_store) -> PageStore:
+    return vignette_store
 
 
 @pytest.fixture(scope="module")

@@ -37,6 +37,7 @@ SHIPPED = {
     "positive_generation",
     "verify_a",
     "verify_b",
+    "verify_shots",
     "negative_freeform",
     "negative_controlled",
     "rephrase_positive",
@@ -417,3 +418,14 @@ def test_parse_output_failures_keep_reason_and_raw(generation, reason):
         parse_output(NegativeQueries, generation)
     assert reason in caught.value.reason
     assert caught.value.raw == generation.text
+
+
+def test_verify_shots_keeps_its_worked_examples_in_a_system_turn_shared_by_every_page():
+    """The examples come before the page, in the same system turn for every request, so a backend that
+    keeps its prefix cache evaluates them once per run; the page then comes before the question."""
+    one = verify_requests(PAGE_TEXT, QUERY, templates=["verify_shots"])[0]
+    other = verify_requests("Another page: the xts index is POSIXct.", "What class is the index?", ["verify_shots"])[0]
+    assert one.messages[0].role == "system" and one.messages[0].text == other.messages[0].text
+    assert "Examples." in one.messages[0].text and "Answer: no" in one.messages[0].text
+    user = _user(one).text
+    assert user.index("Cloud revenue grew") < user.index(QUERY)

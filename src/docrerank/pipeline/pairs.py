@@ -23,7 +23,7 @@ from docrerank.pipeline.config import PipelineConfig
 from docrerank.pipeline.records import Evidence, QueryRecord, query_id
 from docrerank.pipeline.verify import Expectation, Judgement, Verifier
 
-__all__ = ["PairInput", "VerifiedPair", "read_pairs", "verifier_for", "verify_pairs"]
+__all__ = ["PairInput", "VerifiedPair", "read_pairs", "verifier_for", "verify_pairs", "write_results"]
 
 
 class PairInput(BaseModel):
