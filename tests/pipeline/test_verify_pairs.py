@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from docrerank.pages import PageStore
+from docrerank.pipeline.config import PipelineConfig
 from docrerank.pipeline.verifier_eval import precision_recall
 from tests.helpers import run_cli
 
@@ -64,10 +65,11 @@ def test_verify_writes_one_verdict_per_good_pair_and_names_each_bad_line(store, 
     for number, words in ((2, "json"), (3, "not in the store"), (4, "empty query")):
         assert f"pairs.jsonl:{number}" in result.stderr and words in result.stderr.lower(), result.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
+    threshold = PipelineConfig().negative_verification.threshold  # the config leaves it at the default
     assert [r["query"] for r in rows] == [q for q, _ in LABELED]  # input order, bad lines left out
     for row in rows:
         assert [p["template"] for p in row["prompts"]] == ["verify_a", "verify_b"]
-        assert all(0 <= p["p_yes"] <= 1 and p["says_yes"] == (p["p_yes"] >= 0.5) for p in row["prompts"])
+        assert all(0 <= p["p_yes"] <= 1 and p["says_yes"] == (p["p_yes"] >= threshold) for p in row["prompts"])
         says = {p["says_yes"] for p in row["prompts"]}
         assert row["verdict"] == ("undecided" if len(says) == 2 else "answerable" if True in says else "unanswerable")
         assert row["accepted"] == (row["verdict"] == "unanswerable")  # no edited value: no evidence veto
