@@ -21,6 +21,7 @@ from docrerank.cli.export import export_command
 from docrerank.cli.generate import generate_command
 from docrerank.cli.import_dataset import import_command
 from docrerank.cli.ingest import ingest_command
+from docrerank.cli.retrieve import retrieve_command
 from docrerank.cli.stats import stats_command
 from docrerank.cli.verify import evaluate_verifier_command, verify_command
 from docrerank.errors import DocrerankError
@@ -65,6 +66,7 @@ app.command("import")(import_command)
 app.command("generate")(generate_command)
 app.command("verify")(verify_command)
 app.command("evaluate-verifier")(evaluate_verifier_command)
+app.command("retrieve")(retrieve_command)
 app.command("export")(export_command)
 app.command("stats")(stats_command)
 app.add_typer(backends_app, name="backends")

@@ -1,0 +1,53 @@
+"""The first-stage retriever interface, and where an index lives.
+
+Every retriever answers ``search(queries, k)`` with one ranking of page ids per query, batched. Its index
+is saved beside the page store (``STORE/derived/index-<name>-<fingerprint>/``) and reused while the
+fingerprint holds: the store's pages, the model and the settings. A changed store or setting gets a new
+folder, so an index never answers for other pages than it was built from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from docrerank.pages import PageStore
+from docrerank.retrieval.runs import Ranking
+
+__all__ = ["Retriever", "store_fingerprint"]
+
+
+def store_fingerprint(store: PageStore) -> str:
+    """What the store holds: its page ids and their text, hashed."""
+    digest = hashlib.sha256()
+    for page in store:
+        digest.update(page.page_id.encode())
+        digest.update(hashlib.sha256(page.text.encode()).digest())
+    return digest.hexdigest()
+
+
+class Retriever(ABC):
+    """Ranks a store's pages for queries."""
+
+    name: str = "retriever"
+
+    def __init__(self, store: PageStore):
+        self.store = store
+
+    @abstractmethod
+    def settings(self) -> dict[str, Any]:
+        """Everything besides the store that decides the index (model, tokenizer, parameters)."""
+
+    @abstractmethod
+    def search(self, queries: Sequence[str], k: int) -> list[Ranking]:
+        """The ``k`` best pages for each query, best first, as ``(page_id, score)``."""
+
+    def index_dir(self) -> Path:
+        """``STORE/derived/index-<name>-<fingerprint>``: the store's content and the settings, hashed."""
+        blob = json.dumps({"store": store_fingerprint(self.store), "settings": self.settings()}, sort_keys=True)
+        fingerprint = hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return self.store.root / "derived" / f"index-{self.name}-{fingerprint}"
