@@ -58,16 +58,7 @@ QUESTIONS = [
 
 def overhead(concurrency: int, rounds: int) -> dict:
     with FakeOpenAIServer(latency_s=0.1, separate_process=True) as server:
-        backend = load_backend(
-            {
-                "type": "openai",
-                "base_url": server.url,
-                "model": "fake",
-                "max_concurrency": concurrency,
-                "max_retries": 0,
-                "timeout_s": 30,
-            }
-        )
+        backend = load_backend(server.backend_config(concurrency))
         requests = [ChatRequest(messages=[Message(role="user", content=f"q {i}")]) for i in range(concurrency * rounds)]
         backend.generate(requests[: min(len(requests), concurrency)])  # warm-up: connections, imports
         started = time.perf_counter()

@@ -30,21 +30,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from common import sample_store  # bench/common.py: scripts run as `python bench/NAME.py`
 from docrerank.backends.openai_http import OpenAIBackend
 from docrerank.cli.generate import spread_sample
-from docrerank.pages import IngestSettings, PageStore, ingest
+from docrerank.pages import PageStore
 from docrerank.pipeline.config import PipelineConfig
 from docrerank.pipeline.generate import run_pipeline
-from docrerank.samples import default_cache_dir, fetch_samples
 from docrerank.testing.fake_server import FakeOpenAIServer
 
 LATENCY_S = 0.1
-
-
-def sample_store(path: Path) -> PageStore:
-    if not (path / "pages.parquet").exists():
-        ingest(fetch_samples(default_cache_dir()), path, IngestSettings())
-    return PageStore.open(path)
 
 
 class BatchLog:
@@ -80,14 +74,7 @@ class BatchLog:
 def orchestration(store: PageStore, pages: int, concurrency: int, pages_per_shard: int) -> dict:
     page_ids = spread_sample(store, pages, seed=0)
     with FakeOpenAIServer(latency_s=LATENCY_S, separate_process=True, answer_schemas=True) as server:
-        backend = {
-            "type": "openai",
-            "base_url": server.url,
-            "model": "fake",
-            "max_concurrency": concurrency,
-            "max_retries": 0,
-            "timeout_s": 30,
-        }
+        backend = server.backend_config(concurrency)
         config = PipelineConfig.model_validate(
             {
                 "pages_per_shard": pages_per_shard,

@@ -126,6 +126,17 @@ class FakeOpenAIServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    def backend_config(self, max_concurrency: int) -> dict:
+        """An ``openai`` backend config for this server: no retries, so a fault shows as it happens."""
+        return {
+            "type": "openai",
+            "base_url": self.url,
+            "model": "fake",
+            "max_concurrency": max_concurrency,
+            "max_retries": 0,
+            "timeout_s": 30,
+        }
+
     def _action(self) -> str:
         index = next(self._counter)
         return self._script[min(index, len(self._script) - 1)]
