@@ -26,23 +26,22 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from docrerank.pages import IngestSettings, PageStore, ingest
+from common import sample_store  # bench/common.py: scripts run as `python bench/NAME.py`
+from docrerank.pages import PageStore
 from docrerank.pipeline.config import PipelineConfig
-from docrerank.pipeline.pairs import PairInput, read_pairs, verifier_for, verify_pairs
-from docrerank.pipeline.verifier_eval import evaluate_verifier, precision_recall, threshold_for_precision
-from docrerank.samples import default_cache_dir, fetch_samples
+from docrerank.pipeline.pairs import PairInput, parse_pairs, verifier_for, verify_pairs
+from docrerank.pipeline.verifier_eval import (
+    evaluate_verifier,
+    negative_scores,
+    precision_recall,
+    threshold_for_precision,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = ROOT / "bench" / "data" / "verifier-pairs.jsonl"
 MODELS = ["qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"]
 SHORT = {MODELS[0]: "0.5B", MODELS[1]: "1.5B"}
 console = Console(width=200)
-
-
-def sample_store(path: Path) -> PageStore:
-    if not (path / "pages.parquet").exists():
-        ingest(fetch_samples(default_cache_dir()), path, IngestSettings())
-    return PageStore.open(path)
 
 
 def resolve_pairs(path: Path, store: PageStore) -> list[PairInput]:
@@ -56,10 +55,7 @@ def resolve_pairs(path: Path, store: PageStore) -> list[PairInput]:
         if row["page_id"] not in store:
             row["page_id"] = by_place.get((row["file"], row["page_index"]), row["page_id"])
         lines.append(json.dumps(row))
-    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as tmp:
-        tmp.write("\n".join(lines) + "\n")
-    pairs, errors = read_pairs(Path(tmp.name), store)
-    Path(tmp.name).unlink()
+    pairs, errors = parse_pairs(lines, str(path), store)
     for error in errors:
         console.print(f"[yellow]skipped[/yellow] {error}")
     return pairs
@@ -98,22 +94,14 @@ def seconds_per_pair(model: str, pairs: list[PairInput], store: PageStore, pages
 def out_of_fold(rows: list[dict], target: float) -> dict:
     """Threshold chosen on one half of the pages, applied to the other half; both halves pooled."""
     pages = sorted({r["page_id"] for r in rows})
-    folds = [set(pages[0::2]), set(pages[1::2])]
     truth, accepted = [], []
-    for held_out in folds:
-        tune = [r for r in rows if r["page_id"] not in held_out]
-        test = [r for r in rows if r["page_id"] in held_out]
-        best = threshold_for_precision(
-            [not r["answerable"] for r in tune],
-            [max(p["p_yes"] for p in r["prompts"]) for r in tune],
-            target,
-            [bool((r.get("evidence") or {}).get("answers")) for r in tune],
-        )
+    for held_out in (set(pages[0::2]), set(pages[1::2])):
+        unanswerable, p_yes_max, vetoed = negative_scores([r for r in rows if r["page_id"] not in held_out])
+        best = threshold_for_precision(unanswerable, p_yes_max, target, vetoed)
         threshold = best["threshold"] if best else 0.0
-        for r in test:
-            vetoed = bool((r.get("evidence") or {}).get("answers"))
-            truth.append(not r["answerable"])
-            accepted.append(max(p["p_yes"] for p in r["prompts"]) < threshold and not vetoed)
+        unanswerable, p_yes_max, vetoed = negative_scores([r for r in rows if r["page_id"] in held_out])
+        truth += unanswerable
+        accepted += [p < threshold and not v for p, v in zip(p_yes_max, vetoed, strict=True)]
     return precision_recall(truth, accepted)
 
 

@@ -26,6 +26,11 @@ stderr = Console(stderr=True)
 
 _EXPECT: dict[str, Expectation] = {"negative": "unanswerable", "positive": "answerable"}
 
+# options both commands take
+PagesOption = Annotated[Path, typer.Option("--pages", help="the page store the pairs' page ids are in")]
+ConfigOption = Annotated[Path | None, typer.Option("--config", help="pipeline config (YAML); default: built-in")]
+ProgressOption = Annotated[bool, typer.Option(help="show a progress bar")]
+
 
 def _run(
     pages: Path, pairs_path: Path, config: Path | None, role: str, cache: Path, progress: bool
@@ -54,10 +59,10 @@ def _run(
 
 
 def verify_command(
-    pages: Annotated[Path, typer.Option("--pages", help="the page store the pairs' page ids are in")],
+    pages: PagesOption,
     pairs: Annotated[Path, typer.Option("--pairs", help="JSONL: {page_id, query, changed_from?, changed_to?} a line")],
     out: Annotated[Path, typer.Option("--out", help="the result: JSONL, one verdict a pair, in input order")],
-    config: Annotated[Path | None, typer.Option("--config", help="pipeline config (YAML); default: built-in")] = None,
+    config: ConfigOption = None,
     role: Annotated[
         str,
         typer.Option(
@@ -67,7 +72,7 @@ def verify_command(
     cache: Annotated[
         Path | None, typer.Option(help="response cache (default: OUT.cache.sqlite); a run's cache.sqlite to share it")
     ] = None,
-    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    progress: ProgressOption = True,
 ) -> None:
     """Run the pipeline's verifier on given (page, query) pairs: each prompt's P(yes), the verdict, the decision."""
     results, errors = _run(pages, pairs, config, role, cache or out.with_suffix(".cache.sqlite"), progress)
@@ -155,14 +160,14 @@ def print_verifier_report(report: dict[str, Any]) -> None:
 
 def evaluate_verifier_command(
     pairs: Annotated[Path, typer.Option("--pairs", help="labeled JSONL: {page_id, query, answerable} a line")],
-    pages: Annotated[Path, typer.Option("--pages", help="the page store the pairs' page ids are in")],
+    pages: PagesOption,
     out: Annotated[Path, typer.Option("--out", help="a folder: verdicts.jsonl, report.json, calibration.png")],
-    config: Annotated[Path | None, typer.Option("--config", help="pipeline config (YAML); default: built-in")] = None,
+    config: ConfigOption = None,
     target_precision: Annotated[
         float, typer.Option(help="the accepted-negative precision to find a threshold for")
     ] = 0.95,
     cache: Annotated[Path | None, typer.Option(help="response cache (default: OUT/cache.sqlite)")] = None,
-    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    progress: ProgressOption = True,
 ) -> None:
     """Measure the negative verifier on labeled pairs: precision/recall of accepted negatives, and more."""
     results, errors = _run(pages, pairs, config, "negative", cache or out / "cache.sqlite", progress)

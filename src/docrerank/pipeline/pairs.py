@@ -10,7 +10,8 @@ the backend, prompts, threshold and page cut of the config's verification sectio
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from docrerank.pipeline.config import PipelineConfig
 from docrerank.pipeline.records import Evidence, QueryRecord, query_id
 from docrerank.pipeline.verify import Expectation, Judgement, Verifier
 
-__all__ = ["PairInput", "VerifiedPair", "read_pairs", "verifier_for", "verify_pairs", "write_results"]
+__all__ = ["PairInput", "VerifiedPair", "parse_pairs", "read_pairs", "verifier_for", "verify_pairs", "write_results"]
 
 
 class PairInput(BaseModel):
@@ -67,11 +68,16 @@ class VerifiedPair(BaseModel):
 
 def read_pairs(path: Path, store: PageStore) -> tuple[list[PairInput], list[InputError]]:
     """The usable pairs of a file, and an error (with its fix) for each line that is not."""
+    return parse_pairs(Path(path).read_text().splitlines(), str(path), store)
+
+
+def parse_pairs(lines: Iterable[str], source: str, store: PageStore) -> tuple[list[PairInput], list[InputError]]:
+    """``read_pairs`` on lines already in memory; errors name ``source:LINE``."""
     pairs, errors = [], []
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        item = f"{path}:{number}"
+        item = f"{source}:{number}"
         try:
             pair = PairInput.model_validate_json(line)
         except ValidationError as exc:
@@ -148,12 +154,13 @@ def verify_pairs(
 ) -> list[VerifiedPair]:
     """Judge every pair, in input order. Pairs are sent grouped by page (``batch_pages`` pages a batch) so a
     page's prefix is evaluated once; each finished batch is in the response cache, so a rerun resumes."""
-    order = sorted(range(len(pairs)), key=lambda i: pairs[i].page_id)
-    page_ids = list(dict.fromkeys(pairs[i].page_id for i in order))
+    by_page: dict[str, list[int]] = defaultdict(list)
+    for index, pair in enumerate(pairs):
+        by_page[pair.page_id].append(index)
+    page_ids = sorted(by_page)
     results: list[VerifiedPair | None] = [None] * len(pairs)
     for start in range(0, len(page_ids), batch_pages):
-        wanted = set(page_ids[start : start + batch_pages])
-        batch = [i for i in order if pairs[i].page_id in wanted]
+        batch = [i for page_id in page_ids[start : start + batch_pages] for i in by_page[page_id]]
         judgements = verifier.judge(
             [(store[pairs[i].page_id], _record(pairs[i], expect)) for i in batch],
             expect,

@@ -24,6 +24,7 @@ from docrerank.errors import import_optional
 __all__ = [
     "calibration",
     "evaluate_verifier",
+    "negative_scores",
     "precision_recall",
     "roc_auc",
     "threshold_for_precision",
@@ -86,6 +87,15 @@ def calibration(answerable: Sequence[bool], p_yes: Sequence[float], bins: int = 
     return {"bins": rows, "ece": float(ece)}
 
 
+def negative_scores(rows: Sequence[dict[str, Any]]) -> tuple[list[bool], list[float], list[bool]]:
+    """What a threshold on accepted negatives works from, per result row: the label (unanswerable), the
+    highest P(yes) of the prompts (a negative is accepted when it is below the threshold), the evidence veto."""
+    unanswerable = [not r["answerable"] for r in rows]
+    p_yes_max = [max(p["p_yes"] for p in r["prompts"]) for r in rows]
+    vetoed = [bool((r.get("evidence") or {}).get("answers")) for r in rows]
+    return unanswerable, p_yes_max, vetoed
+
+
 def evaluate_verifier(results: Sequence[dict[str, Any]], target_precision: float = 0.95) -> dict[str, Any]:
     """The report of item 2 of the issue, from ``docrerank verify`` result rows that carry a label.
 
@@ -94,12 +104,10 @@ def evaluate_verifier(results: Sequence[dict[str, Any]], target_precision: float
     verifier errors are counted and left out.
     """
     usable = [r for r in results if r.get("answerable") is not None and not r.get("errors")]
-    truth_unans = [not r["answerable"] for r in usable]
-    truth_ans = [bool(r["answerable"]) for r in usable]
+    truth_unans, p_max, vetoed = negative_scores(usable)
+    truth_ans = [not t for t in truth_unans]
     accepted = [bool(r["accepted"]) for r in usable]
     p_yes = [[p["p_yes"] for p in r["prompts"]] for r in usable]
-    p_max = [max(ps) for ps in p_yes]
-    vetoed = [bool((r.get("evidence") or {}).get("answers")) for r in usable]
     templates = [p["template"] for p in usable[0]["prompts"]] if usable else []
 
     confusion = {truth: Counter() for truth in ("answerable", "unanswerable")}
