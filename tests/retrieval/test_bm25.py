@@ -23,13 +23,13 @@ def test_the_page_that_answers_ranks_first_and_stemming_matches_word_forms(vigne
 def test_the_index_is_saved_beside_the_store_and_reused_until_its_settings_change(vignette_store):
     first = BM25Retriever(vignette_store)
     first.search([QUERY], k=2)
-    folder = first.index_dir()
+    folder = first.index_dir
     assert folder.parent == vignette_store.root / "derived" and (folder / "page_ids.json").exists()
     stamp = (folder / "page_ids.json").stat().st_mtime_ns
     again = BM25Retriever(vignette_store)
     assert again.search([QUERY], k=2) == first.search([QUERY], k=2)
     assert (folder / "page_ids.json").stat().st_mtime_ns == stamp  # loaded, not rebuilt
-    assert BM25Retriever(vignette_store, k1=1.2).index_dir() != folder
+    assert BM25Retriever(vignette_store, k1=1.2).index_dir != folder
 
 
 def test_retrieve_writes_a_trec_run_and_names_bad_queries(vignette_store, tmp_path):

@@ -39,7 +39,7 @@ def retrieve_command(
     engine = RETRIEVERS[retriever](store)
     rankings = engine.search([q.text for q in items], k)
     write_trec({q.query_id: r for q, r in zip(items, rankings, strict=True)}, out, tag=retriever)
-    stdout.print(f"{len(items)} queries, top {k} pages each, written to {out} (index: {engine.index_dir()})")
+    stdout.print(f"{len(items)} queries, top {k} pages each, written to {out} (index: {engine.index_dir})")
     judged = [(q, r) for q, r in zip(items, rankings, strict=True) if q.positives]
     if judged:
         hits = [next((i for i, (pid, _) in enumerate(r, 1) if pid in q.positives), None) for q, r in judged]

@@ -12,6 +12,7 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,10 @@ class Retriever(ABC):
     def search(self, queries: Sequence[str], k: int) -> list[Ranking]:
         """The ``k`` best pages for each query, best first, as ``(page_id, score)``."""
 
+    @cached_property
     def index_dir(self) -> Path:
-        """``STORE/derived/index-<name>-<fingerprint>``: the store's content and the settings, hashed."""
+        """``STORE/derived/index-<name>-<fingerprint>``: the store's content and the settings, hashed (once:
+        neither changes while the retriever lives)."""
         blob = json.dumps({"store": store_fingerprint(self.store), "settings": self.settings()}, sort_keys=True)
         fingerprint = hashlib.sha256(blob.encode()).hexdigest()[:16]
         return self.store.root / "derived" / f"index-{self.name}-{fingerprint}"

@@ -42,7 +42,7 @@ class BM25Retriever(Retriever):
     def _load(self) -> None:
         if self._index is not None:
             return
-        folder = self.index_dir()
+        folder = self.index_dir
         pages_file = folder / "page_ids.json"
         if pages_file.exists():
             self._index = self._bm25s.BM25.load(folder, show_progress=False)

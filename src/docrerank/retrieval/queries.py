@@ -43,8 +43,9 @@ def read_queries(path: Path, store: PageStore) -> tuple[list[RetrievalQuery], li
                 continue
             try:
                 row = json.loads(line)
-                assert isinstance(row, dict)
-            except (json.JSONDecodeError, AssertionError):
+            except json.JSONDecodeError:
+                row = None
+            if not isinstance(row, dict):
                 errors.append(InputError(f"{path}:{number}", "not a JSON object", 'write {"query": ...} a line'))
                 continue
             items.append((f"{path}:{number}", {"query_id": f"q{number}", **row}))
