@@ -21,6 +21,8 @@ from docrerank.cli.export import export_command
 from docrerank.cli.generate import generate_command
 from docrerank.cli.import_dataset import import_command
 from docrerank.cli.ingest import ingest_command
+from docrerank.cli.mine import mine_command
+from docrerank.cli.mix import mix_command
 from docrerank.cli.retrieve import retrieve_command
 from docrerank.cli.stats import stats_command
 from docrerank.cli.verify import evaluate_verifier_command, verify_command
@@ -67,6 +69,8 @@ app.command("generate")(generate_command)
 app.command("verify")(verify_command)
 app.command("evaluate-verifier")(evaluate_verifier_command)
 app.command("retrieve")(retrieve_command)
+app.command("mine")(mine_command)
+app.command("mix")(mix_command)
 app.command("export")(export_command)
 app.command("stats")(stats_command)
 app.add_typer(backends_app, name="backends")

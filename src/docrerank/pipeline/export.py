@@ -50,7 +50,17 @@ from docrerank.pages import PageStore
 from docrerank.pipeline.records import QueryRecord
 from docrerank.pipeline.rundir import RunDir
 
-__all__ = ["FORMATS", "ExportSummary", "export_run", "hf_features", "page_rows", "read_selected"]
+__all__ = [
+    "FORMATS",
+    "ExportSummary",
+    "export_run",
+    "hf_features",
+    "page_rows",
+    "prepare_out",
+    "read_selected",
+    "write_image_rows",
+    "write_jsonl_lines",
+]
 
 FORMATS = ("hf", "parquet", "jsonl", "sentence-transformers")
 FINAL_STAGE = "selected"
@@ -198,10 +208,17 @@ def hf_features():
     )
 
 
+def _image(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    return {"bytes": path.read_bytes(), "path": path.name}
+
+
 def _with_image(row: dict[str, Any]) -> dict[str, Any]:
-    path = Path(row["image_path"])
-    out = {"image": {"bytes": path.read_bytes(), "path": path.name}}
-    out.update((k, v) for k, v in row.items() if k != "image_path")
+    """The row with its page image (and its negative pages' images, if any) embedded as PNG bytes."""
+    out = {"image": _image(row["image_path"])}
+    if "negative_image_paths" in row:
+        out["negative_images"] = [_image(path) for path in row["negative_image_paths"]]
+    out.update((k, v) for k, v in row.items() if k not in ("image_path", "negative_image_paths"))
     return out
 
 
@@ -210,28 +227,23 @@ def _image_rows(rows: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         yield _with_image(row)
 
 
-def _write_hf(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+def _write_hf(rows: list[dict[str, Any]], out: Path, features) -> list[Path]:
     Dataset = import_optional("datasets", "data").Dataset
 
     if not rows:  # from_generator refuses an empty generator
-        Dataset.from_dict({name: [] for name in hf_features()}, features=hf_features()).save_to_disk(
-            str(out), num_shards=1
-        )
+        Dataset.from_dict({name: [] for name in features}, features=features).save_to_disk(str(out), num_shards=1)
         return sorted(p for p in out.iterdir() if p.is_file())
     with tempfile.TemporaryDirectory(prefix=".docrerank-export-", dir=out.parent) as cache:
-        dataset = Dataset.from_generator(
-            _image_rows, gen_kwargs={"rows": rows}, features=hf_features(), cache_dir=cache
-        )
+        dataset = Dataset.from_generator(_image_rows, gen_kwargs={"rows": rows}, features=features, cache_dir=cache)
         dataset.save_to_disk(str(out))
         del dataset
     return sorted(p for p in out.iterdir() if p.is_file())
 
 
-def _write_parquet(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+def _write_parquet(rows: list[dict[str, Any]], out: Path, features) -> list[Path]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    features = hf_features()
     schema = features.arrow_schema  # carries the "huggingface" metadata, so `image` decodes on load
     path = out / PARQUET_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -244,7 +256,13 @@ def _write_parquet(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     return [path]
 
 
-def _write_jsonl_lines(path: Path, lines: Iterator[dict[str, Any]]) -> None:
+def write_image_rows(rows: list[dict[str, Any]], out: Path, fmt: str, features) -> list[Path]:
+    """Rows holding ``image_path`` (and optionally ``negative_image_paths``) written as an ``hf`` dataset or
+    as ``parquet``, images embedded, with the given ``datasets`` features."""
+    return _write_hf(rows, out, features) if fmt == "hf" else _write_parquet(rows, out, features)
+
+
+def write_jsonl_lines(path: Path, lines: Iterator[dict[str, Any]]) -> None:
     with path.open("w", encoding="utf-8") as handle:
         for line in lines:
             handle.write(json.dumps(line, ensure_ascii=False) + "\n")
@@ -287,7 +305,7 @@ def _pair_rows(rows: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
                     yield {"query": q, "text": text, "label": label}
 
 
-def _prepare_out(out: Path, overwrite: bool) -> None:
+def prepare_out(out: Path, overwrite: bool) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not overwrite:
             raise DocrerankError(f"{out} exists and is not empty: choose a new --out, or pass --overwrite")
@@ -305,7 +323,7 @@ def export_run(
     records = read_selected(run_dir)
     provenance = _provenance(run_dir, store, fmt)
     rows = list(page_rows(records, store, json.dumps(provenance, sort_keys=True)))
-    _prepare_out(out, overwrite)
+    prepare_out(out, overwrite)
 
     summary = ExportSummary(format=fmt, out=out, pages=len(rows))
     for row in rows:
@@ -315,20 +333,17 @@ def export_run(
             summary.negatives += len(generators)
             summary.negatives_by_generator.update(generators)
 
-    if fmt == "hf":
-        summary.files = _write_hf(rows, out)
-        summary.rows = len(rows)
-    elif fmt == "parquet":
-        summary.files = _write_parquet(rows, out)
+    if fmt in ("hf", "parquet"):
+        summary.files = write_image_rows(rows, out, fmt, hf_features())
         summary.rows = len(rows)
     elif fmt == "jsonl":
         path = out / "queries.jsonl"
-        _write_jsonl_lines(path, _query_rows(records, store, provenance))
+        write_jsonl_lines(path, _query_rows(records, store, provenance))
         summary.files, summary.rows = [path], summary.positives
     else:
         path = out / "pairs.jsonl"
         pairs = list(_pair_rows(rows))
-        _write_jsonl_lines(path, iter(pairs))
+        write_jsonl_lines(path, iter(pairs))
         summary.files, summary.rows = [path], len(pairs)
     meta = out / "provenance.json"
     meta.write_text(json.dumps({**provenance, "summary": summary.as_dict()}, indent=2) + "\n")

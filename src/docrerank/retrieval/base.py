@@ -1,9 +1,11 @@
 """The first-stage retriever interface, and where an index lives.
 
-Every retriever answers ``search(queries, k)`` with one ranking of page ids per query, batched. Its index
-is saved beside the page store (``STORE/derived/index-<name>-<fingerprint>/``) and reused while the
-fingerprint holds: the store's pages, the model and the settings. A changed store or setting gets a new
-folder, so an index never answers for other pages than it was built from.
+Every retriever answers ``search(queries, k)`` with one ranking of page ids per query, batched, and
+``score(queries, page_ids)`` with the score of given (query, page) pairs (mining needs the positive page's
+score even when it ranks below the top ``k``). Its index is saved beside the page store
+(``STORE/derived/index-<name>-<fingerprint>/``) and reused while the fingerprint holds: the store's pages,
+the model and the settings. A changed store or setting gets a new folder, so an index never answers for
+other pages than it was built from.
 """
 
 from __future__ import annotations
@@ -46,6 +48,16 @@ class Retriever(ABC):
     @abstractmethod
     def search(self, queries: Sequence[str], k: int) -> list[Ranking]:
         """The ``k`` best pages for each query, best first, as ``(page_id, score)``."""
+
+    def score(self, queries: Sequence[str], page_ids: Sequence[str]) -> list[float]:
+        """The score of each ``(queries[i], page_ids[i])`` pair, on the scale of ``search``; 0 for a page the
+        retriever does not return at all. This fallback ranks every page; retrievers override it."""
+        rankings = self.search(queries, len(self.store))
+        return [dict(ranking).get(page_id, 0.0) for ranking, page_id in zip(rankings, page_ids, strict=True)]
+
+    def indexes(self) -> list[Path]:
+        """The index folders this retriever reads (for messages)."""
+        return [self.index_dir]
 
     @cached_property
     def index_dir(self) -> Path:

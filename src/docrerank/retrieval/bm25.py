@@ -68,3 +68,13 @@ class BM25Retriever(Retriever):
             [(self._page_ids[i], float(s)) for i, s in zip(row_ids, row_scores, strict=True) if s > 0]
             for row_ids, row_scores in zip(ids, scores, strict=True)
         ]
+
+    def score(self, queries: Sequence[str], page_ids: Sequence[str]) -> list[float]:
+        self._load()
+        position = {page_id: i for i, page_id in enumerate(self._page_ids)}
+        tokens = self._tokens(list(queries), ids=False)
+        scores = []
+        for query_tokens, page_id in zip(tokens, page_ids, strict=True):
+            i = position.get(page_id)
+            scores.append(0.0 if i is None else float(self._index.get_scores(query_tokens)[i]))
+        return scores

@@ -1,0 +1,172 @@
+"""Dense text retrieval with a sentence-transformers model (default: the bundled all-MiniLM-L6-v2).
+
+A page is usually longer than the model reads (MiniLM stops at 256 word pieces), so each page is cut into
+overlapping chunks of ``chunk_words`` words (``stride`` words apart) and a page scores as its best chunk
+(max-pooling): a query about the bottom of a page still finds it. ``chunk_words=0`` embeds each page whole
+(the model truncates it), as sentence-transformers' own mining does.
+
+The index folder holds ``embeddings.npy`` (unit-length float32 rows, one per chunk, so a dot product is the
+cosine similarity), ``chunk_pages.npy`` (the page of each row; a page's rows are contiguous) and
+``page_ids.json``. It is built in parts of ``PART_CHUNKS`` chunks saved as they finish, so an interrupted
+build resumes where it stopped. Search is exact: blocked matrix products, then the best chunk per page.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from docrerank.embeddings import DEFAULT_EMBEDDER, load_embedder
+from docrerank.pages import PageStore
+from docrerank.retrieval.base import Retriever
+from docrerank.retrieval.runs import Ranking
+
+__all__ = ["DenseRetriever", "chunk_words", "exact_search"]
+
+PART_CHUNKS = 512
+SCORE_BLOCK_FLOATS = 2**25  # query x chunk scores held at once (128 MiB of float32)
+
+
+def chunk_words(text: str, size: int, stride: int) -> list[str]:
+    """Overlapping windows of ``size`` words, ``stride`` words apart, covering every word; the whole text
+    when ``size`` is 0 or the text is short."""
+    words = text.split()
+    if size <= 0 or len(words) <= size:
+        return [" ".join(words)]
+    starts = list(range(0, len(words) - size, stride)) + [len(words) - size]
+    return [" ".join(words[start : start + size]) for start in starts]
+
+
+def exact_search(
+    queries: np.ndarray, rows: np.ndarray, k: int, row_pages: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best (page index, score) per query by dot product, best first.
+
+    ``rows`` are the indexed vectors; with ``row_pages`` (the page of each row, a page's rows contiguous and
+    in page order) a page scores as its best row. Queries go in blocks so the score matrix stays within
+    ``SCORE_BLOCK_FLOATS``.
+    """
+    starts = None
+    if row_pages is not None:
+        starts = np.flatnonzero(np.r_[True, row_pages[1:] != row_pages[:-1]])
+    n_pages = len(rows) if starts is None else len(starts)
+    k = min(k, n_pages)
+    block = max(1, SCORE_BLOCK_FLOATS // max(1, len(rows)))
+    top_ids = np.zeros((len(queries), k), dtype=np.int64)
+    top_scores = np.zeros((len(queries), k), dtype=np.float32)
+    for begin in range(0, len(queries), block):
+        scores = queries[begin : begin + block] @ rows.T
+        if starts is not None:
+            scores = np.maximum.reduceat(scores, starts, axis=1)
+        if k < n_pages:
+            part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        else:
+            part = np.tile(np.arange(n_pages), (len(scores), 1))
+        part_scores = np.take_along_axis(scores, part, axis=1)
+        order = np.argsort(-part_scores, axis=1, kind="stable")
+        top_ids[begin : begin + block] = np.take_along_axis(part, order, axis=1)
+        top_scores[begin : begin + block] = np.take_along_axis(part_scores, order, axis=1)
+    return top_ids, top_scores
+
+
+class DenseRetriever(Retriever):
+    name = "dense"
+
+    def __init__(
+        self,
+        store: PageStore,
+        model: str = DEFAULT_EMBEDDER,
+        chunk_words: int = 128,
+        stride: int = 96,
+        query_prompt: str | None = None,
+        batch_size: int = 64,
+        device: str | None = None,
+        progress: Callable[[int, int], Any] | None = None,
+    ):
+        super().__init__(store)
+        if chunk_words > 0 and not 0 < stride <= chunk_words:
+            raise ValueError(f"stride must be in 1..chunk_words ({chunk_words}), not {stride}")
+        self.model, self.chunk_words, self.stride = model, chunk_words, stride
+        self.query_prompt, self.batch_size, self.device = query_prompt, batch_size, device
+        self.progress = progress  # called with (chunks embedded, chunks in all) while the index is built
+        self._rows: np.ndarray | None = None
+        self._row_pages: np.ndarray | None = None
+        self._page_ids: list[str] = []
+
+    def settings(self) -> dict[str, Any]:
+        chunks = {"chunk_words": self.chunk_words, "stride": self.stride if self.chunk_words > 0 else None}
+        return {"model": self.model, **chunks, "pooling": "max over chunks"}
+
+    def _encode(self, texts: list[str], prompt: str | None = None) -> np.ndarray:
+        encoder = load_embedder(self.model, self.device)
+        vectors = encoder.encode(
+            texts, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False, prompt=prompt
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def _load(self) -> None:
+        if self._rows is not None:
+            return
+        folder = self.index_dir
+        if not (folder / "page_ids.json").exists():
+            self._build()
+        self._rows = np.load(folder / "embeddings.npy")
+        self._row_pages = np.load(folder / "chunk_pages.npy")
+        self._page_ids = json.loads((folder / "page_ids.json").read_text())
+
+    def _build(self) -> None:
+        """Embed every chunk, a part at a time; parts already in the ``.tmp`` folder are kept (resume)."""
+        pages = [p for p in self.store if p.text.strip()]
+        chunks, owners = [], []
+        for number, page in enumerate(pages):
+            pieces = chunk_words(page.text, self.chunk_words, self.stride)
+            chunks.extend(pieces)
+            owners.extend([number] * len(pieces))
+        tmp = self.index_dir.with_name(self.index_dir.name + ".tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        parts = []
+        for part, start in enumerate(range(0, len(chunks), PART_CHUNKS)):
+            path = tmp / f"part-{part:05d}.npy"
+            if not path.exists():
+                np.save(tmp / "part.partial.npy", self._encode(chunks[start : start + PART_CHUNKS]))
+                (tmp / "part.partial.npy").replace(path)
+            parts.append(np.load(path))
+            if self.progress is not None:
+                self.progress(min(start + PART_CHUNKS, len(chunks)), len(chunks))
+        rows = np.concatenate(parts) if parts else np.zeros((0, 1), dtype=np.float32)
+        np.save(tmp / "embeddings.npy", rows)
+        np.save(tmp / "chunk_pages.npy", np.asarray(owners, dtype=np.int64))
+        (tmp / "page_ids.json").write_text(json.dumps([p.page_id for p in pages]))
+        for path in tmp.glob("part-*.npy"):
+            path.unlink()
+        if self.index_dir.exists():  # a concurrent build finished first: same content
+            shutil.rmtree(tmp)
+        else:
+            tmp.replace(self.index_dir)  # complete or absent
+
+    def search(self, queries: Sequence[str], k: int) -> list[Ranking]:
+        self._load()
+        if not queries or not self._page_ids:
+            return [[] for _ in queries]
+        ids, scores = exact_search(self._encode(list(queries), self.query_prompt), self._rows, k, self._row_pages)
+        return [
+            [(self._page_ids[i], float(s)) for i, s in zip(row_ids, row_scores, strict=True)]
+            for row_ids, row_scores in zip(ids, scores, strict=True)
+        ]
+
+    def score(self, queries: Sequence[str], page_ids: Sequence[str]) -> list[float]:
+        self._load()
+        if not queries:
+            return []
+        position = {page_id: i for i, page_id in enumerate(self._page_ids)}
+        vectors = self._encode(list(queries), self.query_prompt)
+        scores = []
+        for vector, page_id in zip(vectors, page_ids, strict=True):
+            page = position.get(page_id)
+            rows = self._rows[self._row_pages == page] if page is not None else None
+            scores.append(0.0 if rows is None else float((rows @ vector).max()))
+        return scores
