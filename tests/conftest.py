@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 
 from docrerank.pages import IngestSettings, PageStore, ingest
-from tests.helpers import PDF3, SCAN, make_pdf, text_page
+from tests.helpers import DATA, PDF3, SCAN, make_pdf, text_page
+
+MINING_QUERIES = DATA.parent / "mining-queries.jsonl"  # queries on sample pages, named by file and page index
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +39,27 @@ def vignette_store(tmp_path_factory) -> PageStore:
     root = tmp_path_factory.mktemp("vignette-store")
     ingest([PDF3], root, show_progress=False)
     return PageStore.open(root)
+
+
+@pytest.fixture(scope="session")
+def sample_pages(tmp_path_factory) -> PageStore:
+    """Two of the pinned sample packages (strucchange, xts: 3 PDFs, 46 pages), fetched and ingested once."""
+    from docrerank.samples import fetch_samples
+
+    root = tmp_path_factory.mktemp("sample-pages")
+    ingest(fetch_samples(names=["r-cran-strucchange", "r-cran-xts"]), root, show_progress=False)
+    return PageStore.open(root)
+
+
+@pytest.fixture(scope="session")
+def mining_queries(sample_pages, tmp_path_factory) -> Path:
+    """tests/data/mining-queries.jsonl with each query's page (file, page index) as the store's page id."""
+    pages = {(Path(p.source_path).name, p.page_index): p.page_id for p in sample_pages}
+    lines = []
+    for line in MINING_QUERIES.read_text().splitlines():
+        row = json.loads(line)
+        page_id = pages[(row.pop("file"), row.pop("page_index"))]
+        lines.append(json.dumps({**row, "page_id": page_id}))
+    path = tmp_path_factory.mktemp("mining-queries") / "queries.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
