@@ -134,7 +134,7 @@ def _collect(
             if key in positives:
                 positives[key].mined = positives[key].mined or example
                 positives[key].mined_from = positives[key].mined_from or str(path)
-            elif key not in rephrasings:  # a rephrasing's own mined pages are found through by_text
+            elif key not in rephrasings and example.rephrasing_of is None:  # rephrasings: found through by_text
                 entry = positives.setdefault(key, _Positive(example.positive, example.query))
                 entry.mined, entry.mined_from = example, str(path)
     return positives, by_text

@@ -67,6 +67,7 @@ class MinedExample(BaseModel):
     query_id: str
     query: str
     positive: str
+    rephrasing_of: str | None = Field(None, description="for a rephrased positive, the original query's id")
     positive_rank: int | None = Field(description="the positive's rank in the retriever's top N (None: below)")
     positive_score: float | None
     negatives: list[MinedNegative]
@@ -112,6 +113,7 @@ def mine(
                 query_id=query.query_id,
                 query=query.text,
                 positive=positive,
+                rephrasing_of=query.rephrasing_of,
                 positive_rank=positive_rank,
                 positive_score=positive_score,
                 negatives=[MinedNegative(page_id=p, rank=r, score=s) for r, p, s in chosen],

@@ -18,13 +18,14 @@ class RetrievalQuery:
     query_id: str
     text: str
     positives: list[str] = field(default_factory=list)
+    rephrasing_of: str | None = None  # the original query's id, for a run's rephrased positives
 
 
 def _from_run(run_dir: Path) -> list[dict]:
     from docrerank.pipeline.export import read_selected  # the pipeline is only needed for run directories
 
     return [
-        {"query_id": r.query_id, "query": r.text, "page_id": r.page_id}
+        {"query_id": r.query_id, "query": r.text, "page_id": r.page_id, "rephrasing_of": r.parent_id}
         for r in read_selected(run_dir)
         if r.kind in ("positive", "rephrased")
     ]
@@ -59,5 +60,6 @@ def read_queries(path: Path, store: PageStore) -> tuple[list[RetrievalQuery], li
             errors.append(InputError(item, f"page {page_id!r} is not in the store", "ingest its document first"))
         else:
             positives = [str(page_id)] if page_id is not None else []
-            queries.append(RetrievalQuery(str(row.get("query_id") or row.get("id")), text, positives))
+            query_id = str(row.get("query_id") or row.get("id"))
+            queries.append(RetrievalQuery(query_id, text, positives, row.get("rephrasing_of")))
     return queries, errors
