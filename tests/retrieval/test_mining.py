@@ -118,3 +118,33 @@ def test_a_run_file_in_the_wrong_format_is_named_line_by_line(sample_pages, mini
     assert f"{run}:{2 * len(queries) + 1}" in result.stderr and "4 columns instead of 6" in result.stderr
     assert "is not a number" in result.stderr
     assert len(read_mined(tmp_path / "out")) == 10  # the good lines were mined
+
+
+def test_mine_verify_records_a_verdict_on_every_mined_page_and_the_false_negative_rate_by_rank(
+    sample_pages, mining_queries, tmp_path
+):
+    """The verifier is the pipeline's positive verification (here SmolLM2 via llama.cpp: plumbing, not quality)."""
+    tiny = {"type": "llamacpp", "model": "smollm2-135m-instruct", "n_ctx": 4096, "n_threads": 1}
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps({"max_page_chars": 800, "backends": {"generator": tiny, "verifier": tiny}}))
+    out = tmp_path / "mined"
+    result = invoke_cli(
+        "mine", "--pages", sample_pages.root, "--queries", mining_queries, "--out", out, "--verify", "--config", config
+    )
+    assert result.exit_code == 0, result.stdout
+    examples = read_mined(out)
+    negatives = [n for e in examples for n in e.negatives]
+    assert negatives and all(n.verdict in ("answerable", "undecided", "unanswerable") for n in negatives)
+    assert all(len(n.p_yes) == 2 for n in negatives)  # the two prompts of the default positive verification
+    rates = json.loads((out / "summary.json").read_text())["false_negatives"]
+    answerable = sum(n.verdict == "answerable" for n in negatives)
+    assert rates["judged"] == len(negatives) and rates["answerable"] == answerable
+    assert rates["rate"] == pytest.approx(answerable / len(negatives))
+    assert sum(row["judged"] for row in rates["by_rank"].values()) == len(negatives)
+    assert "likely false negatives" in result.stdout
+    assert (out / "cache.sqlite").exists()
+    # a rerun answers from the response cache and gives the same verdicts
+    again = invoke_cli(
+        "mine", "--pages", sample_pages.root, "--queries", mining_queries, "--out", out, "--verify", "--config", config
+    )
+    assert again.exit_code == 0 and read_mined(out) == examples
