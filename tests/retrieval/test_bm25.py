@@ -49,3 +49,18 @@ def test_retrieve_writes_a_trec_run_and_names_bad_queries(vignette_store, tmp_pa
     assert errors == [] and set(run) == {"good", "free"}
     assert run["good"][0][0] == third and len(run["good"]) <= 2
     assert "recall@2 1.000" in result.stdout
+
+
+def test_pages_without_text_are_named_with_the_ocr_fix(tmp_path):
+    from docrerank.pages import IngestSettings, ingest
+    from tests.helpers import PDF3, SCAN, run_cli
+
+    store = tmp_path / "store"
+    ingest([PDF3, SCAN], store, IngestSettings(ocr="never"), show_progress=False)
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text(json.dumps({"query": QUERY}) + "\n")
+    result = run_cli("retrieve", "--pages", store, "--queries", queries, "--out", tmp_path / "run.trec")
+    assert result.exit_code == 0, result.stderr
+    assert "1 page(s)" in result.stderr and "have no text" in result.stderr and "--ocr auto" in result.stderr
+    run, _ = read_trec(tmp_path / "run.trec")
+    assert len(run["q1"]) == 3  # the three text pages; the scan cannot be found by text
