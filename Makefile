@@ -50,6 +50,8 @@ $(VENV)/.installed-demo: pyproject.toml $(VENV)/.torch
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
 	$(BIN)/pip install -q -e ".[dev]"
+	# colpali-engine without its torchvision (CUDA-only wheels on PyPI; page images do not need it)
+	$(BIN)/pip install -q --no-deps "colpali-engine==0.3.18"
 	@touch $@ $(VENV)/.installed-demo
 
 clean:

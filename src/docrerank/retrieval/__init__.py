@@ -2,6 +2,7 @@
 
 from docrerank.retrieval.base import Retriever, store_fingerprint
 from docrerank.retrieval.bm25 import BM25Retriever
+from docrerank.retrieval.colpali import ColPaliRetriever
 from docrerank.retrieval.dense import DenseRetriever
 from docrerank.retrieval.hybrid import HybridRetriever, fuse
 from docrerank.retrieval.mining import (
@@ -20,6 +21,7 @@ from docrerank.retrieval.runs import Ranking, Run, read_trec, write_trec
 __all__ = [
     "RETRIEVER_NAMES",
     "BM25Retriever",
+    "ColPaliRetriever",
     "DenseRetriever",
     "HybridRetriever",
     "MinedExample",

@@ -27,6 +27,7 @@ import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +91,21 @@ def model_classes(model: str) -> tuple[str, str]:
     )
 
 
+@cache
 def _has_torchvision() -> bool:
-    return importlib.util.find_spec("torchvision") is not None
+    """Whether torchvision is installed; an error where it is installed but does not load, since transformers
+    then fails on every vision model with a message that names neither torchvision nor the fix."""
+    if importlib.util.find_spec("torchvision") is None:
+        return False
+    try:
+        importlib.import_module("torchvision")
+    except Exception as exc:  # RuntimeError or OSError from its compiled operators
+        raise DocrerankError(
+            f"torchvision is installed but does not load with this torch ({type(exc).__name__}: {exc}); the "
+            "torchvision wheels on PyPI are built for CUDA torch. With the CPU torch, uninstall torchvision "
+            "(pip uninstall torchvision): the ColPali retriever does not need it"
+        ) from None
+    return True
 
 
 @contextmanager
@@ -109,17 +123,19 @@ def _pil_stands_in_for_torchvision() -> Iterator[None]:
         sys.modules.pop(_TORCHVISION_MODULE, None)
 
 
+def _torch_dtype(name: str):
+    import torch
+
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise DocrerankError(f"dtype must name a torch dtype (bfloat16, float16, float32), not {name!r}")
+    return dtype
+
+
 def _engine():
     """``colpali_engine.models``, or the install hint of the ``colpali`` extra."""
-    try:
-        with _pil_stands_in_for_torchvision():
-            return import_optional("colpali_engine.models", "colpali")
-    except RuntimeError as exc:  # torchvision is there but its compiled operators do not load
-        raise DocrerankError(
-            f"torchvision is installed but does not load with this torch ({exc}); the torchvision wheels on PyPI "
-            "are built for CUDA torch. With the CPU torch, uninstall torchvision (pip uninstall torchvision): "
-            "the ColPali retriever does not need it"
-        ) from None
+    with _pil_stands_in_for_torchvision():
+        return import_optional("colpali_engine.models", "colpali")
 
 
 def _without_video(processor_class: type) -> type:
@@ -150,7 +166,7 @@ def load_colpali(model: str = DEFAULT_COLPALI, device: str | None = None, dtype:
         processor_class = _without_video(processor_class)
     try:
         processor = processor_class.from_pretrained(model)
-        network = getattr(engine, model_name).from_pretrained(model, dtype=getattr(torch, dtype))
+        network = getattr(engine, model_name).from_pretrained(model, dtype=_torch_dtype(dtype))
     except OSError as exc:
         raise DocrerankError(
             f"cannot load the ColPali model {model!r} ({exc}): give a local path or a Hub name"
@@ -193,8 +209,8 @@ class ColPaliRetriever(Retriever):
     ``model`` names the weights (a Hub name or local folder; the model class comes from the name, see
     ``model_classes``). ``model_object`` and ``processor_object`` give an already loaded colpali-engine model
     and processor instead (``model`` must still name them: it is part of the index fingerprint).
-    ``batch_size`` pages (or queries) go through the model at once. ``progress`` shows a progress bar on
-    stderr while pages are embedded when ``True``, or is called with (pages embedded, pages in all).
+    ``batch_size`` pages (or queries) go through the model at once. ``progress`` is called with (pages
+    embedded, pages in all) while the index is built.
     """
 
     name = "colpali"
@@ -206,7 +222,7 @@ class ColPaliRetriever(Retriever):
         device: str | None = None,
         batch_size: int = 4,
         dtype: str | None = None,
-        progress: bool | Callable[[int, int], Any] = False,
+        progress: Callable[[int, int], Any] | None = None,
         model_object=None,
         processor_object=None,
     ):
@@ -227,6 +243,7 @@ class ColPaliRetriever(Retriever):
         else:
             self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
             self.dtype = dtype or ("bfloat16" if self.device.startswith("cuda") else "float32")
+            _torch_dtype(self.dtype)
             self._classes = model_classes(model)
         self._network, self._processor = model_object, processor_object
         self._pages: list[Any] | None = None  # one (tokens, dim) tensor per page, views of one array
@@ -252,24 +269,22 @@ class ColPaliRetriever(Retriever):
             "scoring": "maxsim",
         }
 
-    def _embed(self, batch) -> list[np.ndarray]:
-        """The model's vectors for one processed batch, the attended tokens of each item only."""
+    def _embed(self, batch) -> list[Any]:
+        """The model's vectors for one processed batch (float32, on the CPU), the attended tokens of each item
+        only: padded positions are zero vectors at best, and 0/0 = NaN where the projection has no bias."""
         import torch
 
         network = self._loaded()[0]
         with torch.inference_mode():
             vectors = network(**batch.to(network.device))
-        keep = batch["attention_mask"].bool()
-        return [row[mask].float().cpu().numpy() for row, mask in zip(vectors, keep.to(vectors.device), strict=True)]
+        keep = batch["attention_mask"].bool().to(vectors.device)
+        return [row[mask].float().cpu() for row, mask in zip(vectors, keep, strict=True)]
 
     def _embed_queries(self, queries: Sequence[str]) -> list[Any]:
-        import torch
-
         processor = self._loaded()[1]
         vectors = []
         for start in range(0, len(queries), self.batch_size):
-            batch = processor.process_queries(list(queries[start : start + self.batch_size]))
-            vectors.extend(torch.from_numpy(v) for v in self._embed(batch))
+            vectors.extend(self._embed(processor.process_queries(list(queries[start : start + self.batch_size]))))
         return vectors
 
     def _load(self) -> None:
@@ -291,25 +306,25 @@ class ColPaliRetriever(Retriever):
         tmp = self.index_dir.with_name(self.index_dir.name + ".tmp")
         tmp.mkdir(parents=True, exist_ok=True)
         tokens, lengths = [], []
-        with _progress(self.progress, len(pages)) as advance:
-            for part, start in enumerate(range(0, len(pages), PART_PAGES)):
-                path = tmp / f"part-{part:05d}.npz"
-                if not path.exists():
-                    vectors = []
-                    for begin in range(start, min(start + PART_PAGES, len(pages)), self.batch_size):
-                        batch = pages[begin : min(begin + self.batch_size, start + PART_PAGES)]
-                        images = [self.store.image(page) for page in batch]
-                        vectors.extend(self._embed(self._loaded()[1].process_images(images)))
-                        advance(len(batch))
-                    with open(tmp / "part.partial.npz", "wb") as handle:
-                        lengths_of_part = np.asarray([len(v) for v in vectors], dtype=np.int64)
-                        np.savez(handle, tokens=np.concatenate(vectors).astype(np.float16), lengths=lengths_of_part)
-                    (tmp / "part.partial.npz").replace(path)
-                else:
-                    advance(min(PART_PAGES, len(pages) - start))
-                with np.load(path) as saved:
-                    tokens.append(saved["tokens"])
-                    lengths.append(saved["lengths"])
+        for part, start in enumerate(range(0, len(pages), PART_PAGES)):
+            path = tmp / f"part-{part:05d}.npz"
+            end = min(start + PART_PAGES, len(pages))
+            if not path.exists():
+                vectors = []
+                for begin in range(start, end, self.batch_size):
+                    images = [self.store.image(page) for page in pages[begin : min(begin + self.batch_size, end)]]
+                    vectors.extend(v.numpy() for v in self._embed(self._loaded()[1].process_images(images)))
+                    if self.progress is not None:
+                        self.progress(min(begin + self.batch_size, end), len(pages))
+                with open(tmp / "part.partial.npz", "wb") as handle:
+                    lengths_of_part = np.asarray([len(v) for v in vectors], dtype=np.int64)
+                    np.savez(handle, tokens=np.concatenate(vectors).astype(np.float16), lengths=lengths_of_part)
+                (tmp / "part.partial.npz").replace(path)
+            elif self.progress is not None:  # a part saved before an interruption
+                self.progress(end, len(pages))
+            with np.load(path) as saved:
+                tokens.append(saved["tokens"])
+                lengths.append(saved["lengths"])
         all_tokens = np.concatenate(tokens) if tokens else np.zeros((0, 1), dtype=np.float16)
         all_lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
         np.save(tmp / "embeddings.npy", all_tokens)
@@ -349,25 +364,3 @@ class ColPaliRetriever(Retriever):
             page = position.get(page_id)
             scores.append(0.0 if page is None else float(late_interaction([vector], [self._pages[page]], self.device)))
         return scores
-
-
-@contextmanager
-def _progress(progress: bool | Callable[[int, int], Any], total: int) -> Iterator[Callable[[int], None]]:
-    """An ``advance(pages)`` callable: a rich progress bar on stderr, the caller's callback, or nothing."""
-    if callable(progress):
-        done = 0
-
-        def advance(pages: int) -> None:
-            nonlocal done
-            done += pages
-            progress(done, total)
-
-        yield advance
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (TextColumn("colpali pages"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:
-        task = bar.add_task("pages", total=total)
-        yield lambda pages: bar.advance(task, pages)

@@ -30,7 +30,7 @@ def _single(name: str, store: PageStore, model: str | None, progress: Progress |
     if name == "colpali":
         from docrerank.retrieval.colpali import ColPaliRetriever
 
-        return ColPaliRetriever(store, **({"model": model} if model else {}))
+        return ColPaliRetriever(store, progress=progress, **({"model": model} if model else {}))
     raise DocrerankError(
         f"unknown retriever {name!r}: use one of {', '.join(RETRIEVER_NAMES)}, or two joined by '+' (bm25+colpali)"
     )
@@ -40,7 +40,7 @@ def make_retriever(
     spec: str, store: PageStore, model: str | None = None, progress: Progress | None = None
 ) -> Retriever:
     """The retriever ``spec`` names; ``model`` overrides the dense or ColPali model; ``progress(done, total)``
-    is called while a dense index is built."""
+    is called while a dense or ColPali index is built."""
     spec = HYBRID_DEFAULT if spec == "hybrid" else spec
     parts = spec.split("+")
     if len(parts) == 1:
