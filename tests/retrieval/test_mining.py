@@ -77,13 +77,21 @@ def test_mine_command_writes_the_set_the_run_and_a_summary_and_names_bad_queries
         json.dumps({"query_id": "unknown", "query": "structural change", "page_id": "f" * 32}),
         json.dumps({"query_id": "empty", "query": " ", "page_id": sample_pages.page_ids[0]}),
         json.dumps({"query_id": "no-positive", "query": "OLS-based CUSUM test"}),
+        json.dumps(
+            {
+                "query_id": "labeled-no",
+                "query": "Who wrote zoo?",
+                "page_id": sample_pages.page_ids[0],
+                "answerable": False,
+            }
+        ),
     ]
     queries.write_text(mining_queries.read_text() + "\n".join(extra) + "\n")
     out = tmp_path / "mined"
     result = run_cli("mine", "--pages", sample_pages.root, "--queries", queries, "--out", out)
     assert result.exit_code == 1  # two unusable lines were named; the rest was mined
     assert "not in the store" in result.stderr and "empty query" in result.stderr
-    assert "1 queries have no page_id" in result.stderr
+    assert "2 queries have no known positive page" in result.stderr
     examples = read_mined(out)
     assert len(examples) == 10 and {e.query_id for e in examples} == {
         json.loads(line)["query_id"] for line in mining_queries.read_text().splitlines()

@@ -142,7 +142,8 @@ def mine_command(
     unlabeled = [q for q in items if not q.positives]
     if unlabeled:
         stderr.print(
-            f"[yellow]{len(unlabeled)} queries have no page_id[/yellow]: mining needs each query's positive page"
+            f"[yellow]{len(unlabeled)} queries have no known positive page[/yellow] (no page_id, or answerable: "
+            "false): not mined"
         )
     items = [q for q in items if q.positives]
     if not items:

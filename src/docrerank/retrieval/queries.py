@@ -1,5 +1,6 @@
 """Queries to retrieve for: a JSONL file (``{query_id?, query, page_id?}`` a line; ``page_id`` is the query's
-known positive page), or a generation run directory (its selected positives and rephrasings)."""
+known positive page, unless the line says ``"answerable": false``, as a labeled pairs file does for pages
+that do not answer it), or a generation run directory (its selected positives and rephrasings)."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def read_queries(path: Path, store: PageStore) -> tuple[list[RetrievalQuery], li
         elif page_id is not None and str(page_id) not in store:
             errors.append(InputError(item, f"page {page_id!r} is not in the store", "ingest its document first"))
         else:
-            positives = [str(page_id)] if page_id is not None else []
+            positives = [str(page_id)] if page_id is not None and row.get("answerable") is not False else []
             query_id = str(row.get("query_id") or row.get("id"))
             queries.append(RetrievalQuery(query_id, text, positives, row.get("rephrasing_of")))
     return queries, errors
