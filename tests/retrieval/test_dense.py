@@ -55,6 +55,8 @@ def test_dense_finds_the_pages_saves_its_index_and_scores_pairs_as_search_does(s
     top = [ranking[0] for ranking in rankings]
     scores = retriever.score([r["query"] for r in rows], [page for page, _ in top])
     assert scores == pytest.approx([score for _, score in top], abs=1e-5)
+    fresh = DenseRetriever(sample_pages).score([r["query"] for r in rows], [page for page, _ in top])  # encodes them
+    assert fresh == pytest.approx(scores, abs=1e-5)
 
 
 def test_fusion_adds_reciprocal_ranks():

@@ -28,6 +28,7 @@ from docrerank.retrieval.runs import Ranking
 __all__ = ["DenseRetriever", "chunk_words", "exact_search"]
 
 PART_CHUNKS = 512
+QUERY_MEMO = 65536  # query vectors kept from search() for score() (mining asks both for the same queries)
 SCORE_BLOCK_FLOATS = 2**25  # query x chunk scores held at once (128 MiB of float32)
 
 
@@ -96,6 +97,7 @@ class DenseRetriever(Retriever):
         self._rows: np.ndarray | None = None
         self._row_pages: np.ndarray | None = None
         self._page_ids: list[str] = []
+        self._query_vectors: dict[str, np.ndarray] = {}  # from search(), reused by score()
 
     def settings(self) -> dict[str, Any]:
         chunks = {"chunk_words": self.chunk_words, "stride": self.stride if self.chunk_words > 0 else None}
@@ -152,7 +154,11 @@ class DenseRetriever(Retriever):
         self._load()
         if not queries or not self._page_ids:
             return [[] for _ in queries]
-        ids, scores = exact_search(self._encode(list(queries), self.query_prompt), self._rows, k, self._row_pages)
+        vectors = self._encode(list(queries), self.query_prompt)
+        if len(self._query_vectors) > QUERY_MEMO:
+            self._query_vectors = {}
+        self._query_vectors.update(zip(queries, vectors, strict=True))
+        ids, scores = exact_search(vectors, self._rows, k, self._row_pages)
         return [
             [(self._page_ids[i], float(s)) for i, s in zip(row_ids, row_scores, strict=True)]
             for row_ids, row_scores in zip(ids, scores, strict=True)
@@ -163,10 +169,15 @@ class DenseRetriever(Retriever):
         if not queries:
             return []
         position = {page_id: i for i, page_id in enumerate(self._page_ids)}
-        vectors = self._encode(list(queries), self.query_prompt)
+        new = [q for q in dict.fromkeys(queries) if q not in self._query_vectors]
+        known = dict(zip(new, self._encode(new, self.query_prompt) if new else [], strict=True))
+        starts = np.searchsorted(self._row_pages, np.arange(len(self._page_ids) + 1))  # a page's rows are contiguous
         scores = []
-        for vector, page_id in zip(vectors, page_ids, strict=True):
+        for query, page_id in zip(queries, page_ids, strict=True):
             page = position.get(page_id)
-            rows = self._rows[self._row_pages == page] if page is not None else None
-            scores.append(0.0 if rows is None else float((rows @ vector).max()))
+            if page is None:
+                scores.append(0.0)
+                continue
+            vector = known[query] if query in known else self._query_vectors[query]
+            scores.append(float((self._rows[starts[page] : starts[page + 1]] @ vector).max()))
         return scores
