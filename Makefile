@@ -14,7 +14,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # a portable build (AVX2/FMA/F16C, no -march=native).
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: demo test bench bench-verify lint system-deps clean
+.PHONY: demo test bench bench-verify bench-mining lint system-deps clean
 
 demo: $(VENV)/.installed-demo system-deps
 	$(BIN)/docrerank demo
@@ -30,6 +30,12 @@ bench: $(VENV)/.installed-dev system-deps
 # the verifier on the labeled pairs, both embedded models (~45 min the first time on 2 cores, then cached)
 bench-verify: $(VENV)/.installed-dev system-deps
 	$(BIN)/python bench/verify.py
+
+# mining vs sentence-transformers' mine_hard_negatives, and dense search at 10^5 / 10^6 vectors (~20 min);
+# faiss-cpu (optional) adds the approximate-index rows
+bench-mining: $(VENV)/.installed-dev system-deps
+	$(BIN)/pip install -q "faiss-cpu>=1.8"
+	$(BIN)/python bench/mining.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench

@@ -29,7 +29,7 @@ __all__ = ["DenseRetriever", "chunk_words", "exact_search"]
 
 PART_CHUNKS = 512
 QUERY_MEMO = 65536  # query vectors kept from search() for score() (mining asks both for the same queries)
-SCORE_BLOCK_FLOATS = 2**25  # query x chunk scores held at once (128 MiB of float32)
+SCORE_BLOCK_FLOATS = 2**24  # query x chunk scores held at once (64 MiB of float32, plus the top-k selection)
 
 
 def chunk_words(text: str, size: int, stride: int) -> list[str]:
@@ -64,7 +64,7 @@ def exact_search(
         if starts is not None:
             scores = np.maximum.reduceat(scores, starts, axis=1)
         if k < n_pages:
-            part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            part = np.argpartition(scores, n_pages - k, axis=1)[:, n_pages - k :]  # the k largest, no negated copy
         else:
             part = np.tile(np.arange(n_pages), (len(scores), 1))
         part_scores = np.take_along_axis(scores, part, axis=1)
