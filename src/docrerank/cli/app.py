@@ -23,6 +23,7 @@ from docrerank.cli.import_dataset import import_command
 from docrerank.cli.ingest import ingest_command
 from docrerank.cli.mine import mine_command
 from docrerank.cli.mix import mix_command
+from docrerank.cli.rerank import rerank_command
 from docrerank.cli.retrieve import retrieve_command
 from docrerank.cli.stats import stats_command
 from docrerank.cli.verify import evaluate_verifier_command, verify_command
@@ -71,6 +72,7 @@ app.command("evaluate-verifier")(evaluate_verifier_command)
 app.command("retrieve")(retrieve_command)
 app.command("mine")(mine_command)
 app.command("mix")(mix_command)
+app.command("rerank")(rerank_command)
 app.command("export")(export_command)
 app.command("stats")(stats_command)
 app.add_typer(backends_app, name="backends")

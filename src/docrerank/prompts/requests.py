@@ -60,11 +60,13 @@ __all__ = [
     "freeform_negative_request",
     "positive_request",
     "rephrase_request",
+    "rerank_request",
     "verify_requests",
 ]
 
 DEFAULT_MAX_PAGE_CHARS = 4000  # ~1000-1400 tokens of English or code: fits a 4096-token context with room
 VERIFY_CHOICES = ("yes", "no")
+RERANK_CHOICES = ("True", "False")
 VERIFY_TEMPLATES = ("verify_a", "verify_b")
 
 TemplateLike = PromptTemplate | str | None
@@ -344,3 +346,20 @@ def rephrase_request(
         json_schema=output_schema(Rephrasing),
         id=id,
     )
+
+
+def rerank_request(
+    page: PageLike,
+    query: str,
+    template: TemplateLike = "rerank_true_false",
+    use_image: bool = False,
+    *,
+    max_page_chars: int = DEFAULT_MAX_PAGE_CHARS,
+    id: str | None = None,
+) -> ChoiceRequest:
+    """A zero-shot reranking request: the page, then the query; the score is P(True) at the next token."""
+    template = load_prompt(template or "rerank_true_false")
+    content = _page_content(page)
+    variables = {**_page_variables(content, use_image, max_page_chars), "query": query}
+    image = content.image if use_image else None
+    return ChoiceRequest(messages=_messages(template, variables, image), choices=RERANK_CHOICES, id=id)

@@ -1,0 +1,92 @@
+"""``docrerank rerank``: a first-stage TREC run reordered by a reranker, written as a TREC run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from docrerank.backends import load_backend
+from docrerank.cli.retrieve import QueriesOption, open_queries
+from docrerank.errors import DocrerankError
+from docrerank.pipeline.config import PipelineConfig
+from docrerank.rerankers import CrossEncoderReranker, LLMReranker, Reranker
+from docrerank.retrieval import Ranking, read_trec, write_trec
+
+__all__ = ["rerank_command"]
+
+stdout = Console()
+stderr = Console(stderr=True)
+RERANKERS = ("cross-encoder", "llm", "saved")
+
+
+def _reranker(kind: str, model: str | None, config: Path | None, backend: str) -> Reranker:
+    if kind == "cross-encoder":
+        return CrossEncoderReranker(model=model)
+    if kind == "saved":
+        if model is None:
+            raise DocrerankError("--reranker saved needs --model FOLDER (a reranker saved by `docrerank train`)")
+        return Reranker.load(model)
+    if kind == "llm":
+        settings = PipelineConfig.from_yaml(config) if config else PipelineConfig()
+        if backend not in settings.backends:
+            raise DocrerankError(f"no backend named {backend!r} in the config: one of {', '.join(settings.backends)}")
+        return LLMReranker(load_backend(settings.backends[backend]))
+    raise DocrerankError(f"unknown reranker {kind!r}: use one of {', '.join(RERANKERS)}")
+
+
+def _mrr(rankings: dict[str, Ranking], positives: dict[str, list[str]]) -> float:
+    ranks = [next((i for i, (p, _) in enumerate(r, 1) if p in positives[q]), None) for q, r in rankings.items()]
+    return sum(1 / r for r in ranks if r) / len(ranks) if ranks else 0.0
+
+
+def rerank_command(
+    pages: Annotated[Path, typer.Option("--pages", help="the page store the run's page ids are in")],
+    queries: QueriesOption,
+    run: Annotated[Path, typer.Option("--run", help="the first-stage TREC run to rerank (query ids must match)")],
+    out: Annotated[Path, typer.Option("--out", help="the reranked TREC run to write")],
+    reranker: Annotated[str, typer.Option("--reranker", help=f"one of: {', '.join(RERANKERS)}")] = "cross-encoder",
+    model: Annotated[
+        str | None, typer.Option("--model", help="cross-encoder model, or a saved reranker folder")
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="pipeline config (YAML) with the llm backend")] = None,
+    backend: Annotated[str, typer.Option("--backend", help="the config's backend for --reranker llm")] = "verifier",
+    depth: Annotated[int, typer.Option(min=1, help="first-stage pages reranked per query")] = 20,
+    top_k: Annotated[int | None, typer.Option(min=1, help="pages written per query (default: all reranked)")] = None,
+) -> None:
+    """Rerank the top ``--depth`` pages of each query in a first-stage run; with known positives, report MRR."""
+    store, items, skipped = open_queries(pages, queries)
+    first, errors = read_trec(run)
+    for error in errors:
+        stderr.print(f"[yellow]skipped[/yellow] {error}")
+    engine = _reranker(reranker, model, config, backend)
+    reranked, unknown = {}, set()
+    columns = (TextColumn("rerank"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=stderr) as bar:
+        task = bar.add_task("rerank", total=len(items))
+        for query in items:
+            candidates = [page for page, _ in first.get(query.query_id, [])[:depth]]
+            unknown.update(page for page in candidates if page not in store)
+            known = [store[page] for page in candidates if page in store]
+            reranked[query.query_id] = engine.rank(query.text, known, top_k) if known else []
+            bar.advance(task)
+    missing = [q.query_id for q in items if q.query_id not in first]
+    if missing:
+        stderr.print(f"[yellow]{len(missing)} queries have no ranking in {run}[/yellow] (e.g. {missing[0]!r})")
+    if unknown:
+        stderr.print(
+            f"[yellow]{len(unknown)} page ids of {run} are not in the store[/yellow]: left out (wrong --pages?)"
+        )
+    write_trec(reranked, out, tag=f"rerank-{reranker}")
+    stdout.print(f"{len(reranked)} queries reranked ({reranker}, top {depth} of the first stage), written to {out}")
+    positives = {q.query_id: q.positives for q in items if q.positives}
+    if positives:
+        before = {q: first.get(q, [])[:depth] for q in positives}
+        after = {q: reranked[q] for q in positives}
+        mrr = f"first stage {_mrr(before, positives):.3f}, reranked {_mrr(after, positives):.3f}"
+        stdout.print(f"MRR@{depth} over {len(positives)} queries: {mrr}")
+    if skipped or errors or missing or unknown:
+        raise typer.Exit(1)

@@ -1,0 +1,7 @@
+"""Rerankers: score (query, page) pairs and reorder a first-stage run."""
+
+from docrerank.rerankers.base import Reranker
+from docrerank.rerankers.cross_encoder import CrossEncoderReranker
+from docrerank.rerankers.zero_shot import LLMReranker
+
+__all__ = ["CrossEncoderReranker", "LLMReranker", "Reranker"]
