@@ -41,6 +41,7 @@ SHIPPED = {
     "negative_freeform",
     "negative_controlled",
     "rephrase_positive",
+    "rerank_true_false",
 }
 PAGE_TEXT = (
     "Table 2: Revenue by segment (million USD)\n"
@@ -429,3 +430,12 @@ def test_verify_shots_keeps_its_worked_examples_in_a_system_turn_shared_by_every
     assert "Examples." in one.messages[0].text and "Answer: no" in one.messages[0].text
     user = _user(one).text
     assert user.index("Cloud revenue grew") < user.index(QUERY)
+
+
+def test_rerank_request_shows_the_page_then_the_query_and_asks_true_or_false():
+    from docrerank.prompts.requests import rerank_request
+
+    request = rerank_request(PAGE_TEXT, QUERY)
+    text = request.messages[-1].content
+    assert request.choices == ("True", "False")
+    assert text.index("Cloud revenue grew") < text.index(QUERY) and "True or False" in text
