@@ -119,12 +119,13 @@ def test_a_run_file_in_the_wrong_format_is_named_line_by_line(sample_pages, mini
     run = tmp_path / "run.trec"
     write_trec({q.query_id: [(q.positives[0], 2.0), (sample_pages.page_ids[0], 1.0)] for q in queries}, run)
     run.write_text(run.read_text() + "q1 Q0 page 1\nq2 Q0 page one 1.0 tag\n")
+    run.write_text(run.read_text() + f"{queries[0].query_id} Q0 {'f' * 32} 3 0.5 tag\n")  # not in the store
     result = run_cli(
         "mine", "--pages", sample_pages.root, "--queries", mining_queries, "--run", run, "--out", tmp_path / "out"
     )
     assert result.exit_code == 1
     assert f"{run}:{2 * len(queries) + 1}" in result.stderr and "4 columns instead of 6" in result.stderr
-    assert "is not a number" in result.stderr
+    assert "is not a number" in result.stderr and "1 page ids" in result.stderr
     assert len(read_mined(tmp_path / "out")) == 10  # the good lines were mined
 
 

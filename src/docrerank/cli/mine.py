@@ -39,10 +39,17 @@ stdout = Console()
 stderr = Console(stderr=True)
 
 
-def _from_run(run_path: Path, items: list[RetrievalQuery], top_n: int):
+def _from_run(run_path: Path, items: list[RetrievalQuery], top_n: int, store: PageStore):
     run, errors = read_trec(run_path)
     for error in errors:
         stderr.print(f"[yellow]skipped[/yellow] {error}")
+    unknown = {page for ranking in run.values() for page, _ in ranking if page not in store}
+    if unknown:
+        stderr.print(
+            f"[yellow]{len(unknown)} page ids of {run_path} are not in the store[/yellow] (e.g. {min(unknown)!r}): "
+            "left out; --pages must name the store the run was made from"
+        )
+        run = {query: [(p, s) for p, s in ranking if p in store] for query, ranking in run.items()}
     missing = [q.query_id for q in items if q.query_id not in run]
     if missing:
         stderr.print(
@@ -51,7 +58,7 @@ def _from_run(run_path: Path, items: list[RetrievalQuery], top_n: int):
         )
     rankings = [run.get(q.query_id, [])[:top_n] for q in items]
     scores = [dict(run.get(q.query_id, [])).get(q.positives[0]) if q.positives else None for q in items]
-    return rankings, scores, len(errors)
+    return rankings, scores, len(errors) + bool(unknown)
 
 
 def verify_mined(examples: list[MinedExample], store: PageStore, config: PipelineConfig, cache: Path) -> int:
@@ -151,7 +158,7 @@ def mine_command(
     pipeline_config = PipelineConfig.from_yaml(config) if config else PipelineConfig()  # checked before the work
     out.mkdir(parents=True, exist_ok=True)
     if run is not None:
-        rankings, positive_scores, bad_lines = _from_run(run, items, top_n)
+        rankings, positive_scores, bad_lines = _from_run(run, items, top_n, store)
         skipped += bad_lines
         source = {"run": str(run)}
     else:
