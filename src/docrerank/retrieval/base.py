@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from functools import cached_property
@@ -66,3 +67,20 @@ class Retriever(ABC):
         blob = json.dumps({"store": store_fingerprint(self.store), "settings": self.settings()}, sort_keys=True)
         fingerprint = hashlib.sha256(blob.encode()).hexdigest()[:16]
         return self.store.root / "derived" / f"index-{self.name}-{fingerprint}"
+
+    def building_dir(self) -> Path:
+        """The index folder under construction, ``<index_dir>.tmp``: parts saved there survive an interruption."""
+        tmp = self.index_dir.with_name(self.index_dir.name + ".tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        return tmp
+
+    def publish_index(self, tmp: Path, page_ids: list[str]) -> None:
+        """Finish a built index: write its page ids, drop the saved parts (``part-*``) and move the folder into
+        place, so the index is complete or absent."""
+        (tmp / "page_ids.json").write_text(json.dumps(page_ids))
+        for path in tmp.glob("part-*"):
+            path.unlink()
+        if self.index_dir.exists():  # a concurrent build finished first: same content
+            shutil.rmtree(tmp)
+        else:
+            tmp.replace(self.index_dir)

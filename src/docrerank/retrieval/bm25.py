@@ -51,11 +51,9 @@ class BM25Retriever(Retriever):
         pages = [p for p in self.store if p.text.strip()]
         index = self._bm25s.BM25(k1=self.k1, b=self.b, method="lucene")
         index.index(self._tokens([p.text for p in pages], ids=True), show_progress=False)
-        tmp = folder.with_name(folder.name + ".tmp")
-        tmp.mkdir(parents=True, exist_ok=True)
+        tmp = self.building_dir()
         index.save(tmp, show_progress=False)
-        (tmp / "page_ids.json").write_text(json.dumps([p.page_id for p in pages]))
-        tmp.replace(folder)  # complete or absent
+        self.publish_index(tmp, [p.page_id for p in pages])
         self._index, self._page_ids = index, [p.page_id for p in pages]
 
     def search(self, queries: Sequence[str], k: int) -> list[Ranking]:

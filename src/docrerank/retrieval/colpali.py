@@ -23,7 +23,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
-import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -303,8 +302,7 @@ class ColPaliRetriever(Retriever):
     def _build(self) -> None:
         """Embed every page image, a part at a time; parts already in the ``.tmp`` folder are kept (resume)."""
         pages = list(self.store)
-        tmp = self.index_dir.with_name(self.index_dir.name + ".tmp")
-        tmp.mkdir(parents=True, exist_ok=True)
+        tmp = self.building_dir()
         tokens, lengths = [], []
         for part, start in enumerate(range(0, len(pages), PART_PAGES)):
             path = tmp / f"part-{part:05d}.npz"
@@ -329,13 +327,7 @@ class ColPaliRetriever(Retriever):
         all_lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
         np.save(tmp / "embeddings.npy", all_tokens)
         np.save(tmp / "offsets.npy", np.concatenate([[0], np.cumsum(all_lengths)]).astype(np.int64))
-        (tmp / "page_ids.json").write_text(json.dumps([p.page_id for p in pages]))
-        for path in tmp.glob("part-*.npz"):
-            path.unlink()
-        if self.index_dir.exists():  # a concurrent build finished first: same content
-            shutil.rmtree(tmp)
-        else:
-            tmp.replace(self.index_dir)  # complete or absent
+        self.publish_index(tmp, [p.page_id for p in pages])
 
     def search(self, queries: Sequence[str], k: int) -> list[Ranking]:
         import torch

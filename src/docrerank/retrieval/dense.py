@@ -14,7 +14,6 @@ build resumes where it stopped. Search is exact: blocked matrix products, then t
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -128,8 +127,7 @@ class DenseRetriever(Retriever):
             pieces = chunk_words(page.text, self.chunk_words, self.stride)
             chunks.extend(pieces)
             owners.extend([number] * len(pieces))
-        tmp = self.index_dir.with_name(self.index_dir.name + ".tmp")
-        tmp.mkdir(parents=True, exist_ok=True)
+        tmp = self.building_dir()
         parts = []
         for part, start in enumerate(range(0, len(chunks), PART_CHUNKS)):
             path = tmp / f"part-{part:05d}.npy"
@@ -142,13 +140,7 @@ class DenseRetriever(Retriever):
         rows = np.concatenate(parts) if parts else np.zeros((0, 1), dtype=np.float32)
         np.save(tmp / "embeddings.npy", rows)
         np.save(tmp / "chunk_pages.npy", np.asarray(owners, dtype=np.int64))
-        (tmp / "page_ids.json").write_text(json.dumps([p.page_id for p in pages]))
-        for path in tmp.glob("part-*.npy"):
-            path.unlink()
-        if self.index_dir.exists():  # a concurrent build finished first: same content
-            shutil.rmtree(tmp)
-        else:
-            tmp.replace(self.index_dir)  # complete or absent
+        self.publish_index(tmp, [p.page_id for p in pages])
 
     def search(self, queries: Sequence[str], k: int) -> list[Ranking]:
         self._load()
