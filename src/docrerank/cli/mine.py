@@ -14,9 +14,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from docrerank.cli.progress import progress_bar
 from docrerank.cli.retrieve import ModelOption, QueriesOption, RetrieverOption, open_queries, searched
 from docrerank.errors import DocrerankError
 from docrerank.pages import PageStore
@@ -77,8 +77,7 @@ def verify_mined(examples: list[MinedExample], store: PageStore, config: Pipelin
     if unjudged:
         stderr.print(f"[yellow]{unjudged} mined page(s) have no text[/yellow]: not verified; re-ingest with OCR")
     verifier = verifier_for(config, "answerable", cache)
-    columns = (TextColumn("verify"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=stderr) as bar:
+    with progress_bar() as bar:
         task = bar.add_task("verify", total=len(pairs))
         results = verify_pairs(
             pairs, store, verifier, "answerable", evidence_rejects=False, on_batch=lambda n: bar.advance(task, n)

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from docrerank.backends import load_backend
+from docrerank.cli.progress import progress_bar
 from docrerank.cli.retrieve import QueriesOption, open_queries
 from docrerank.errors import DocrerankError
 from docrerank.pipeline.config import PipelineConfig
@@ -64,8 +64,7 @@ def rerank_command(
         stderr.print(f"[yellow]skipped[/yellow] {error}")
     engine = _reranker(reranker, model, config, backend)
     reranked, unknown = {}, set()
-    columns = (TextColumn("rerank"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=stderr) as bar:
+    with progress_bar() as bar:
         task = bar.add_task("rerank", total=len(items))
         for query in items:
             candidates = [page for page, _ in first.get(query.query_id, [])[:depth]]

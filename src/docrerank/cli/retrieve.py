@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from docrerank.cli.progress import progress_bar
 from docrerank.pages import PageStore
 from docrerank.retrieval import (
     RETRIEVER_NAMES,
@@ -39,11 +39,6 @@ ModelOption = Annotated[
 ]
 
 
-def _bar() -> Progress:
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    return Progress(*columns, console=stderr)
-
-
 def open_queries(pages: Path, queries: Path) -> tuple[PageStore, list[RetrievalQuery], int]:
     """The store, the usable queries, and how many were skipped (each named on stderr with its fix)."""
     store = PageStore.open(pages)
@@ -62,7 +57,7 @@ def open_queries(pages: Path, queries: Path) -> tuple[PageStore, list[RetrievalQ
 def searched(spec: str, store: PageStore, model: str | None, texts: Sequence[str], k: int) -> tuple[Retriever, list]:
     """The retriever ``spec`` names and its rankings for ``texts``, with progress bars (index build, search)."""
     rankings: list[Ranking] = []
-    with _bar() as bar:
+    with progress_bar() as bar:
         index_task = None
 
         def built(done: int, total: int) -> None:

@@ -9,9 +9,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from docrerank.cli.progress import progress_bar
 from docrerank.errors import DocrerankError, InputError
 from docrerank.pages import PageStore
 from docrerank.pipeline.config import PipelineConfig
@@ -44,8 +44,7 @@ def _run(
         stderr.print(f"[yellow]skipped[/yellow] {error}")
     expect = _EXPECT[role]
     verifier = verifier_for(settings, expect, cache)
-    columns = (TextColumn("verify"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=stderr, disable=not progress) as bar:
+    with progress_bar(disable=not progress) as bar:
         task = bar.add_task("verify", total=len(pairs))
         results = verify_pairs(
             pairs,
