@@ -13,6 +13,9 @@ through ``Qwen2VLImageProcessorPil``, each image's ``<|image_pad|>`` is expanded
 template's special tokens with special-token parsing off, so page text that happens to contain
 ``<|im_end|>`` stays text.
 
+Callers that run the model themselves (the True/False reranker, which trains through the same inputs) use
+``prepare``, ``batches``, ``model_inputs`` and ``last_logits``, the steps ``next_token_logprobs`` takes.
+
 torch and transformers are imported when a model is first needed; ``registry`` imports this module for the
 config alone.
 """
@@ -46,7 +49,7 @@ from docrerank.backends.messages import (
 )
 from docrerank.errors import DocrerankError
 
-__all__ = ["NextTokenLogprobs", "TransformersBackend", "TransformersConfig"]
+__all__ = ["NextTokenLogprobs", "PreparedChat", "TransformersBackend", "TransformersConfig"]
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +123,8 @@ class NextTokenLogprobs:
 
 
 @dataclass
-class _Prepared:
-    """One request made ready for a batch: its prompt tokens and the images they stand for."""
+class PreparedChat:
+    """One chat made ready for a batch: its prompt tokens and the images they stand for, or why it cannot run."""
 
     index: int  # position in the caller's list
     input_ids: list[int] = field(default_factory=list)
@@ -236,6 +239,13 @@ class TransformersBackend(Backend):
             self._load()
         return self._tokenizer
 
+    @property
+    def image_processor(self):
+        """A VLM's image processor (``Qwen2VLImageProcessorPil``); None for a text model."""
+        if self._model is None:
+            self._load()
+        return self._image_processor
+
     def _load(self) -> None:
         transformers = _import_transformers()
         torch = _import_torch()
@@ -315,9 +325,15 @@ class TransformersBackend(Backend):
 
     # -- prompts --------------------------------------------------------------------------------------
 
-    def _prepare(self, index: int, messages: Sequence[Message]) -> _Prepared:
+    def prepare(self, chats: Sequence[Sequence[Message]]) -> list[PreparedChat]:
+        """Each chat's prompt tokens with the assistant prefix (loading the model first), in order."""
+        if self._model is None:  # the tokenizer, the image processor and the special-token ids come with it
+            self._load()
+        return [self._prepare(index, messages) for index, messages in enumerate(chats)]
+
+    def _prepare(self, index: int, messages: Sequence[Message]) -> PreparedChat:
         """The prompt tokens of one chat with the assistant prefix, or the reason it cannot run."""
-        prepared = _Prepared(index=index)
+        prepared = PreparedChat(index=index)
         try:
             if self.kind == "vlm":
                 self._prepare_qwen2_vl(prepared, messages)
@@ -333,14 +349,14 @@ class TransformersBackend(Backend):
             )
         return prepared
 
-    def _prepare_causal(self, prepared: _Prepared, messages: Sequence[Message]) -> None:
+    def _prepare_causal(self, prepared: PreparedChat, messages: Sequence[Message]) -> None:
         tokenizer = self.tokenizer
         chat = [{"role": m.role, "content": m.text} for m in messages]
         text = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
         prepared.input_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         prepared.mm_types = [0] * len(prepared.input_ids)
 
-    def _prepare_qwen2_vl(self, prepared: _Prepared, messages: Sequence[Message]) -> None:
+    def _prepare_qwen2_vl(self, prepared: PreparedChat, messages: Sequence[Message]) -> None:
         """Qwen2-VL's ChatML: special tokens as ids, the text between them tokenized as plain text."""
         pieces: list[str | int | ImagePart] = []  # text, a special token id, or an image
         im_start, im_end = self._special["<|im_start|>"], self._special["<|im_end|>"]
@@ -402,9 +418,9 @@ class TransformersBackend(Backend):
 
     # -- batches --------------------------------------------------------------------------------------
 
-    def _batches(self, prepared: list[_Prepared], key: Callable[[_Prepared], Any] | None = None):
+    def batches(self, prepared: list[PreparedChat], key: Callable[[PreparedChat], Any] | None = None):
         """The runnable requests by group (``key``), sorted by prompt length, ``batch_size`` at a time."""
-        groups: dict[Any, list[_Prepared]] = {}
+        groups: dict[Any, list[PreparedChat]] = {}
         for item in prepared:
             if item.error is None:
                 groups.setdefault(key(item) if key else None, []).append(item)
@@ -414,7 +430,7 @@ class TransformersBackend(Backend):
             for start in range(0, len(members), size):
                 yield members[start : start + size]
 
-    def _tensors(self, batch: list[_Prepared]) -> dict[str, Any]:
+    def model_inputs(self, batch: list[PreparedChat]) -> dict[str, Any]:
         """Left-padded model inputs of a batch, with its images' pixels for a VLM."""
         torch = _import_torch()
         width = max(len(p.input_ids) for p in batch)
@@ -440,16 +456,30 @@ class TransformersBackend(Backend):
                 inputs["image_grid_thw"] = processed["image_grid_thw"]
         return {name: tensor.to(self._device) for name, tensor in inputs.items()}
 
+    def last_logits(self, inputs: dict[str, Any], model=None):
+        """The logits after the last position of each row of ``model_inputs``, [rows, vocabulary].
+
+        ``model`` is the loaded model (default) or a wrapper of it (LoRA adapters, DDP); gradients flow when
+        enabled. Text-only rows get their positions from the mask, so the left padding is not counted.
+        """
+        model = self.model if model is None else model
+        inputs = dict(inputs)
+        if "pixel_values" not in inputs:
+            inputs["position_ids"] = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        if self._takes_logits_to_keep:
+            inputs["logits_to_keep"] = 1
+        return model(**inputs, use_cache=False).logits[:, -1, :]
+
     def _run_batches(
         self,
-        prepared: list[_Prepared],
-        run: Callable[[list[_Prepared]], list],
+        prepared: list[PreparedChat],
+        run: Callable[[list[PreparedChat]], list],
         failed: Callable[[str], Any],
-        key: Callable[[_Prepared], Any] | None = None,
+        key: Callable[[PreparedChat], Any] | None = None,
     ) -> dict[int, Any]:
         """``run`` over each batch; a failing batch is retried one request at a time. Results by index."""
         results: dict[int, Any] = {}
-        for batch in self._batches(prepared, key):
+        for batch in self.batches(prepared, key):
             try:
                 outcome = run(batch)
             except Exception as exc:  # e.g. out of memory: isolate the request that cannot run
@@ -481,20 +511,13 @@ class TransformersBackend(Backend):
         self, chats: Sequence[Sequence[Message]], token_ids: Sequence[int] | None
     ) -> list[NextTokenLogprobs]:
         torch = _import_torch()
-        model = self.model
-        prepared = [self._prepare(index, messages) for index, messages in enumerate(chats)]
+        prepared = self.prepare(chats)
         columns = torch.tensor(list(token_ids), dtype=torch.long) if token_ids is not None else None
 
-        def run(batch: list[_Prepared]) -> list[NextTokenLogprobs]:
-            inputs = self._tensors(batch)
-            if "pixel_values" not in inputs:
-                # text only: positions from the mask (without them the model would count the padding)
-                positions = inputs["attention_mask"].cumsum(-1) - 1
-                inputs["position_ids"] = positions.clamp(min=0)
-            if self._takes_logits_to_keep:
-                inputs["logits_to_keep"] = 1
+        def run(batch: list[PreparedChat]) -> list[NextTokenLogprobs]:
+            inputs = self.model_inputs(batch)
             with torch.inference_mode():
-                logits = model(**inputs, use_cache=False).logits[:, -1, :]
+                logits = self.last_logits(inputs)
                 logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
             if columns is not None:
                 logprobs = logprobs[:, columns]
@@ -573,17 +596,17 @@ class TransformersBackend(Backend):
         torch = _import_torch()
         with self._lock:
             model = self.model
-            prepared = [self._prepare(index, request.messages) for index, request in enumerate(requests)]
+            prepared = self.prepare([request.messages for request in requests])
 
-            def sampling_key(item: _Prepared) -> tuple:
+            def sampling_key(item: PreparedChat) -> tuple:
                 sampling = requests[item.index].sampling
                 return (sampling.temperature, sampling.top_p, sampling.seed, sampling.stop)
 
-            def run(batch: list[_Prepared]) -> list[Generation]:
+            def run(batch: list[PreparedChat]) -> list[Generation]:
                 started = time.perf_counter()
                 sampling = requests[batch[0].index].sampling
                 limits = [self._token_limit(item, requests[item.index].sampling) for item in batch]
-                inputs = self._tensors(batch)
+                inputs = self.model_inputs(batch)
                 config = self._generation_config(sampling, max(limits))
                 if sampling.seed is not None:
                     torch.manual_seed(sampling.seed)
@@ -599,7 +622,7 @@ class TransformersBackend(Backend):
             results = self._run_batches(prepared, run, lambda error: Generation(error=error), key=sampling_key)
         return [Generation(error=item.error) if item.error else results[item.index] for item in prepared]
 
-    def _token_limit(self, item: _Prepared, sampling: SamplingParams) -> int:
+    def _token_limit(self, item: PreparedChat, sampling: SamplingParams) -> int:
         """Tokens this request may generate: its max_tokens, within the model's positions."""
         if self._max_positions is None:
             return sampling.max_tokens
@@ -620,7 +643,7 @@ class TransformersBackend(Backend):
         )
 
     def _decode(
-        self, item: _Prepared, tokens: list[int], limit: int, sampling: SamplingParams, latency: float
+        self, item: PreparedChat, tokens: list[int], limit: int, sampling: SamplingParams, latency: float
     ) -> Generation:
         """The text of one row's new tokens: up to its end token, its own limit, or a stop string."""
         tokens = tokens[:limit]

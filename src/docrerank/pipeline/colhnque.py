@@ -27,7 +27,7 @@ from docrerank.pages import PageStore, ingest
 from docrerank.pages.settings import IngestSettings
 from docrerank.pages.store import atomic_write_bytes
 
-__all__ = ["ImportSummary", "import_colhnque", "read_rows"]
+__all__ = ["ImportSummary", "import_colhnque", "read_rows", "row_queries"]
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def _as_list(value: Any) -> list:
     return [value] if isinstance(value, str) else list(value)
 
 
-def _row_queries(row: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
+def row_queries(row: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
     """(query, answer, negatives) per positive of one row; the three columns are parallel lists."""
     positives = [str(q).strip() for q in _as_list(row.get("positive_queries"))]
     answers = _as_list(row.get("answer"))
@@ -138,7 +138,7 @@ def import_colhnque(
         for index in rows:
             row = data[index]
             item = f"{source}#row{index}"
-            queries = _row_queries(row)
+            queries = row_queries(row)
             if not queries:
                 summary.errors.append(InputError(item, "the row has no positive query", "drop the row or add one"))
                 continue

@@ -2,6 +2,7 @@
 
 from docrerank.rerankers.base import Reranker
 from docrerank.rerankers.cross_encoder import CrossEncoderReranker
+from docrerank.rerankers.true_false import TrueFalseReranker
 from docrerank.rerankers.zero_shot import LLMReranker
 
-__all__ = ["CrossEncoderReranker", "LLMReranker", "Reranker"]
+__all__ = ["CrossEncoderReranker", "LLMReranker", "Reranker", "TrueFalseReranker"]

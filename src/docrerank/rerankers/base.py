@@ -67,4 +67,8 @@ class Reranker(ABC):
             from docrerank.rerankers.cross_encoder import CrossEncoderReranker
 
             return CrossEncoderReranker(model=str(path), **settings)
+        if kind == "true-false":
+            from docrerank.rerankers.true_false import TrueFalseReranker
+
+            return TrueFalseReranker.from_folder(path, **settings)
         raise DocrerankError(f"{config_path}: unknown reranker kind {kind!r}")
