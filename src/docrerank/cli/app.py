@@ -25,7 +25,9 @@ from docrerank.cli.mine import mine_command
 from docrerank.cli.mix import mix_command
 from docrerank.cli.rerank import rerank_command
 from docrerank.cli.retrieve import retrieve_command
+from docrerank.cli.serve import serve_command
 from docrerank.cli.stats import stats_command
+from docrerank.cli.train import train_command
 from docrerank.cli.verify import evaluate_verifier_command, verify_command
 from docrerank.errors import DocrerankError
 
@@ -72,7 +74,9 @@ app.command("evaluate-verifier")(evaluate_verifier_command)
 app.command("retrieve")(retrieve_command)
 app.command("mine")(mine_command)
 app.command("mix")(mix_command)
+app.command("train")(train_command)
 app.command("rerank")(rerank_command)
+app.command("serve")(serve_command)
 app.command("export")(export_command)
 app.command("stats")(stats_command)
 app.add_typer(backends_app, name="backends")

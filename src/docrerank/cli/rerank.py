@@ -16,14 +16,15 @@ from docrerank.pipeline.config import PipelineConfig
 from docrerank.rerankers import CrossEncoderReranker, LLMReranker, Reranker
 from docrerank.retrieval import Ranking, read_trec, write_trec
 
-__all__ = ["rerank_command"]
+__all__ = ["RERANKERS", "make_reranker", "rerank_command"]
 
 stdout = Console()
 stderr = Console(stderr=True)
 RERANKERS = ("cross-encoder", "llm", "saved")
 
 
-def _reranker(kind: str, model: str | None, config: Path | None, backend: str) -> Reranker:
+def make_reranker(kind: str, model: str | None, config: Path | None, backend: str) -> Reranker:
+    """The reranker `--reranker KIND --model ... [--config --backend]` names (`rerank`, `serve`)."""
     if kind == "cross-encoder":
         return CrossEncoderReranker(model=model)
     if kind == "saved":
@@ -62,7 +63,7 @@ def rerank_command(
     first, errors = read_trec(run)
     for error in errors:
         stderr.print(f"[yellow]skipped[/yellow] {error}")
-    engine = _reranker(reranker, model, config, backend)
+    engine = make_reranker(reranker, model, config, backend)
     reranked, unknown = {}, set()
     with progress_bar() as bar:
         task = bar.add_task("rerank", total=len(items))

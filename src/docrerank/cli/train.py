@@ -1,0 +1,101 @@
+"""``docrerank train``: fit a reranker on an exported dataset or a mixture; resumable, data parallel under torchrun."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+
+from docrerank.errors import DocrerankError
+from docrerank.pages import PageStore
+from docrerank.rerankers import CrossEncoderReranker, Reranker
+from docrerank.training.data import read_groups
+from docrerank.training.losses import LOSSES
+from docrerank.training.trainer import TrainSettings, train
+
+__all__ = ["train_command"]
+
+stdout = Console()
+TRAINABLE = ("cross-encoder", "true-false")
+DEFAULT_VLM = "Qwen/Qwen2-VL-2B-Instruct"
+
+
+def _reranker(kind: str, model: str | None, store: PageStore | None) -> Reranker:
+    if kind == "cross-encoder":
+        return CrossEncoderReranker(model=model)
+    if kind == "true-false":
+        from docrerank.rerankers.true_false import TrueFalseReranker
+
+        return TrueFalseReranker(model=model or DEFAULT_VLM, store=store, device="auto")
+    raise DocrerankError(f"unknown reranker {kind!r}: train one of {', '.join(TRAINABLE)}")
+
+
+def _metrics(result: dict | None) -> str:
+    if not result:
+        return "-"
+    return ", ".join(f"{k} {v:.3f}" for k, v in result.items() if k not in ("step", "queries"))
+
+
+def train_command(
+    data: Annotated[Path, typer.Option("--data", help="an export, a mixture (hf, parquet, jsonl) or pairs.jsonl")],
+    out: Annotated[Path, typer.Option("--out", help="folder for the trained reranker and its checkpoints")],
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="base model: a cross-encoder (default bundled MiniLM) or a Qwen2-VL / causal LM"),
+    ] = None,
+    reranker: Annotated[str, typer.Option("--reranker", help=f"one of: {', '.join(TRAINABLE)}")] = "cross-encoder",
+    pages: Annotated[
+        Path | None, typer.Option("--pages", help="the page store (for an export's queries.jsonl, and page images)")
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML of training settings (`train:`)")] = None,
+    loss: Annotated[str | None, typer.Option(help=f"one of: {', '.join(LOSSES)} (default paper)")] = None,
+    learning_rate: Annotated[float | None, typer.Option("--lr", help="peak learning rate (default 1e-4)")] = None,
+    epochs: Annotated[float | None, typer.Option(help="passes over the data (default 1)")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="stop after N steps")] = None,
+    batch: Annotated[int | None, typer.Option(help="positives a batch, each with its negatives (default 8)")] = None,
+    negatives: Annotated[int | None, typer.Option(help="negatives a positive (default 3)")] = None,
+    held_out: Annotated[float | None, typer.Option(help="share of documents held out for evaluation (0.1)")] = None,
+    eval_steps: Annotated[int | None, typer.Option(help="evaluate every N steps (0: before and after)")] = None,
+    save_steps: Annotated[int | None, typer.Option(help="checkpoint every N steps (100)")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed of the split, the negatives and the order")] = None,
+) -> None:
+    """Train a reranker; rerun with the same --out to resume after a kill."""
+    fields = (yaml.safe_load(config.read_text()) or {}) if config else {}
+    fields = fields.get("train", fields)
+    given = {
+        "loss": loss,
+        "learning_rate": learning_rate,
+        "epochs": epochs,
+        "max_steps": max_steps,
+        "groups_per_batch": batch,
+        "negatives": negatives,
+        "held_out": held_out,
+        "eval_steps": eval_steps,
+        "save_steps": save_steps,
+        "seed": seed,
+    }
+    fields.update({k: v for k, v in given.items() if v is not None})
+    try:
+        settings = TrainSettings(**fields)
+    except ValueError as exc:
+        raise DocrerankError(f"bad training settings: {exc}") from None
+    store = PageStore.open(pages) if pages else None
+    engine = _reranker(reranker, model, store)
+    groups = read_groups(data, store, images="image" in engine.uses)
+    summary = train(engine, groups, out, settings)
+    if int(os.environ.get("RANK", "0")):
+        return  # another process of a distributed run: the main one reports
+    resumed = f", resumed from {summary.resumed_from}" if summary.resumed_from else ""
+    stdout.print(
+        f"trained {reranker} on {summary.train_groups} groups in {summary.steps} steps ({summary.seconds:.0f} s, "
+        f"{summary.examples_per_second:.1f} pairs/s{resumed})"
+    )
+    if summary.held_out_groups:
+        stdout.print(f"held out: {summary.held_out_groups} queries of {len(summary.held_out_documents)} documents")
+        stdout.print(f"  before: {_metrics(summary.before)}")
+        stdout.print(f"  after:  {_metrics(summary.after)}")
+    stdout.print(f"saved to {out} (load with Reranker.load, or `docrerank rerank --reranker saved --model {out}`)")

@@ -1,0 +1,252 @@
+"""``train``: fit a reranker on training groups with the trainers of transformers and sentence-transformers.
+
+The cross-encoder goes through sentence-transformers' ``CrossEncoderTrainer``, the True/False VLM or causal
+LM through transformers' ``Trainer``; both with a loss of ``training.losses`` over whole groups (a row of the
+training set is one group, so a positive and its negatives always share a batch: 8 groups of 1 + 3 make the
+paper's 8 positives + 24 negatives), linear warm-up then linear decay, checkpoints every ``save_steps`` in
+``OUT/checkpoints`` (a rerun with the same ``OUT`` resumes from the last one), the trainers' progress bar,
+and the held-out evaluator run before training, every ``eval_steps`` and at the end
+(``OUT/evaluations.jsonl``). Launched under ``torchrun`` / ``accelerate launch`` the trainers run data
+parallel (gloo on CPU, NCCL on GPUs); only the main process evaluates and saves.
+
+``OUT`` ends up holding the trained reranker (``Reranker.load(OUT)``) and ``training.json``: settings, data
+counts, the held-out metrics before and after, steps and examples per second.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from docrerank.errors import DocrerankError, import_optional
+from docrerank.rerankers.base import Reranker
+from docrerank.training.data import TrainingGroup, split_by_document
+from docrerank.training.evaluator import HeldOutEvaluator
+from docrerank.training.losses import group_loss
+
+__all__ = ["TrainSettings", "TrainSummary", "train"]
+
+log = logging.getLogger(__name__)
+CHECKPOINTS = "checkpoints"
+EVALUATIONS = "evaluations.jsonl"
+SUMMARY = "training.json"
+
+
+class TrainSettings(BaseModel):
+    """How to train; the defaults are the paper's (lr 1e-4, 1 epoch, 8 positives + 24 negatives a batch)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    loss: Literal["paper", "bce", "listwise"] = "paper"
+    pos_weight: float = Field(3.0, gt=0, description="weight of positives in the paper's loss")
+    learning_rate: float = Field(1e-4, gt=0)
+    warmup: float = Field(0.1, ge=0, description="warm-up steps, or a share of all steps when below 1")
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, description="stop after this many steps (-1: the epochs decide)")
+    groups_per_batch: int = Field(8, ge=1, description="positives a batch (each with its negatives), per device")
+    negatives: int = Field(3, ge=1, description="negatives a positive brings, drawn from both kinds (seeded)")
+    held_out: float = Field(0.1, ge=0, lt=1, description="share of documents kept out for evaluation")
+    depth: int = Field(20, ge=2, description="candidates a held-out query is ranked among")
+    eval_steps: int = Field(0, ge=0, description="evaluate every N steps (0: before and after only)")
+    save_steps: int = Field(100, ge=1, description="checkpoint every N steps")
+    seed: int = 0
+
+
+class TrainSummary(BaseModel):
+    train_groups: int
+    held_out_groups: int
+    held_out_documents: list[str]
+    processes: int
+    steps: int
+    seconds: float
+    examples_per_second: float
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    resumed_from: str | None
+
+
+def _arguments(settings: TrainSettings, out: Path, cross_encoder: bool):
+    import torch
+
+    transformers = import_optional("transformers", "train")
+    cls = transformers.TrainingArguments
+    if cross_encoder:
+        cls = import_optional("sentence_transformers", "train").cross_encoder.CrossEncoderTrainingArguments
+    cpu = not torch.cuda.is_available()
+    return cls(
+        output_dir=str(out / CHECKPOINTS),
+        per_device_train_batch_size=settings.groups_per_batch,
+        learning_rate=settings.learning_rate,
+        warmup_steps=settings.warmup,
+        lr_scheduler_type="linear",
+        num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps,
+        save_strategy="steps",
+        save_steps=settings.save_steps,
+        save_total_limit=2,
+        logging_steps=max(1, min(10, settings.save_steps)),
+        seed=settings.seed,
+        data_seed=settings.seed,
+        use_cpu=cpu,
+        ddp_backend="gloo" if cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        ddp_find_unused_parameters=False,
+        remove_unused_columns=False,
+        report_to="none",
+        dataloader_num_workers=0,
+        bf16=not cpu and torch.cuda.is_bf16_supported(),
+    )
+
+
+class _Evaluations:
+    """Runs the held-out evaluator on the main process and appends each result to evaluations.jsonl."""
+
+    def __init__(self, evaluator: HeldOutEvaluator | None, reranker: Reranker, path: Path):
+        self.evaluator, self.reranker, self.path = evaluator, reranker, path
+
+    def __call__(self, step: int) -> dict[str, Any] | None:
+        if self.evaluator is None:
+            return None
+        result = {"step": step, **self.evaluator(self.reranker)}
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(result) + "\n")
+        log.info("held-out evaluation at step %d: %s", step, result)
+        return result
+
+    def first(self) -> dict[str, Any] | None:
+        """The evaluation before training, from an earlier (killed) run when there is one."""
+        if self.path.is_file():
+            for line in self.path.read_text().splitlines():
+                if line.strip() and json.loads(line)["step"] == 0:
+                    return json.loads(line)
+        return self(0)
+
+
+def _callback(evaluations: _Evaluations, every: int):
+    transformers = import_optional("transformers", "train")
+
+    class EvaluationCallback(transformers.TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if every and state.is_world_process_zero and state.global_step % every == 0:
+                evaluations(state.global_step)
+
+    return EvaluationCallback()
+
+
+def _cross_encoder_trainer(reranker, rows: list, settings: TrainSettings, out: Path, callbacks: list):
+    import torch
+    from torch import nn
+
+    sentence_transformers = import_optional("sentence_transformers", "train")
+    datasets = import_optional("datasets", "data")
+    # the model card cannot show list-valued example rows and says so at every checkpoint; it is still written
+    logging.getLogger("sentence_transformers.base.model_card").setLevel(logging.ERROR)
+
+    class GroupLoss(nn.Module):
+        """``group_loss`` over the best-chunk logits of every pair of the batch's groups."""
+
+        def __init__(self, model):
+            super().__init__()
+            self.model = model  # the trainer swaps in its DDP-wrapped model
+
+        def forward(self, inputs, labels, prompt=None, task=None):
+            queries, texts = inputs
+            pairs = [pair for group in zip(queries, texts, strict=True) for pair in zip(*group, strict=True)]
+            margins = reranker.margins(pairs, model=self.model)
+            return group_loss(margins, torch.cat(labels), [len(q) for q in queries], settings.loss, settings.pos_weight)
+
+    data = datasets.Dataset.from_dict(
+        {
+            "queries": [[q for q, _, _ in row] for row in rows],
+            "texts": [[p.text for _, p, _ in row] for row in rows],
+            "label": [[label for _, _, label in row] for row in rows],
+        }
+    )
+    return sentence_transformers.cross_encoder.CrossEncoderTrainer(
+        model=reranker.model,
+        args=_arguments(settings, out, cross_encoder=True),
+        train_dataset=data,
+        loss=GroupLoss(reranker.model),
+        callbacks=callbacks,
+    )
+
+
+def _true_false_trainer(reranker, rows: list, settings: TrainSettings, out: Path, callbacks: list):
+    import torch
+
+    transformers = import_optional("transformers", "train")
+
+    class GroupTrainer(transformers.Trainer):
+        """``group_loss`` over the True/False margins, computed by the reranker's own scoring function."""
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            groups = inputs["groups"]
+            pairs = [(query, page) for group in groups for query, page, _ in group]
+            labels = torch.tensor([label for group in groups for _, _, label in group])
+            batch = {k: v.to(self.args.device) for k, v in reranker.encode(pairs).items()}
+            margins = reranker.margins(batch, model=model).float()
+            loss = group_loss(margins, labels, [len(g) for g in groups], settings.loss, settings.pos_weight)
+            return (loss, {}) if return_outputs else loss
+
+    return GroupTrainer(
+        model=reranker.add_lora() if not reranker.has_lora else reranker.model,
+        args=_arguments(settings, out, cross_encoder=False),
+        train_dataset=rows,
+        data_collator=lambda features: {"groups": features},
+        callbacks=callbacks,
+    )
+
+
+def train(
+    reranker: Reranker, groups: list[TrainingGroup], out: str | Path, settings: TrainSettings | None = None
+) -> TrainSummary:
+    """Train ``reranker`` in place on ``groups`` (a held-out share of documents kept for evaluation) and save
+    it into ``out``; resume from ``out``'s last checkpoint when there is one."""
+    settings = settings or TrainSettings()
+    transformers = import_optional("transformers", "train")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    train_groups, held_out = split_by_document(groups, settings.held_out, settings.seed)
+    if not train_groups:
+        raise DocrerankError("no training groups are left after the held-out split: lower --held-out")
+    rows = [g.pairs(settings.negatives, settings.seed) for g in train_groups]
+    pairs_per_group = sum(map(len, rows)) / len(rows)
+    evaluations = _Evaluations(
+        HeldOutEvaluator(held_out, settings.depth, settings.seed) if held_out else None, reranker, out / EVALUATIONS
+    )
+    callbacks = [_callback(evaluations, settings.eval_steps)]
+    if reranker.kind == "cross-encoder":
+        trainer = _cross_encoder_trainer(reranker, rows, settings, out, callbacks)
+    elif reranker.kind == "true-false":
+        trainer = _true_false_trainer(reranker, rows, settings, out, callbacks)
+    else:
+        raise DocrerankError(f"a {reranker.kind!r} reranker is not trained here: train cross-encoder or true-false")
+    main = trainer.is_world_process_zero()
+    checkpoints = out / CHECKPOINTS
+    last = transformers.trainer_utils.get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    before = evaluations.first() if main else None
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=last)
+    seconds = time.perf_counter() - started
+    summary = TrainSummary(
+        train_groups=len(train_groups),
+        held_out_groups=len(held_out),
+        held_out_documents=sorted({g.doc_id for g in held_out}),
+        processes=trainer.args.world_size,
+        steps=result.global_step,
+        seconds=round(seconds, 2),
+        examples_per_second=round(result.metrics.get("train_samples_per_second", 0.0) * pairs_per_group, 2),
+        before=before,
+        after=evaluations(result.global_step) if main else None,
+        resumed_from=last,
+    )
+    if main:
+        reranker.save(out)
+        document = {"settings": settings.model_dump(), **summary.model_dump()}
+        (out / SUMMARY).write_text(json.dumps(document, indent=2) + "\n")
+    return summary
