@@ -30,7 +30,7 @@ THREADS = 1
 def tiny_qwen2vl() -> Path:
     """A tiny random Qwen2-VL with the real Qwen2 tokenizer: built once per machine, then reused."""
     pytest.importorskip("transformers", reason='needs the gpu extra: pip install "docrerank[gpu]"')
-    from tests.backends.tiny_qwen2vl import tiny_qwen2vl_path
+    from docrerank.testing.tiny_models import tiny_qwen2vl_path
 
     return tiny_qwen2vl_path()
 

