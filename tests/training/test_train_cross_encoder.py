@@ -24,6 +24,7 @@ from tests.helpers import docrerank_command, run_cli
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.timeout(1800)  # ~7 min on 2 idle cores: 3 epochs of training and three evaluations
 def test_training_on_the_pipeline_data_learns_and_reports_held_out_documents(training_sets, tmp_path):
     """The mixture of the sample documents (hand-labeled positives and negatives, rule-based negatives, mined
     pages), 30% of the documents held out. Training must rank its own documents' candidates better than the

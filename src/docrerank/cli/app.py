@@ -17,6 +17,7 @@ from rich.logging import RichHandler
 from docrerank import __version__
 from docrerank.cli.backends import app as backends_app
 from docrerank.cli.demo import demo_command, samples_command
+from docrerank.cli.evaluate import evaluate_command
 from docrerank.cli.export import export_command
 from docrerank.cli.generate import generate_command
 from docrerank.cli.import_dataset import import_command
@@ -76,6 +77,7 @@ app.command("mine")(mine_command)
 app.command("mix")(mix_command)
 app.command("train")(train_command)
 app.command("rerank")(rerank_command)
+app.command("evaluate")(evaluate_command)
 app.command("serve")(serve_command)
 app.command("export")(export_command)
 app.command("stats")(stats_command)

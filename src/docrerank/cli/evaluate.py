@@ -1,0 +1,99 @@
+"""``docrerank evaluate``: a first stage and rerankers on a benchmark, the paper's table, per-query results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from docrerank.cli.progress import progress_bar
+from docrerank.cli.rerank import RERANKERS, make_reranker
+from docrerank.errors import DocrerankError
+from docrerank.evaluation import Benchmark, ScoreCache, evaluate, load_beir, load_store, reranker_identity
+from docrerank.evaluation.results import table_rows, write_evaluation
+from docrerank.retrieval import RETRIEVER_NAMES, make_retriever, read_trec
+from docrerank.retrieval.runs import Run
+
+__all__ = ["evaluate_command"]
+
+stdout, stderr = Console(), Console(stderr=True)
+
+
+def _benchmark(path: Path, split: str, queries: Path | None, qrels: Path | None) -> Benchmark:
+    if (path / "corpus.jsonl").is_file():
+        return load_beir(path, split)
+    if (path / "pages.parquet").is_file():
+        if queries is None or qrels is None:
+            raise DocrerankError(f"{path} is a page store: give its --queries (JSONL) and --qrels (TREC)")
+        return load_store(path, queries, qrels)
+    raise DocrerankError(f"{path}: neither a BEIR folder (corpus.jsonl) nor a page store (pages.parquet)")
+
+
+def _first_stage(benchmark: Benchmark, spec: str, k: int, model: str | None) -> Run:
+    if Path(spec).is_file():
+        run, errors = read_trec(Path(spec))
+        for error in errors:
+            stderr.print(f"[yellow]skipped[/yellow] {error}")
+        unknown = {p for ranking in run.values() for p, _ in ranking if p not in benchmark.corpus}
+        if unknown:
+            stderr.print(f"[yellow]{len(unknown)} page ids of {spec} are not in the corpus[/yellow]: left out")
+        return {q: [(p, s) for p, s in ranking if p in benchmark.corpus] for q, ranking in run.items()}
+    if spec.split("+")[0] not in RETRIEVER_NAMES:
+        raise DocrerankError(f"--first-stage {spec!r}: not a run file, nor one of {', '.join(RETRIEVER_NAMES)}")
+    retriever = make_retriever(spec, benchmark.corpus, model)
+    queries = benchmark.judged_queries
+    rankings = retriever.search([benchmark.queries[q] for q in queries], k)
+    return dict(zip(queries, rankings, strict=True))
+
+
+def _reranker_spec(spec: str, config: Path | None, backend: str):
+    kind, _, model = spec.partition("=")
+    if kind not in RERANKERS:
+        raise DocrerankError(f"--rerankers {spec!r}: want KIND or KIND=MODEL, KIND one of {', '.join(RERANKERS)}")
+    reranker = make_reranker(kind, model or None, config, backend)
+    return reranker, reranker_identity(reranker, spec)
+
+
+def evaluate_command(
+    benchmark: Annotated[Path, typer.Option("--benchmark", help="a BEIR folder, or a page store + --queries --qrels")],
+    out: Annotated[Path, typer.Option("--out", help="folder for the table, per-query results, runs, score cache")],
+    first_stage: Annotated[
+        str, typer.Option("--first-stage", help=f"{', '.join(RETRIEVER_NAMES)}, A+B, or a TREC run file")
+    ] = "bm25",
+    rerankers: Annotated[
+        list[str] | None,
+        typer.Option("--rerankers", help="KIND[=MODEL], repeat or comma-separate: cross-encoder, saved=DIR, llm"),
+    ] = None,
+    k: Annotated[int, typer.Option("--k", min=1, help="first-stage pages each reranker re-scores")] = 20,
+    split: Annotated[str, typer.Option(help="the BEIR qrels split")] = "test",
+    queries: Annotated[Path | None, typer.Option(help="a page store's queries (query_id, query a line)")] = None,
+    qrels: Annotated[Path | None, typer.Option(help="a page store's TREC qrels")] = None,
+    retriever_model: Annotated[str | None, typer.Option(help="the dense or ColPali model of the first stage")] = None,
+    config: Annotated[Path | None, typer.Option(help="pipeline config (YAML) with the llm reranker's backend")] = None,
+    backend: Annotated[str, typer.Option(help="the config's backend for the llm reranker")] = "verifier",
+) -> None:
+    """Rerank a first stage's top --k with each reranker; print the paper-style table and write the results."""
+    data = _benchmark(benchmark, split, queries, qrels)
+    for note in data.notes:
+        stderr.print(f"[yellow]{data.name}[/yellow]: {note}")
+    specs = [s.strip() for given in rerankers or [] for s in given.split(",") if s.strip()]
+    engines = {spec: _reranker_spec(spec, config, backend) for spec in specs}
+    run = _first_stage(data, first_stage, k, retriever_model)
+    out.mkdir(parents=True, exist_ok=True)
+    with progress_bar() as bar:
+        task = bar.add_task("rerank", total=len(data.judged_queries) * len(engines))
+        result = evaluate(
+            data, run, engines, k, Path(first_stage).name, ScoreCache(out / "scores.sqlite"), lambda: bar.advance(task)
+        )
+    write_evaluation(result, out)
+    header, rows = table_rows(result)
+    table = Table(title=f"{data.name}: {result.queries} queries, top {k} reranked (* p<0.05, ** p<0.01)")
+    for column in header:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    stdout.print(table)
+    stdout.print(f"written to {out} (table.md, summary.json, per_query.jsonl, runs/)")

@@ -1,0 +1,32 @@
+"""Reranker evaluation as the paper does it: benchmarks in one form, first stage + rerankers, metrics, tests."""
+
+from docrerank.evaluation.benchmark import Benchmark, TextCorpus
+from docrerank.evaluation.loaders import load_beir, load_store, read_trec_qrels
+from docrerank.evaluation.metrics import LABELS, MEASURES, PRIMARY, paired_p_value, per_query
+from docrerank.evaluation.runner import (
+    Comparison,
+    Evaluation,
+    ScoreCache,
+    SystemResult,
+    evaluate,
+    reranker_identity,
+)
+
+__all__ = [
+    "LABELS",
+    "MEASURES",
+    "PRIMARY",
+    "Benchmark",
+    "Comparison",
+    "Evaluation",
+    "ScoreCache",
+    "SystemResult",
+    "TextCorpus",
+    "evaluate",
+    "load_beir",
+    "load_store",
+    "paired_p_value",
+    "per_query",
+    "read_trec_qrels",
+    "reranker_identity",
+]

@@ -1,0 +1,158 @@
+"""Evaluation: the BEIR and page-store loaders on fixtures in their real formats, metrics against
+ir-measures on inline TREC data, the significance test, and `docrerank evaluate` end to end."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from collections.abc import Sequence
+
+import ir_measures
+import pytest
+
+from docrerank.errors import DocrerankError
+from docrerank.evaluation import (
+    MEASURES,
+    TextCorpus,
+    evaluate,
+    load_beir,
+    load_store,
+    paired_p_value,
+    per_query,
+)
+from docrerank.prompts.requests import PageLike
+from docrerank.rerankers.base import Reranker
+from docrerank.retrieval import BM25Retriever
+from tests.helpers import ROOT, run_cli
+
+BEIR = ROOT / "tests" / "data" / "beir-mini"
+
+
+def test_beir_folder_loads_as_it_is():
+    benchmark = load_beir(BEIR)
+    assert isinstance(benchmark.corpus, TextCorpus) and len(benchmark.corpus) == 10
+    assert benchmark.corpus["d1"].text.startswith("strucchange: F statistics\n\nThe function Fstats")
+    assert benchmark.corpus["d10"].text.startswith("Plot of the recursive CUSUM")  # no title, no blank line
+    assert len(benchmark.queries) == 9 and benchmark.qrels["q2"] == {"d2": 2, "d10": 1}
+    assert benchmark.qrels["q1"] == {"d1": 1, "d2": 0}
+    assert benchmark.judged_queries == [f"q{i}" for i in range(1, 9)]  # q9 has no judgement
+    assert any("1 queries have no relevant page" in note for note in benchmark.notes)
+
+
+def test_bad_beir_files_are_named(tmp_path):
+    folder = tmp_path / "beir"
+    shutil.copytree(BEIR, folder)
+    (folder / "qrels" / "test.tsv").write_text("q1\td1\t1\n")
+    with pytest.raises(DocrerankError, match=r"test.tsv:1: BEIR qrels start with the header"):
+        load_beir(folder)
+    with pytest.raises(DocrerankError, match=r"no qrels for the split 'dev'"):
+        load_beir(folder, split="dev")
+    (folder / "queries.jsonl").write_text('{"_id": "q1", "text": "x"}\n{"_id": "q2"\n')
+    with pytest.raises(DocrerankError, match=r"queries.jsonl:2: not a JSON line"):
+        load_beir(folder)
+
+
+def test_a_page_store_with_queries_and_trec_qrels(vignette_store, tmp_path):
+    pages = list(vignette_store)[:3]
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text("".join(json.dumps({"query_id": f"q{i}", "query": f"question {i}"}) + "\n" for i in range(3)))
+    qrels = tmp_path / "qrels.txt"
+    qrels.write_text(f"q0 0 {pages[0].page_id} 1\nq1 0 {pages[1].page_id} 2\nq2 0 not-a-page 1\n")
+    benchmark = load_store(vignette_store, queries, qrels)
+    assert benchmark.judged_queries == ["q0", "q1"]
+    assert benchmark.page(pages[1].page_id).text == pages[1].text
+    assert any("1 judgements name pages the corpus does not hold" in n for n in benchmark.notes)
+    qrels.write_text("q0 0 only-three-columns\n")
+    with pytest.raises(DocrerankError, match=r"qrels.txt:1: want four columns"):
+        load_store(vignette_store, queries, qrels)
+
+
+RUN = {  # inline TREC data: distinct scores, so ir-measures and docrerank see the same order
+    "q1": [("a", 0.9), ("b", 0.8), ("c", 0.7), ("d", 0.6), ("e", 0.5), ("f", 0.4)],
+    "q2": [("x", 3.0), ("y", 2.0), ("z", 1.0)],
+    "q3": [("m", 1.0), ("n", 0.5)],
+}
+QRELS = {"q1": {"c": 1, "f": 2, "a": 0}, "q2": {"x": 1, "z": 3}, "q3": {"n": 1}, "q4": {"k": 1}}
+
+
+def test_metrics_are_ir_measures_values_with_unanswered_queries_as_zero():
+    values = per_query(RUN, QRELS, ["q1", "q2", "q3", "q4"])
+    qrels = [ir_measures.Qrel(q, d, g) for q, judged in QRELS.items() for d, g in judged.items()]
+    scored = [ir_measures.ScoredDoc(q, d, s) for q, ranking in RUN.items() for d, s in ranking]
+    for measure in MEASURES:
+        reference = ir_measures.calc_aggregate([ir_measures.parse_measure(measure)], qrels, scored)
+        expected = next(iter(reference.values()))
+        assert sum(values[measure].values()) / 4 == pytest.approx(expected), measure
+        assert values[measure]["q4"] == 0.0  # no ranking at all: counted, as 0 (as trec_eval's mean does)
+    assert values["RR@10"] == {"q1": pytest.approx(1 / 3), "q2": 1.0, "q3": 0.5, "q4": 0.0}
+    assert values["R@1"]["q2"] == 0.5
+
+
+def test_the_paired_test_separates_a_real_difference_from_none():
+    better = {f"q{i}": 0.8 + (i % 3) * 0.05 for i in range(30)}
+    worse = {f"q{i}": 0.3 + (i % 5) * 0.05 for i in range(30)}
+    assert paired_p_value(better, worse) < 0.01
+    assert paired_p_value(better, better) == 1.0
+    noisy = {q: v + (0.05 if i % 2 else -0.05) for i, (q, v) in enumerate(better.items())}
+    assert paired_p_value(better, noisy) > 0.5
+
+
+class KeepOrder(Reranker):
+    """Gives every page the same score: a reranker that keeps the first stage's order (ties are stable)."""
+
+    kind, uses = "keep-order", frozenset({"text"})
+
+    def score(self, pairs: Sequence[tuple[str, PageLike]]) -> list[float]:
+        return [0.5] * len(pairs)
+
+
+def test_a_reranker_that_keeps_the_order_reproduces_the_first_stage_exactly():
+    benchmark = load_beir(BEIR)
+    queries = benchmark.judged_queries
+    rankings = BM25Retriever(benchmark.corpus).search([benchmark.queries[q] for q in queries], 5)
+    run = dict(zip(queries, rankings, strict=True))
+    result = evaluate(benchmark, run, {"keep": (KeepOrder(), "v1")}, k=5)
+    first, kept = result.systems
+    assert kept.run == {q: [(p, 0.5) for p, _ in ranking] for q, ranking in first.run.items()}
+    assert kept.values == first.values
+    assert result.comparisons[0].delta == 0.0 and result.comparisons[0].p_value == 1.0
+
+
+@pytest.mark.slow
+def test_evaluate_on_a_beir_folder_prints_the_table_and_caches_scores(tmp_path):
+    out = tmp_path / "eval"
+    result = run_cli("evaluate", "--benchmark", BEIR, "--first-stage", "bm25", "--k", "5", "--out", out)
+    assert result.exit_code == 0, result.stderr[-2000:]
+    assert "beir-mini: 8 queries" in result.stdout and "NDCG@5" in result.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    bm25 = summary["systems"]["bm25"]
+    assert bm25["nDCG@5"] > 0.5  # the hand-written queries share words with their pages
+
+    rerun = run_cli(
+        "evaluate", "--benchmark", BEIR, "--first-stage", "bm25", "--k", "5", "--out", out,
+        "--rerankers", "cross-encoder",
+    )  # fmt: skip
+    assert rerun.exit_code == 0, rerun.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["systems"]) == {"bm25", "cross-encoder"}
+    assert summary["systems"]["bm25"] == bm25
+    comparison = summary["comparisons"][0]
+    assert comparison["system"] == "cross-encoder" and comparison["baseline"] == "bm25"
+    table = (out / "table.md").read_text()
+    assert "| bm25 |" in table and "| cross-encoder |" in table and "Δ NDCG@5 vs bm25" in table
+    rows = [json.loads(line) for line in (out / "per_query.jsonl").read_text().splitlines()]
+    assert len(rows) == 16 and set(rows[0]) == {"system", "query_id", *MEASURES}
+    with sqlite3.connect(out / "scores.sqlite") as db:
+        cached = db.execute("SELECT COUNT(*) FROM scores").fetchone()[0]
+    candidates = (out / "runs" / "bm25.trec").read_text().count("\n")  # BM25 returns only pages sharing a term
+    assert cached == candidates and 8 <= candidates <= 8 * 5
+    # the same reranker again: everything comes from the cache, nothing is scored twice
+    again = run_cli(
+        "evaluate", "--benchmark", BEIR, "--first-stage", "bm25", "--k", "5", "--out", out,
+        "--rerankers", "cross-encoder",
+    )  # fmt: skip
+    assert again.exit_code == 0
+    assert json.loads((out / "summary.json").read_text())["systems"] == summary["systems"]
+    with sqlite3.connect(out / "scores.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM scores").fetchone()[0] == cached
