@@ -92,7 +92,7 @@ def load_beir(folder: str | Path, split: str = "test") -> Benchmark:
             except (IndexError, ValueError):
                 raise DocrerankError(f"{qrels_path}:{number}: want 'query-id<TAB>corpus-id<TAB>score'") from None
             qrels[query_id][page_id] = grade
-    return _finish(folder.name, TextCorpus(pages, folder / ".docrerank"), queries, dict(qrels), [])
+    return _finish(folder.name, TextCorpus(pages), queries, dict(qrels), [])
 
 
 def read_trec_qrels(path: str | Path) -> dict[str, dict[str, int]]:
