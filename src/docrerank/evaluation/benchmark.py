@@ -55,6 +55,7 @@ class Benchmark:
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]
     notes: list[str] = field(default_factory=list)  # what loading left out, and why
+    source: dict[str, str] = field(default_factory=dict)  # how to load it again: {"format", "path", ...}
 
     def page(self, page_id: str) -> PageLike:
         """The page as rerankers take it (a store's ``Page``, or a ``PageContent``)."""

@@ -45,7 +45,8 @@ def _need(path: Path, what: str) -> Path:
     return path
 
 
-def _finish(name: str, corpus, queries: dict[str, str], qrels: dict[str, dict[str, int]], notes: list[str]):
+def _finish(name: str, corpus, queries: dict[str, str], qrels: dict[str, dict[str, int]], source: dict[str, str]):
+    notes: list[str] = []
     unknown_pages = sum(1 for judged in qrels.values() for pid in judged if pid not in corpus)
     if unknown_pages:
         notes.append(f"{unknown_pages} judgements name pages the corpus does not hold (left out)")
@@ -53,7 +54,7 @@ def _finish(name: str, corpus, queries: dict[str, str], qrels: dict[str, dict[st
     unknown_queries = [q for q in qrels if q not in queries]
     if unknown_queries:
         notes.append(f"{len(unknown_queries)} judged query ids are not among the queries (left out)")
-    benchmark = Benchmark(name, corpus, queries, {q: j for q, j in qrels.items() if q in queries}, notes)
+    benchmark = Benchmark(name, corpus, queries, {q: j for q, j in qrels.items() if q in queries}, notes, source)
     unjudged = len(queries) - len(benchmark.judged_queries)
     if unjudged:
         notes.append(f"{unjudged} queries have no relevant page judged: not scored")
@@ -92,7 +93,8 @@ def load_beir(folder: str | Path, split: str = "test") -> Benchmark:
             except (IndexError, ValueError):
                 raise DocrerankError(f"{qrels_path}:{number}: want 'query-id<TAB>corpus-id<TAB>score'") from None
             qrels[query_id][page_id] = grade
-    return _finish(folder.name, TextCorpus(pages), queries, dict(qrels), [])
+    source = {"format": "beir", "path": str(folder.resolve()), "split": split}
+    return _finish(folder.name, TextCorpus(pages), queries, dict(qrels), source)
 
 
 def read_trec_qrels(path: str | Path) -> dict[str, dict[str, int]]:
@@ -118,4 +120,6 @@ def load_store(store: str | Path | PageStore, queries: str | Path, qrels: str | 
         if "query_id" not in row or "query" not in row:
             raise DocrerankError(f"{where}: a query line needs query_id and query")
         texts[str(row["query_id"])] = row["query"]
-    return _finish(Path(store.root).name, store, texts, read_trec_qrels(qrels), [])
+    source = {"format": "store", "path": str(Path(store.root).resolve())}
+    source |= {"queries": str(Path(queries).resolve()), "qrels": str(Path(qrels).resolve())}
+    return _finish(Path(store.root).name, store, texts, read_trec_qrels(qrels), source)

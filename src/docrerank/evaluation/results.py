@@ -74,6 +74,7 @@ def write_evaluation(evaluation: Evaluation, out: Path) -> None:
     atomic_write_bytes(out / "per_query.jsonl", "".join(lines).encode())
     summary = {
         "benchmark": evaluation.benchmark,
+        "source": evaluation.source,
         "k": evaluation.k,
         "queries": evaluation.queries,
         "systems": {s.name: s.means for s in evaluation.systems},

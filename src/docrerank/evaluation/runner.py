@@ -82,6 +82,7 @@ class Comparison:
 @dataclass
 class Evaluation:
     benchmark: str
+    source: dict[str, str]  # Benchmark.source: a report reopens the pages from it
     k: int
     queries: int
     systems: list[SystemResult]
@@ -132,4 +133,4 @@ def evaluate(
             a, b = system.values[PRIMARY], baseline.values[PRIMARY]
             delta = mean(a) - mean(b)
             comparisons.append(Comparison(system.name, baseline.name, delta, paired_p_value(a, b)))
-    return Evaluation(benchmark.name, k, len(queries), systems, comparisons)
+    return Evaluation(benchmark.name, benchmark.source, k, len(queries), systems, comparisons)
