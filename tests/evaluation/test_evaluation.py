@@ -17,7 +17,9 @@ from docrerank.evaluation import (
     TextCorpus,
     evaluate,
     load_beir,
+    load_realmm,
     load_store,
+    load_vidore,
     paired_p_value,
     per_query,
 )
@@ -156,3 +158,68 @@ def test_evaluate_on_a_beir_folder_prints_the_table_and_caches_scores(tmp_path):
     assert json.loads((out / "summary.json").read_text())["systems"] == summary["systems"]
     with sqlite3.connect(out / "scores.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM scores").fetchone()[0] == cached
+
+
+def _page_images(store, count: int = 3):
+    from PIL import Image
+
+    return [Image.open(store.image_path(page)).convert("RGB") for page in list(store)[:count]]
+
+
+@pytest.mark.slow
+def test_a_vidore_folder_of_parquet_tables_becomes_a_store_with_ocr_text(vignette_store, tmp_path):
+    """The ViDoRe layout (corpus/, queries/, qrels/ with test-*.parquet, written by `datasets` as the Hub
+    holds them); the page images are ingested (Tesseract reads their text) into a cached store."""
+    import datasets
+
+    folder = tmp_path / "vidore-mini"
+    images = _page_images(vignette_store)
+    corpus = datasets.Dataset.from_dict({"corpus-id": [10, 11, 12], "image": images, "doc-id": ["a", "a", "b"]})
+    corpus.cast_column("image", datasets.Image()).to_parquet(folder / "corpus" / "test-00000-of-00001.parquet")
+    queries = datasets.Dataset.from_dict({"query-id": [1, 2], "query": ["structural change tests", "F statistics"]})
+    queries.to_parquet(folder / "queries" / "test-00000-of-00001.parquet")
+    qrels = datasets.Dataset.from_dict({"query-id": [1, 2, 2], "corpus-id": [10, 12, 99], "score": [1, 2, 1]})
+    qrels.to_parquet(folder / "qrels" / "test-00000-of-00001.parquet")
+
+    benchmark = load_vidore(str(folder))
+    assert len(benchmark.corpus) == 3 and benchmark.queries == {"1": "structural change tests", "2": "F statistics"}
+    page_of = {str(cid): page.page_id for cid, page in zip((10, 11, 12), benchmark.corpus, strict=False)}
+    assert set(benchmark.qrels) == {"1", "2"} and all(len(j) == 1 for j in benchmark.qrels.values())
+    assert any("judgements name pages the corpus does not hold" in n for n in benchmark.notes)  # corpus-id 99
+    judged = benchmark.page(next(iter(benchmark.qrels["1"])))
+    assert judged.text_source == "ocr" and "change" in judged.text.lower()  # the first vignette page, read by OCR
+    assert benchmark.source["format"] == "vidore" and page_of
+    again = load_vidore(str(folder))  # the store is reused: nothing is ingested twice
+    assert again.corpus.root == benchmark.corpus.root and again.qrels == benchmark.qrels
+
+
+@pytest.mark.slow
+def test_a_real_mm_rag_table_asks_the_chosen_rephrasing(vignette_store, tmp_path):
+    import datasets
+
+    from docrerank.pages import IngestSettings
+
+    images = _page_images(vignette_store)
+    rows = {
+        "id": [0, 1, 2, 3],
+        "image": [images[0], images[1], images[1], images[2]],
+        "image_filename": ["p1.png", "p2.png", "p2.png", "p3.png"],
+        "query": ["What is tested?", None, "Which statistic?", "Which plot?"],
+        "rephrase_level_1": ["What gets tested?", None, "Which test statistic?", None],
+        "rephrase_level_2": ["What is examined?", None, "What figure is computed?", "What chart?"],
+        "rephrase_level_3": ["Examined how?", None, "Computed what?", "Drawn what?"],
+        "answer": ["change", None, "F", "boundary"],
+    }
+    table = tmp_path / "realmm.parquet"
+    datasets.Dataset.from_dict(rows).cast_column("image", datasets.Image()).to_parquet(table)
+    quick = IngestSettings(ocr="never")  # the text machinery is the ViDoRe test's; here the queries matter
+    original = load_realmm(str(table), level=0, settings=quick)
+    assert len(original.corpus) == 3 and original.queries == {"0": "What is tested?", "2": "Which statistic?",
+                                                              "3": "Which plot?"}  # fmt: skip
+    assert len({next(iter(j)) for j in original.qrels.values()}) == 3  # each query's own page, p2 stored once
+    level1 = load_realmm(str(table), level=1, settings=quick)
+    assert level1.queries == {"0": "What gets tested?", "2": "Which test statistic?"}
+    assert level1.qrels["2"] == original.qrels["2"] and level1.name.endswith("-rephrase1")
+    assert any("1 queries have no level-1 rephrasing" in note for note in level1.notes)
+    with pytest.raises(DocrerankError, match="rephrase level 4"):
+        load_realmm(str(table), level=4)

@@ -12,7 +12,16 @@ from rich.table import Table
 from docrerank.cli.progress import progress_bar
 from docrerank.cli.rerank import RERANKERS, make_reranker
 from docrerank.errors import DocrerankError
-from docrerank.evaluation import Benchmark, ScoreCache, evaluate, load_beir, load_store, reranker_identity
+from docrerank.evaluation import (
+    Benchmark,
+    ScoreCache,
+    evaluate,
+    load_beir,
+    load_realmm,
+    load_store,
+    load_vidore,
+    reranker_identity,
+)
 from docrerank.evaluation.results import table_rows, write_evaluation
 from docrerank.retrieval import RETRIEVER_NAMES, make_retriever, read_trec
 from docrerank.retrieval.runs import Run
@@ -22,14 +31,31 @@ __all__ = ["evaluate_command"]
 stdout, stderr = Console(), Console(stderr=True)
 
 
-def _benchmark(path: Path, split: str, queries: Path | None, qrels: Path | None) -> Benchmark:
-    if (path / "corpus.jsonl").is_file():
+BENCHMARK_FORMATS = ("auto", "beir", "store", "vidore", "realmm")
+
+
+def _benchmark(source: str, kind: str, split: str, queries: Path | None, qrels: Path | None, level: int) -> Benchmark:
+    """``--benchmark`` in the ``--format`` given, or guessed from the folder (``auto``: a local folder only)."""
+    path = Path(source)
+    if kind == "auto":
+        guesses = {"beir": path / "corpus.jsonl", "store": path / "pages.parquet", "vidore": path / "corpus"}
+        kind = next((name for name, marker in guesses.items() if marker.exists()), "")
+        if not kind:
+            raise DocrerankError(
+                f"{source}: not a BEIR folder (corpus.jsonl), a page store (pages.parquet) or a ViDoRe folder "
+                "(corpus/): give --format (vidore or realmm for a Hub dataset id or a parquet table)"
+            )
+    if kind == "beir":
         return load_beir(path, split)
-    if (path / "pages.parquet").is_file():
+    if kind == "store":
         if queries is None or qrels is None:
-            raise DocrerankError(f"{path} is a page store: give its --queries (JSONL) and --qrels (TREC)")
+            raise DocrerankError(f"{source} is a page store: give its --queries (JSONL) and --qrels (TREC)")
         return load_store(path, queries, qrels)
-    raise DocrerankError(f"{path}: neither a BEIR folder (corpus.jsonl) nor a page store (pages.parquet)")
+    if kind == "vidore":
+        return load_vidore(source, split)
+    if kind == "realmm":
+        return load_realmm(source, level, split)
+    raise DocrerankError(f"--format {kind!r}: use one of {', '.join(BENCHMARK_FORMATS)}")
 
 
 def _first_stage(benchmark: Benchmark, spec: str, k: int, model: str | None) -> Run:
@@ -58,7 +84,10 @@ def _reranker_spec(spec: str, config: Path | None, backend: str):
 
 
 def evaluate_command(
-    benchmark: Annotated[Path, typer.Option("--benchmark", help="a BEIR folder, or a page store + --queries --qrels")],
+    benchmark: Annotated[
+        str,
+        typer.Option("--benchmark", help="a BEIR or ViDoRe folder, a page store (+ --queries --qrels), a dataset id"),
+    ],
     out: Annotated[Path, typer.Option("--out", help="folder for the table, per-query results, runs, score cache")],
     first_stage: Annotated[
         str, typer.Option("--first-stage", help=f"{', '.join(RETRIEVER_NAMES)}, A+B, or a TREC run file")
@@ -68,7 +97,13 @@ def evaluate_command(
         typer.Option("--rerankers", help="KIND[=MODEL], repeat or comma-separate: cross-encoder, saved=DIR, llm"),
     ] = None,
     k: Annotated[int, typer.Option("--k", min=1, help="first-stage pages each reranker re-scores")] = 20,
-    split: Annotated[str, typer.Option(help="the BEIR qrels split")] = "test",
+    benchmark_format: Annotated[
+        str, typer.Option("--format", help=f"the benchmark's format: {', '.join(BENCHMARK_FORMATS)}")
+    ] = "auto",
+    split: Annotated[str, typer.Option(help="the benchmark's split")] = "test",
+    rephrase_level: Annotated[
+        int, typer.Option(min=0, max=3, help="Real-MM-RAG: 0 the original queries, 1-3 their rephrasings")
+    ] = 0,
     queries: Annotated[Path | None, typer.Option(help="a page store's queries (query_id, query a line)")] = None,
     qrels: Annotated[Path | None, typer.Option(help="a page store's TREC qrels")] = None,
     retriever_model: Annotated[str | None, typer.Option(help="the dense or ColPali model of the first stage")] = None,
@@ -76,7 +111,7 @@ def evaluate_command(
     backend: Annotated[str, typer.Option(help="the config's backend for the llm reranker")] = "verifier",
 ) -> None:
     """Rerank a first stage's top --k with each reranker; print the paper-style table and write the results."""
-    data = _benchmark(benchmark, split, queries, qrels)
+    data = _benchmark(benchmark, benchmark_format, split, queries, qrels, rephrase_level)
     for note in data.notes:
         stderr.print(f"[yellow]{data.name}[/yellow]: {note}")
     specs = [s.strip() for given in rerankers or [] for s in given.split(",") if s.strip()]

@@ -1,7 +1,7 @@
 """Reranker evaluation as the paper does it: benchmarks in one form, first stage + rerankers, metrics, tests."""
 
 from docrerank.evaluation.benchmark import Benchmark, TextCorpus
-from docrerank.evaluation.loaders import load_beir, load_store, read_trec_qrels
+from docrerank.evaluation.loaders import load_beir, load_realmm, load_store, load_vidore, read_trec_qrels
 from docrerank.evaluation.metrics import LABELS, MEASURES, PRIMARY, paired_p_value, per_query
 from docrerank.evaluation.runner import (
     Comparison,
@@ -24,7 +24,9 @@ __all__ = [
     "TextCorpus",
     "evaluate",
     "load_beir",
+    "load_realmm",
     "load_store",
+    "load_vidore",
     "paired_p_value",
     "per_query",
     "read_trec_qrels",

@@ -5,6 +5,15 @@
   text is its title and text joined by a blank line, as BEIR's own dense models read them.
 - ``load_store``: pages from ``docrerank ingest`` (a page store), a queries file (``query_id``, ``query``
   a JSONL line) and a TREC qrels file (``query_id 0 page_id grade``).
+- ``load_vidore``: ViDoRe (v1 BEIR and v2) style: ``corpus`` (``corpus-id``, ``image``), ``queries``
+  (``query-id``, ``query``) and ``qrels`` (``query-id``, ``corpus-id``, ``score``) tables, from a Hugging Face
+  dataset id (three configs) or a local folder holding ``corpus/``, ``queries/`` and ``qrels/`` parquet files.
+- ``load_realmm``: Real-MM-RAG style: one table of pages (``image``, ``image_filename``) with a ``query`` on
+  some rows and its rephrasings ``rephrase_level_1..3``; ``level`` picks the original (0) or a rephrasing.
+
+Page images of the image benchmarks become a page store (``docrerank ingest`` of the images, OCR on by
+default), kept under ``$DOCRERANK_CACHE/benchmarks/``, so their text comes from the same machinery as every
+other page's and is computed once: a second load reuses the store.
 
 Every bad line is named with its file and line and the fix; loading stops only when nothing usable is left.
 Queries without a judged relevant page are kept out of the metrics (BEIR's convention) and counted in
@@ -14,16 +23,22 @@ Queries without a judged relevant page are kept out of the metrics (BEIR's conve
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import re
+import tempfile
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
-from docrerank.errors import DocrerankError
+from docrerank.errors import DocrerankError, import_optional
 from docrerank.evaluation.benchmark import Benchmark, TextCorpus
-from docrerank.pages import PageStore
+from docrerank.pages import IngestSettings, PageStore, ingest
+from docrerank.pipeline.colhnque import png_bytes
 from docrerank.prompts.requests import PageContent
+from docrerank.samples import default_cache_dir
 
-__all__ = ["load_beir", "load_store", "read_trec_qrels"]
+__all__ = ["load_beir", "load_realmm", "load_store", "load_vidore", "read_trec_qrels"]
 
 
 def _jsonl(path: Path) -> list[tuple[str, dict]]:
@@ -45,8 +60,10 @@ def _need(path: Path, what: str) -> Path:
     return path
 
 
-def _finish(name: str, corpus, queries: dict[str, str], qrels: dict[str, dict[str, int]], source: dict[str, str]):
-    notes: list[str] = []
+def _finish(
+    name: str, corpus, queries: dict[str, str], qrels: dict[str, dict[str, int]], source: dict, notes=None
+) -> Benchmark:
+    notes = list(notes or [])
     unknown_pages = sum(1 for judged in qrels.values() for pid in judged if pid not in corpus)
     if unknown_pages:
         notes.append(f"{unknown_pages} judgements name pages the corpus does not hold (left out)")
@@ -123,3 +140,105 @@ def load_store(store: str | Path | PageStore, queries: str | Path, qrels: str | 
     source = {"format": "store", "path": str(Path(store.root).resolve())}
     source |= {"queries": str(Path(queries).resolve()), "qrels": str(Path(qrels).resolve())}
     return _finish(Path(store.root).name, store, texts, read_trec_qrels(qrels), source)
+
+
+def _table(source: str, name: str | None, split: str):
+    """One table of a Hub dataset (``name`` its config) or of a local folder (``name`` its subfolder)."""
+    datasets = import_optional("datasets", "data")
+    path = Path(source)
+    try:
+        if path.exists():
+            folder = path / name if name else path
+            files = [str(folder)] if folder.is_file() else sorted(str(p) for p in folder.rglob("*.parquet"))
+            if not files:
+                raise DocrerankError(f"{folder} holds no .parquet files")
+            chosen = [f for f in files if Path(f).name.startswith(f"{split}-")] or files
+            return datasets.load_dataset("parquet", data_files=chosen, split="train")
+        return datasets.load_dataset(source, name, split=split)
+    except DocrerankError:
+        raise
+    except Exception as exc:  # the datasets library raises many kinds: name the source and the fix
+        raise DocrerankError(
+            f"cannot read {source} ({name or 'table'}, split {split}): {exc}; give a local folder or a dataset id"
+        ) from None
+
+
+def _image_store(images: dict[str, Any], name: str, settings: IngestSettings | None, notes: list[str]):
+    """Ingest ``key -> image`` into a cached store: (store, ``key -> page_id``). An image that cannot be read
+    or ingested is left out with a note naming it; its judgements then point at no page."""
+    encoded = {}
+    for key, image in images.items():
+        try:
+            encoded[key] = png_bytes(image)
+        except (OSError, TypeError, KeyError) as exc:
+            notes.append(f"page {key!r}: its image cannot be read ({exc}); fix or drop the row")
+    digest = hashlib.sha256()
+    for key in sorted(encoded):
+        digest.update(key.encode() + hashlib.sha256(encoded[key]).digest())
+    root = default_cache_dir() / "benchmarks" / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}-{digest.hexdigest()[:12]}"
+    if not (root / "pages.parquet").is_file():
+        with tempfile.TemporaryDirectory(prefix="docrerank-benchmark-") as scratch:
+            files = []
+            for index, key in enumerate(sorted(encoded)):
+                files.append(Path(scratch) / f"page-{index:07d}.png")
+                files[-1].write_bytes(encoded[key])
+            report = ingest(files, root, settings)
+            notes += [f"a page image was not ingested: {error}" for error in report.errors]
+    store = PageStore.open(root)
+    pages = {}
+    for key, data in encoded.items():
+        found = store.pages_of(hashlib.sha256(data).hexdigest()[:16])  # the store's doc id of that file
+        if found:
+            pages[key] = found[0].page_id
+    return store, pages
+
+
+def load_vidore(source: str, split: str = "test", settings: IngestSettings | None = None) -> Benchmark:
+    """A ViDoRe-style benchmark (corpus, queries and qrels tables) from a dataset id or a local folder."""
+    corpus = _table(source, "corpus", split)
+    images = {str(row["corpus-id"]): row["image"] for row in corpus.cast_column("image", _undecoded())}
+    notes: list[str] = []
+    store, page_of = _image_store(images, Path(source).name, settings, notes)
+    queries = {str(row["query-id"]): row["query"] for row in _table(source, "queries", split)}
+    qrels: dict[str, dict[str, int]] = defaultdict(dict)
+    for row in _table(source, "qrels", split):
+        page_id = page_of.get(str(row["corpus-id"]), f"missing:{row['corpus-id']}")
+        qrels[str(row["query-id"])][page_id] = max(int(row["score"]), qrels[str(row["query-id"])].get(page_id, 0))
+    source_info = {"format": "vidore", "path": source, "split": split, "store": str(store.root)}
+    return _finish(Path(source).name, store, queries, dict(qrels), source_info, notes)
+
+
+def load_realmm(source: str, level: int = 0, split: str = "test", settings: IngestSettings | None = None):
+    """A Real-MM-RAG-style table: each row a page, some with a query; ``level`` 0 asks the original query,
+    1-3 its rephrasing of that level (rows without one are left out and counted)."""
+    if level not in (0, 1, 2, 3):
+        raise DocrerankError(f"rephrase level {level}: use 0 (the original query) or 1, 2, 3")
+    data = _table(source, None, split).cast_column("image", _undecoded())
+    column = "query" if level == 0 else f"rephrase_level_{level}"
+    if column not in data.column_names:
+        raise DocrerankError(f"{source} has no column {column!r}: not a Real-MM-RAG-style table")
+    images, asked = {}, []
+    for index, row in enumerate(data):
+        key = str(row.get("image_filename") or index)
+        images.setdefault(key, row["image"])
+        if row.get("query"):
+            asked.append((str(row.get("id", index)), (row.get(column) or "").strip(), key))
+    notes: list[str] = []
+    store, page_of = _image_store(images, Path(source).name, settings, notes)
+    queries = {query_id: text for query_id, text, _ in asked if text}
+    qrels = {query_id: {page_of.get(key, f"missing:{key}"): 1} for query_id, text, key in asked if text}
+    benchmark = _finish(
+        f"{Path(source).name}{'' if level == 0 else f'-rephrase{level}'}",
+        store,
+        queries,
+        qrels,
+        {"format": "realmm", "path": source, "split": split, "level": str(level), "store": str(store.root)},
+        notes,
+    )
+    if len(queries) < len(asked):
+        benchmark.notes.append(f"{len(asked) - len(queries)} queries have no level-{level} rephrasing: left out")
+    return benchmark
+
+
+def _undecoded():
+    return import_optional("datasets", "data").Image(decode=False)

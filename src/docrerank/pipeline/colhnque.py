@@ -27,7 +27,7 @@ from docrerank.pages import PageStore, ingest
 from docrerank.pages.settings import IngestSettings
 from docrerank.pages.store import atomic_write_bytes
 
-__all__ = ["ImportSummary", "import_colhnque", "read_rows", "row_queries"]
+__all__ = ["ImportSummary", "import_colhnque", "png_bytes", "read_rows", "row_queries"]
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,8 @@ def row_queries(row: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
     return result
 
 
-def _png_bytes(image: Any) -> bytes:
+def png_bytes(image: Any) -> bytes:
+    """PNG bytes of a decoded PIL image or an undecoded ``datasets`` Image (``{"bytes", "path"}``)."""
     if isinstance(image, dict):  # an undecoded Image feature
         image = Image.open(io.BytesIO(image["bytes"])) if image.get("bytes") else Image.open(image["path"])
     if not isinstance(image, Image.Image):
@@ -143,7 +144,7 @@ def import_colhnque(
                 summary.errors.append(InputError(item, "the row has no positive query", "drop the row or add one"))
                 continue
             try:
-                png = _png_bytes(row["image"])
+                png = png_bytes(row["image"])
             except (OSError, TypeError, KeyError) as exc:
                 summary.errors.append(InputError(item, f"the image cannot be read ({exc})", "fix or drop the row"))
                 continue
