@@ -223,3 +223,20 @@ def test_a_real_mm_rag_table_asks_the_chosen_rephrasing(vignette_store, tmp_path
     assert any("1 queries have no level-1 rephrasing" in note for note in level1.notes)
     with pytest.raises(DocrerankError, match="rephrase level 4"):
         load_realmm(str(table), level=4)
+
+
+@pytest.mark.slow
+def test_a_vlm_reranker_is_shown_the_store_pages_images(vignette_store, tmp_path):
+    from docrerank.rerankers import TrueFalseReranker
+    from docrerank.testing.tiny_models import tiny_qwen2vl_path
+
+    pages = list(vignette_store)[:3]
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text(json.dumps({"query_id": "q0", "query": "Which tests are implemented?"}) + "\n")
+    qrels = tmp_path / "qrels.txt"
+    qrels.write_text(f"q0 0 {pages[1].page_id} 1\n")
+    benchmark = load_store(vignette_store, queries, qrels)
+    run = {"q0": [(page.page_id, 1.0 - i / 10) for i, page in enumerate(pages)]}
+    vlm = TrueFalseReranker(model=str(tiny_qwen2vl_path()))  # it refuses a page without its image
+    result = evaluate(benchmark, run, {"vlm": (vlm, "tiny")}, k=3)
+    assert sorted(p for p, _ in result.systems[1].run["q0"]) == sorted(p.page_id for p in pages)

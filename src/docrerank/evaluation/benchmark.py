@@ -57,9 +57,13 @@ class Benchmark:
     notes: list[str] = field(default_factory=list)  # what loading left out, and why
     source: dict[str, str] = field(default_factory=dict)  # how to load it again: {"format", "path", ...}
 
-    def page(self, page_id: str) -> PageLike:
-        """The page as rerankers take it (a store's ``Page``, or a ``PageContent``)."""
-        return self.corpus[page_id]
+    def page(self, page_id: str, image: bool = False) -> PageLike:
+        """The page as rerankers take it: a store's ``Page`` (with its image loaded when ``image``, for the
+        rerankers that read images), or a text corpus's ``PageContent``."""
+        page = self.corpus[page_id]
+        if image and isinstance(self.corpus, PageStore):
+            return PageContent.from_page(page, self.corpus, image=True)
+        return page
 
     @property
     def judged_queries(self) -> list[str]:

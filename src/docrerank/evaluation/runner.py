@@ -99,7 +99,8 @@ def _rerank(
         scores = cache.get(system, query, page_ids)
         missing = [p for p in page_ids if p not in scores]
         if missing:
-            fresh = reranker.score([(query, benchmark.page(p)) for p in missing])
+            images = "image" in reranker.uses
+            fresh = reranker.score([(query, benchmark.page(p, image=images)) for p in missing])
             new = dict(zip(missing, map(float, fresh), strict=True))
             cache.put(system, query, new)
             scores.update(new)
