@@ -9,6 +9,8 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 SYSTEM_PACKAGES := tesseract-ocr tesseract-ocr-eng
 BENCH_PACKAGES := poppler-utils
+# the report's browser test opens the evaluation report in headless Chromium
+TEST_PACKAGES := chromium fonts-dejavu-core
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # llama-cpp-python compiles from source (~7 min on 2 cores, once: pip caches the wheel); these flags make
 # a portable build (AVX2/FMA/F16C, no -march=native).
@@ -20,6 +22,7 @@ demo: $(VENV)/.installed-demo system-deps
 	$(BIN)/docrerank demo
 
 test: $(VENV)/.installed-dev system-deps
+	scripts/system-deps.sh $(TEST_PACKAGES)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-dev system-deps

@@ -24,6 +24,7 @@ from docrerank.cli.import_dataset import import_command
 from docrerank.cli.ingest import ingest_command
 from docrerank.cli.mine import mine_command
 from docrerank.cli.mix import mix_command
+from docrerank.cli.report import report_command
 from docrerank.cli.rerank import rerank_command
 from docrerank.cli.retrieve import retrieve_command
 from docrerank.cli.serve import serve_command
@@ -78,6 +79,7 @@ app.command("mix")(mix_command)
 app.command("train")(train_command)
 app.command("rerank")(rerank_command)
 app.command("evaluate")(evaluate_command)
+app.command("report")(report_command)
 app.command("serve")(serve_command)
 app.command("export")(export_command)
 app.command("stats")(stats_command)

@@ -22,6 +22,7 @@ from docrerank.evaluation import (
     load_vidore,
     reranker_identity,
 )
+from docrerank.evaluation.report import read_quality, write_report
 from docrerank.evaluation.results import table_rows, write_evaluation
 from docrerank.retrieval import RETRIEVER_NAMES, make_retriever, read_trec
 from docrerank.retrieval.runs import Run
@@ -109,8 +110,19 @@ def evaluate_command(
     retriever_model: Annotated[str | None, typer.Option(help="the dense or ColPali model of the first stage")] = None,
     config: Annotated[Path | None, typer.Option(help="pipeline config (YAML) with the llm reranker's backend")] = None,
     backend: Annotated[str, typer.Option(help="the config's backend for the llm reranker")] = "verifier",
+    report_run: Annotated[
+        Path | None, typer.Option(help="a generation run directory: its data quality in report.html")
+    ] = None,
+    verifier_report: Annotated[
+        Path | None, typer.Option(help="an evaluate-verifier --out folder: the verifier's precision in report.html")
+    ] = None,
+    mined_report: Annotated[
+        Path | None, typer.Option(help="a mine --verify --out folder: the false-negative rate in report.html")
+    ] = None,
 ) -> None:
-    """Rerank a first stage's top --k with each reranker; print the paper-style table and write the results."""
+    """Rerank a first stage's top --k with each reranker; print the paper-style table and write the results
+    and the report (report.html, report.md)."""
+    read_quality(report_run, verifier_report, mined_report)  # a wrong path fails now, not after the evaluation
     data = _benchmark(benchmark, benchmark_format, split, queries, qrels, rephrase_level)
     for note in data.notes:
         stderr.print(f"[yellow]{data.name}[/yellow]: {note}")
@@ -131,4 +143,5 @@ def evaluate_command(
     for row in rows:
         table.add_row(*row)
     stdout.print(table)
-    stdout.print(f"written to {out} (table.md, summary.json, per_query.jsonl, runs/)")
+    write_report([out], out / "report.html", run=report_run, verifier=verifier_report, mined=mined_report)
+    stdout.print(f"written to {out} (report.html, report.md, table.md, summary.json, per_query.jsonl, runs/)")

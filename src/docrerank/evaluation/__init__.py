@@ -2,7 +2,7 @@
 
 from docrerank.evaluation.benchmark import Benchmark, TextCorpus
 from docrerank.evaluation.loaders import load_beir, load_realmm, load_store, load_vidore, read_trec_qrels
-from docrerank.evaluation.metrics import LABELS, MEASURES, PRIMARY, paired_p_value, per_query
+from docrerank.evaluation.metrics import LABELS, MEASURES, PRIMARY, mean, paired_p_value, per_query
 from docrerank.evaluation.runner import (
     Comparison,
     Evaluation,
@@ -27,6 +27,7 @@ __all__ = [
     "load_realmm",
     "load_store",
     "load_vidore",
+    "mean",
     "paired_p_value",
     "per_query",
     "read_trec_qrels",

@@ -19,7 +19,7 @@ from docrerank.evaluation.runner import Evaluation
 from docrerank.pages.store import atomic_write_bytes
 from docrerank.retrieval.runs import write_trec
 
-__all__ = ["mark", "table_rows", "write_evaluation"]
+__all__ = ["mark", "markdown", "run_path", "table_rows", "write_evaluation"]
 
 
 def mark(p_value: float) -> str:
@@ -62,12 +62,17 @@ def _file_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "system"
 
 
+def run_path(out: Path, system: str) -> Path:
+    """Where ``write_evaluation`` puts a system's TREC run in the folder ``out``."""
+    return out / "runs" / f"{_file_name(system)}.trec"
+
+
 def write_evaluation(evaluation: Evaluation, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "runs").mkdir(exist_ok=True)
     lines = []
     for system in evaluation.systems:
-        write_trec(system.run, out / "runs" / f"{_file_name(system.name)}.trec", tag=_file_name(system.name))
+        write_trec(system.run, run_path(out, system.name), tag=_file_name(system.name))
         for query_id in next(iter(system.values.values())):
             values = {m: system.values[m][query_id] for m in MEASURES}
             lines.append(json.dumps({"system": system.name, "query_id": query_id, **values}) + "\n")
