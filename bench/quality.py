@@ -14,7 +14,8 @@ with the same settings. Then every reranker, plus the untrained start (and ``--z
 re-scores the same top ``--k`` of each first stage, for the original and the rephrased queries: NDCG@5 with
 its difference from retrieval alone and from ``mined-only``, with paired-randomization significance.
 
-    python bench/quality.py            # the quick setting (~30 min on 2 cores; no model generation)
+    python bench/quality.py --first-stages bm25   # the quick run (~45 min on 2 cores; no model generation)
+    python bench/quality.py            # BM25 and dense first stages
     python bench/quality.py --llm-negatives --zero-shot   # adds the embedded model's rows (hours on 2 cores)
 """
 
@@ -31,6 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from common import sample_store
+from docrerank.cli.progress import progress_bar
 from docrerank.evaluation import PRIMARY, ScoreCache, evaluate, load_store, mean, paired_p_value
 from docrerank.evaluation.results import mark
 from docrerank.rerankers import CrossEncoderReranker, Reranker
@@ -131,8 +133,10 @@ def main() -> None:
         for name, benchmark in sets.items():
             queries = benchmark.judged_queries
             rankings = retriever.search([benchmark.queries[q] for q in queries], args.k)
-            result = evaluate(benchmark, dict(zip(queries, rankings, strict=True)), rerankers, args.k,
-                              first_stage, cache)  # fmt: skip
+            with progress_bar() as bar:
+                task = bar.add_task(f"{first_stage} / {name}", total=len(queries) * len(rerankers))
+                result = evaluate(benchmark, dict(zip(queries, rankings, strict=True)), rerankers, args.k,
+                                  first_stage, cache, lambda t=task: bar.advance(t))  # fmt: skip
             by_name = {s.name: s.values[PRIMARY] for s in result.systems}
             results[f"{first_stage}/{name}"] = {s: mean(v) for s, v in by_name.items()}
             first = by_name[first_stage]
