@@ -23,6 +23,13 @@ stderr = Console(stderr=True)
 RERANKERS = ("cross-encoder", "llm", "saved")
 
 
+# The options that name a reranker, shared by `rerank` and `serve` (make_reranker reads them).
+RerankerOption = Annotated[str, typer.Option("--reranker", help=f"one of: {', '.join(RERANKERS)}")]
+ModelOption = Annotated[str | None, typer.Option("--model", help="cross-encoder model, or a saved reranker folder")]
+ConfigOption = Annotated[Path | None, typer.Option("--config", help="pipeline config (YAML) with the llm backend")]
+BackendOption = Annotated[str, typer.Option("--backend", help="the config's backend for --reranker llm")]
+
+
 def make_reranker(kind: str, model: str | None, config: Path | None, backend: str) -> Reranker:
     """The reranker `--reranker KIND --model ... [--config --backend]` names (`rerank`, `serve`)."""
     if kind == "cross-encoder":
@@ -49,12 +56,10 @@ def rerank_command(
     queries: QueriesOption,
     run: Annotated[Path, typer.Option("--run", help="the first-stage TREC run to rerank (query ids must match)")],
     out: Annotated[Path, typer.Option("--out", help="the reranked TREC run to write")],
-    reranker: Annotated[str, typer.Option("--reranker", help=f"one of: {', '.join(RERANKERS)}")] = "cross-encoder",
-    model: Annotated[
-        str | None, typer.Option("--model", help="cross-encoder model, or a saved reranker folder")
-    ] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="pipeline config (YAML) with the llm backend")] = None,
-    backend: Annotated[str, typer.Option("--backend", help="the config's backend for --reranker llm")] = "verifier",
+    reranker: RerankerOption = "cross-encoder",
+    model: ModelOption = None,
+    config: ConfigOption = None,
+    backend: BackendOption = "verifier",
     depth: Annotated[int, typer.Option(min=1, help="first-stage pages reranked per query")] = 20,
     top_k: Annotated[int | None, typer.Option(min=1, help="pages written per query (default: all reranked)")] = None,
 ) -> None:

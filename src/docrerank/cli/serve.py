@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from docrerank.cli.rerank import RERANKERS, make_reranker
+from docrerank.cli.rerank import BackendOption, ConfigOption, ModelOption, RerankerOption, make_reranker
 from docrerank.errors import import_optional
 from docrerank.server import ServerSettings, create_app
 
@@ -30,12 +30,10 @@ def _url(host: str, port: int) -> str:
 
 
 def serve_command(
-    reranker: Annotated[str, typer.Option("--reranker", help=f"one of: {', '.join(RERANKERS)}")] = "cross-encoder",
-    model: Annotated[
-        str | None, typer.Option("--model", help="cross-encoder model, or a saved reranker folder")
-    ] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="pipeline config (YAML) with the llm backend")] = None,
-    backend: Annotated[str, typer.Option("--backend", help="the config's backend for --reranker llm")] = "verifier",
+    reranker: RerankerOption = "cross-encoder",
+    model: ModelOption = None,
+    config: ConfigOption = None,
+    backend: BackendOption = "verifier",
     host: Annotated[
         str,
         typer.Option(
