@@ -14,7 +14,9 @@ import pytest
 from docrerank.errors import DocrerankError
 from docrerank.evaluation import (
     MEASURES,
+    ScoreCache,
     TextCorpus,
+    candidate_pairs,
     evaluate,
     load_beir,
     load_realmm,
@@ -22,6 +24,7 @@ from docrerank.evaluation import (
     load_vidore,
     paired_p_value,
     per_query,
+    score_pairs,
 )
 from docrerank.prompts.requests import PageLike
 from docrerank.rerankers.base import Reranker
@@ -119,6 +122,45 @@ def test_a_reranker_that_keeps_the_order_reproduces_the_first_stage_exactly():
     assert kept.run == {q: [(p, 0.5) for p, _ in ranking] for q, ranking in first.run.items()}
     assert kept.values == first.values
     assert result.comparisons[0].delta == 0.0 and result.comparisons[0].p_value == 1.0
+
+
+class FailsOnPage(Reranker):
+    """Scores by query length and records each call's pairs; raises once it is shown ``fail_on``."""
+
+    kind, uses = "records-calls", frozenset({"text"})
+
+    def __init__(self, fail_on: str | None = None):
+        self.calls: list[list[tuple[str, str]]] = []
+        self.fail_on = fail_on
+
+    def score(self, pairs: Sequence[tuple[str, PageLike]]) -> list[float]:
+        self.calls.append([(query, page.page_id) for query, page in pairs])
+        if any(page.page_id == self.fail_on for _, page in pairs):
+            raise RuntimeError("interrupted")
+        return [float(len(query)) for query, _ in pairs]
+
+
+def test_pairs_are_scored_grouped_by_page_cached_chunk_by_chunk_and_resumed(tmp_path):
+    """A chat model evaluates a page's prompt prefix once for all its queries only when a page's pairs
+    come together: the runner orders them by page over all queries; an interrupted run keeps its chunks."""
+    benchmark = load_beir(BEIR)
+    queries = benchmark.judged_queries
+    rankings = BM25Retriever(benchmark.corpus).search([benchmark.queries[q] for q in queries], 5)
+    pairs = candidate_pairs(benchmark, dict(zip(queries, rankings, strict=True)))
+    pages = sorted({page_id for _, page_id in pairs})
+    assert len(pairs) > len(pages) > 2  # pages shared between queries
+    cache = ScoreCache(tmp_path / "scores.sqlite")
+    interrupted = FailsOnPage(fail_on=pages[-1])
+    with pytest.raises(RuntimeError):
+        score_pairs(interrupted, "s", pairs, benchmark.page, cache, chunk=3)
+    scored = [pair for call in interrupted.calls for pair in call]
+    assert [page_id for _, page_id in scored] == sorted(page_id for _, page_id in scored)  # by page
+    kept = cache.scores("s")
+    assert set(kept) == {pair for call in interrupted.calls[:-1] for pair in call} and kept
+    resumed = FailsOnPage()
+    scores = score_pairs(resumed, "s", pairs, benchmark.page, ScoreCache(tmp_path / "scores.sqlite"), chunk=3)
+    assert {pair for call in resumed.calls for pair in call} == set(pairs) - set(kept)
+    assert scores == {pair: float(len(pair[0])) for pair in pairs}
 
 
 @pytest.mark.slow

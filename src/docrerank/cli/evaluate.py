@@ -68,7 +68,7 @@ def _first_stage(benchmark: Benchmark, spec: str, k: int, model: str | None) -> 
         if unknown:
             stderr.print(f"[yellow]{len(unknown)} page ids of {spec} are not in the corpus[/yellow]: left out")
         return {q: [(p, s) for p, s in ranking if p in benchmark.corpus] for q, ranking in run.items()}
-    if spec.split("+")[0] not in RETRIEVER_NAMES:
+    if spec.split("+")[0].partition(":")[0] not in RETRIEVER_NAMES:
         raise DocrerankError(f"--first-stage {spec!r}: not a run file, nor one of {', '.join(RETRIEVER_NAMES)}")
     retriever = make_retriever(spec, benchmark.corpus, model)
     queries = benchmark.judged_queries
@@ -91,7 +91,7 @@ def evaluate_command(
     ],
     out: Annotated[Path, typer.Option("--out", help="folder for the table, per-query results, runs, score cache")],
     first_stage: Annotated[
-        str, typer.Option("--first-stage", help=f"{', '.join(RETRIEVER_NAMES)}, A+B, or a TREC run file")
+        str, typer.Option("--first-stage", help=f"{', '.join(RETRIEVER_NAMES)}, A+B, dense:MODEL, or a TREC run file")
     ] = "bm25",
     rerankers: Annotated[
         list[str] | None,
@@ -107,7 +107,9 @@ def evaluate_command(
     ] = 0,
     queries: Annotated[Path | None, typer.Option(help="a page store's queries (query_id, query a line)")] = None,
     qrels: Annotated[Path | None, typer.Option(help="a page store's TREC qrels")] = None,
-    retriever_model: Annotated[str | None, typer.Option(help="the dense or ColPali model of the first stage")] = None,
+    retriever_model: Annotated[
+        str | None, typer.Option(help="the dense or ColPali model of the first stage (mpnet, embeddinggemma, a path)")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="pipeline config (YAML) with the llm reranker's backend")] = None,
     backend: Annotated[str, typer.Option(help="the config's backend for the llm reranker")] = "verifier",
     report_run: Annotated[
@@ -131,10 +133,11 @@ def evaluate_command(
     run = _first_stage(data, first_stage, k, retriever_model)
     out.mkdir(parents=True, exist_ok=True)
     with progress_bar() as bar:
-        task = bar.add_task("rerank", total=len(data.judged_queries) * len(engines))
+        task = bar.add_task("rerank (pairs)", total=None)
         result = evaluate(
-            data, run, engines, k, Path(first_stage).name, ScoreCache(out / "scores.sqlite"), lambda: bar.advance(task)
-        )
+            data, run, engines, k, Path(first_stage).name, ScoreCache(out / "scores.sqlite"),
+            lambda done, total: bar.update(task, completed=done, total=total),
+        )  # fmt: skip
     write_evaluation(result, out)
     header, rows = table_rows(result)
     table = Table(title=f"{data.name}: {result.queries} queries, top {k} reranked (* p<0.05, ** p<0.01)")

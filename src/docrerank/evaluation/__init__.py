@@ -8,8 +8,10 @@ from docrerank.evaluation.runner import (
     Evaluation,
     ScoreCache,
     SystemResult,
+    candidate_pairs,
     evaluate,
     reranker_identity,
+    score_pairs,
 )
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "ScoreCache",
     "SystemResult",
     "TextCorpus",
+    "candidate_pairs",
     "evaluate",
     "load_beir",
     "load_realmm",
@@ -32,4 +35,5 @@ __all__ = [
     "per_query",
     "read_trec_qrels",
     "reranker_identity",
+    "score_pairs",
 ]

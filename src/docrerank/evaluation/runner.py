@@ -18,10 +18,20 @@ from pathlib import Path
 
 from docrerank.evaluation.benchmark import Benchmark
 from docrerank.evaluation.metrics import PRIMARY, mean, paired_p_value, per_query
+from docrerank.prompts.requests import PageLike
 from docrerank.rerankers.base import Reranker
 from docrerank.retrieval.runs import Run
 
-__all__ = ["Comparison", "Evaluation", "ScoreCache", "SystemResult", "evaluate", "reranker_identity"]
+__all__ = [
+    "Comparison",
+    "Evaluation",
+    "ScoreCache",
+    "SystemResult",
+    "candidate_pairs",
+    "evaluate",
+    "reranker_identity",
+    "score_pairs",
+]
 
 
 def reranker_identity(reranker: Reranker, spec: str) -> str:
@@ -36,7 +46,7 @@ def reranker_identity(reranker: Reranker, spec: str) -> str:
 
 
 class ScoreCache:
-    """(system identity, query text, page id) -> score, in SQLite; written per query as it is scored."""
+    """(system identity, query text, page id) -> score, in SQLite; written chunk by chunk as it is scored."""
 
     def __init__(self, path: Path | None):
         self.db = sqlite3.connect(str(path) if path else ":memory:")
@@ -45,17 +55,45 @@ class ScoreCache:
             "PRIMARY KEY (system, query, page_id))"
         )
 
-    def get(self, system: str, query: str, page_ids: Sequence[str]) -> dict[str, float]:
-        rows = self.db.execute("SELECT page_id, score FROM scores WHERE system = ? AND query = ?", (system, query))
-        wanted = set(page_ids)
-        return {page_id: score for page_id, score in rows if page_id in wanted}
+    def scores(self, system: str) -> dict[tuple[str, str], float]:
+        """Every cached (query, page id) -> score of one system."""
+        rows = self.db.execute("SELECT query, page_id, score FROM scores WHERE system = ?", (system,))
+        return {(query, page_id): score for query, page_id, score in rows}
 
-    def put(self, system: str, query: str, scores: dict[str, float]) -> None:
+    def put(self, system: str, scores: dict[tuple[str, str], float]) -> None:
         with self.db:
             self.db.executemany(
                 "INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?)",
-                [(system, query, page_id, score) for page_id, score in scores.items()],
+                [(system, query, page_id, score) for (query, page_id), score in scores.items()],
             )
+
+
+def score_pairs(
+    reranker: Reranker,
+    system: str,
+    pairs: Sequence[tuple[str, str]],
+    page: Callable[[str, bool], PageLike],
+    cache: ScoreCache,
+    advance: Callable[[int], None] = lambda n: None,
+    chunk: int = 64,
+) -> dict[tuple[str, str], float]:
+    """Scores of (query text, page id) pairs: those in the cache, the rest scored ordered by page, so a chat
+    model's backend evaluates a page's prompt prefix once for all its queries, and cached chunk by chunk,
+    so an interrupted run keeps what it scored. ``page(page_id, image)`` opens a page."""
+    known = cache.scores(system)
+    wanted = list(dict.fromkeys(pairs))
+    scores = {pair: known[pair] for pair in wanted if pair in known}
+    advance(len(scores))
+    missing = sorted((pair for pair in wanted if pair not in known), key=lambda pair: pair[1])
+    images = "image" in reranker.uses
+    for start in range(0, len(missing), chunk):
+        batch = missing[start : start + chunk]
+        fresh = reranker.score([(query, page(page_id, images)) for query, page_id in batch])
+        new = dict(zip(batch, map(float, fresh), strict=True))
+        cache.put(system, new)
+        scores.update(new)
+        advance(len(batch))
+    return scores
 
 
 @dataclass
@@ -89,25 +127,9 @@ class Evaluation:
     comparisons: list[Comparison] = field(default_factory=list)
 
 
-def _rerank(
-    benchmark: Benchmark, candidates: Run, reranker: Reranker, system: str, cache: ScoreCache, advance: Callable
-) -> Run:
-    reranked: Run = {}
-    for query_id, ranking in candidates.items():
-        query = benchmark.queries[query_id]
-        page_ids = [page_id for page_id, _ in ranking]
-        scores = cache.get(system, query, page_ids)
-        missing = [p for p in page_ids if p not in scores]
-        if missing:
-            images = "image" in reranker.uses
-            fresh = reranker.score([(query, benchmark.page(p, image=images)) for p in missing])
-            new = dict(zip(missing, map(float, fresh), strict=True))
-            cache.put(system, query, new)
-            scores.update(new)
-        # a stable sort: equal scores keep the first stage's order
-        reranked[query_id] = sorted(((p, scores[p]) for p in page_ids), key=lambda item: -item[1])
-        advance()
-    return reranked
+def candidate_pairs(benchmark: Benchmark, candidates: Run) -> list[tuple[str, str]]:
+    """(query text, page id) of every candidate: what each reranker scores."""
+    return [(benchmark.queries[q], page_id) for q, ranking in candidates.items() for page_id, _ in ranking]
 
 
 def evaluate(
@@ -117,16 +139,29 @@ def evaluate(
     k: int = 20,
     first_stage_name: str = "first stage",
     cache: ScoreCache | None = None,
-    advance: Callable[[], None] = lambda: None,
+    progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> Evaluation:
     """Score the first stage and each reranker (``name -> (reranker, identity)``) on the judged queries;
-    ``advance`` is called once a query per reranker (a progress bar)."""
+    ``progress(done, total)`` counts the candidate pairs settled over all rerankers (a progress bar)."""
     cache = cache or ScoreCache(None)
     queries = benchmark.judged_queries
     candidates = {q: first_stage.get(q, [])[:k] for q in queries}
     systems = [SystemResult(first_stage_name, candidates, per_query(candidates, benchmark.qrels, queries))]
+    pairs = candidate_pairs(benchmark, candidates)
+    done, total = 0, len(pairs) * len(rerankers)
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        progress(done, total)
+
     for name, (reranker, identity) in rerankers.items():
-        run = _rerank(benchmark, candidates, reranker, f"{name}:{identity}", cache, advance)
+        scores = score_pairs(reranker, f"{name}:{identity}", pairs, benchmark.page, cache, advance)
+        # a stable sort: equal scores keep the first stage's order
+        run = {
+            q: sorted(((p, scores[benchmark.queries[q], p]) for p, _ in ranking), key=lambda item: -item[1])
+            for q, ranking in candidates.items()
+        }
         systems.append(SystemResult(name, run, per_query(run, benchmark.qrels, queries)))
     comparisons = []
     for i, system in enumerate(systems[1:], 1):
