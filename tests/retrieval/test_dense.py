@@ -1,4 +1,4 @@
-"""Dense retrieval (the bundled MiniLM) and rank fusion, on the sample documents' pages."""
+"""Dense retrieval (the bundled MiniLM; EmbeddingGemma) and rank fusion, on the sample documents' pages."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 from docrerank.retrieval import BM25Retriever, DenseRetriever, HybridRetriever, fuse, make_retriever
 from docrerank.retrieval.dense import chunk_words, exact_search
+from tests.helpers import bundled_encoder
 
 
 def _queries(path) -> list[dict]:
@@ -78,3 +79,44 @@ def test_hybrid_of_bm25_and_dense(sample_pages, mining_queries):
     assert len(hybrid.indexes()) == 2
     with pytest.raises(Exception, match="two different"):
         make_retriever("bm25+bm25", sample_pages)
+
+
+def test_a_spec_names_the_dense_model_and_each_model_has_its_own_index(vignette_store):
+    hybrid = make_retriever("bm25+dense:embeddinggemma", vignette_store)
+    gemma = hybrid.parts[1]
+    assert [p.name for p in hybrid.parts] == ["bm25", "dense"]
+    assert (gemma.model, gemma.chunk_words, gemma.stride) == ("embeddinggemma-300m", 256, 192)  # its own chunks
+    minilm = make_retriever("dense", vignette_store)
+    assert (minilm.model, minilm.chunk_words, minilm.stride) == ("all-MiniLM-L6-v2", 128, 96)
+    assert gemma.index_dir != minilm.index_dir  # nothing is loaded or built to know that
+    assert make_retriever("dense", vignette_store, model="EmbeddingGemma").index_dir == gemma.index_dir  # aliases
+    assert make_retriever("bm25+dense", vignette_store, model="mpnet").parts[1].model == "all-mpnet-base-v2"
+    with pytest.raises(Exception, match="bm25 has no model"):
+        make_retriever("bm25:mpnet", vignette_store)
+
+
+# reworded questions on the vignette's three pages (page index in the PDF), not copied from them
+VIGNETTE_QUESTIONS = [
+    ("Which R software reviews tests for breaks in linear regression relationships?", 0),
+    ("error correction model of American consumer spending and income", 1),
+    ("In which month did the online monitoring report that the parameters had shifted?", 2),
+]
+
+
+@pytest.mark.slow
+def test_embeddinggemma_prompts_queries_and_pages_apart_and_finds_each_page(vignette_store):
+    from docrerank.embeddings import load_embedder
+
+    bundled_encoder("embeddinggemma")
+    retriever = DenseRetriever(vignette_store, model="embeddinggemma")
+    encoder = load_embedder("embeddinggemma")
+    text = "tests for structural change in linear regression models"
+    query, document = retriever._encode([text], query=True)[0], retriever._encode([text], query=False)[0]
+    for prompt, vector in ((encoder.prompts["query"], query), (encoder.prompts["document"], document)):
+        assert np.allclose(vector, encoder.encode([prompt + text], normalize_embeddings=True)[0], atol=1e-4)
+    assert float(query @ document) < 0.99  # the two prompts differ: "task: search result | query: ", "title: none..."
+    pages = {page.page_index: page.page_id for page in vignette_store}
+    rankings = retriever.search([q for q, _ in VIGNETTE_QUESTIONS], k=3)
+    assert [ranking[0][0] for ranking in rankings] == [pages[index] for _, index in VIGNETTE_QUESTIONS]
+    fused = make_retriever("bm25+dense:embeddinggemma", vignette_store).search([q for q, _ in VIGNETTE_QUESTIONS], 3)
+    assert [ranking[0][0] for ranking in fused] == [pages[index] for _, index in VIGNETTE_QUESTIONS]

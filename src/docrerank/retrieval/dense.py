@@ -3,7 +3,12 @@
 A page is usually longer than the model reads (MiniLM stops at 256 word pieces), so each page is cut into
 overlapping chunks of ``chunk_words`` words (``stride`` words apart) and a page scores as its best chunk
 (max-pooling): a query about the bottom of a page still finds it. ``chunk_words=0`` embeds each page whole
-(the model truncates it), as sentence-transformers' own mining does.
+(the model truncates it), as sentence-transformers' own mining does. The chunk size suits the model
+(``CHUNKING``): 128 words by default, 256 for EmbeddingGemma, which reads 2048 tokens.
+
+Queries and chunks go through ``encode_query`` and ``encode_document``, so a model with configured prompts
+(EmbeddingGemma: "task: search result | query: " and "title: none | text: ") gets each side's own; models
+without them (MiniLM, mpnet) encode both plainly.
 
 The index folder holds ``embeddings.npy`` (unit-length float32 rows, one per chunk, so a dot product is the
 cosine similarity), ``chunk_pages.npy`` (the page of each row; a page's rows are contiguous) and
@@ -20,15 +25,20 @@ from typing import Any
 import numpy as np
 
 from docrerank.embeddings import DEFAULT_EMBEDDER, load_embedder
+from docrerank.encoders import canonical_encoder
 from docrerank.pages import PageStore
 from docrerank.retrieval.base import Retriever
 from docrerank.retrieval.runs import Ranking
 
-__all__ = ["DenseRetriever", "chunk_words", "exact_search"]
+__all__ = ["CHUNKING", "DenseRetriever", "chunk_words", "exact_search"]
 
 PART_CHUNKS = 512
 QUERY_MEMO = 65536  # query vectors kept from search() for score() (mining asks both for the same queries)
 SCORE_BLOCK_FLOATS = 2**24  # query x chunk scores held at once (64 MiB of float32, plus the top-k selection)
+# (words per chunk, stride) by model: what each reads. MiniLM stops at 256 word pieces (~128 words of prose);
+# EmbeddingGemma reads 2048 tokens and was measured best-of-chunks on ~256-word chunks (DESIGN.md).
+DEFAULT_CHUNKING = (128, 96)
+CHUNKING = {"embeddinggemma-300m": (256, 192)}
 
 
 def chunk_words(text: str, size: int, stride: int) -> list[str]:
@@ -80,14 +90,22 @@ class DenseRetriever(Retriever):
         self,
         store: PageStore,
         model: str = DEFAULT_EMBEDDER,
-        chunk_words: int = 128,
-        stride: int = 96,
+        chunk_words: int | None = None,
+        stride: int | None = None,
         query_prompt: str | None = None,
         batch_size: int = 64,
         device: str | None = None,
         progress: Callable[[int, int], Any] | None = None,
     ):
+        """``chunk_words`` and ``stride`` default to the model's (``CHUNKING``; a given ``chunk_words`` alone
+        gets a stride of 3/4 of it); ``query_prompt`` replaces the model's own query prompt."""
         super().__init__(store)
+        model = canonical_encoder(model)
+        if chunk_words is None:
+            chunk_words, default_stride = CHUNKING.get(model, DEFAULT_CHUNKING)
+        else:
+            default_stride = max(1, chunk_words * 3 // 4)
+        stride = default_stride if stride is None else stride
         if chunk_words > 0 and not 0 < stride <= chunk_words:
             raise ValueError(f"stride must be in 1..chunk_words ({chunk_words}), not {stride}")
         self.model, self.chunk_words, self.stride = model, chunk_words, stride
@@ -102,11 +120,16 @@ class DenseRetriever(Retriever):
         chunks = {"chunk_words": self.chunk_words, "stride": self.stride if self.chunk_words > 0 else None}
         return {"model": self.model, **chunks, "pooling": "max over chunks"}
 
-    def _encode(self, texts: list[str], prompt: str | None = None) -> np.ndarray:
+    def _encode(self, texts: list[str], query: bool) -> np.ndarray:
+        """Unit-length vectors of queries or of page chunks, each with the model's prompt for its side."""
         encoder = load_embedder(self.model, self.device)
-        vectors = encoder.encode(
-            texts, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False, prompt=prompt
-        )
+        options = {"batch_size": self.batch_size, "normalize_embeddings": True, "show_progress_bar": False}
+        if not query:
+            vectors = encoder.encode_document(texts, **options)
+        elif self.query_prompt is not None:
+            vectors = encoder.encode(texts, prompt=self.query_prompt, **options)
+        else:
+            vectors = encoder.encode_query(texts, **options)
         return np.asarray(vectors, dtype=np.float32)
 
     def _load(self) -> None:
@@ -132,7 +155,7 @@ class DenseRetriever(Retriever):
         for part, start in enumerate(range(0, len(chunks), PART_CHUNKS)):
             path = tmp / f"part-{part:05d}.npy"
             if not path.exists():
-                np.save(tmp / "part.partial.npy", self._encode(chunks[start : start + PART_CHUNKS]))
+                np.save(tmp / "part.partial.npy", self._encode(chunks[start : start + PART_CHUNKS], query=False))
                 (tmp / "part.partial.npy").replace(path)
             parts.append(np.load(path))
             if self.progress is not None:
@@ -146,7 +169,7 @@ class DenseRetriever(Retriever):
         self._load()
         if not queries or not self._page_ids:
             return [[] for _ in queries]
-        vectors = self._encode(list(queries), self.query_prompt)
+        vectors = self._encode(list(queries), query=True)
         if len(self._query_vectors) > QUERY_MEMO:
             self._query_vectors = {}
         self._query_vectors.update(zip(queries, vectors, strict=True))
@@ -162,7 +185,7 @@ class DenseRetriever(Retriever):
             return []
         position = {page_id: i for i, page_id in enumerate(self._page_ids)}
         new = [q for q in dict.fromkeys(queries) if q not in self._query_vectors]
-        known = dict(zip(new, self._encode(new, self.query_prompt) if new else [], strict=True))
+        known = dict(zip(new, self._encode(new, query=True) if new else [], strict=True))
         starts = np.searchsorted(self._row_pages, np.arange(len(self._page_ids) + 1))  # a page's rows are contiguous
         scores = []
         for query, page_id in zip(queries, page_ids, strict=True):

@@ -1,5 +1,10 @@
 """Retrievers by name, as the command line gives them: ``bm25``, ``dense``, ``colpali``, and the fusion of any
-two as ``A+B`` (``hybrid`` is ``bm25+dense``)."""
+two as ``A+B`` (``hybrid`` is ``bm25+dense``).
+
+A dense or ColPali part may name its model after a colon: ``dense:embeddinggemma``, ``bm25+dense:mpnet``,
+``dense:embeddinggemma+dense`` (two models fused). A part without one takes ``model`` (a ``--model``
+option), else its default. Every index is fingerprinted by its model, so indexes of two models never mix.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +23,12 @@ HYBRID_DEFAULT = "bm25+dense"
 Progress = Callable[[int, int], Any]
 
 
-def _single(name: str, store: PageStore, model: str | None, progress: Progress | None) -> Retriever:
+def _single(spec: str, store: PageStore, model: str | None, progress: Progress | None) -> Retriever:
+    name, _, named = spec.partition(":")
+    model = named or model
     if name == "bm25":
+        if named:
+            raise DocrerankError(f"retriever {spec!r}: bm25 has no model; name one for dense or colpali only")
         from docrerank.retrieval.bm25 import BM25Retriever
 
         return BM25Retriever(store)
@@ -32,15 +41,16 @@ def _single(name: str, store: PageStore, model: str | None, progress: Progress |
 
         return ColPaliRetriever(store, progress=progress, **({"model": model} if model else {}))
     raise DocrerankError(
-        f"unknown retriever {name!r}: use one of {', '.join(RETRIEVER_NAMES)}, or two joined by '+' (bm25+colpali)"
+        f"unknown retriever {name!r}: use one of {', '.join(RETRIEVER_NAMES)} (dense:MODEL names a model), "
+        "or two joined by '+' (bm25+colpali, bm25+dense:embeddinggemma)"
     )
 
 
 def make_retriever(
     spec: str, store: PageStore, model: str | None = None, progress: Progress | None = None
 ) -> Retriever:
-    """The retriever ``spec`` names; ``model`` overrides the dense or ColPali model; ``progress(done, total)``
-    is called while a dense or ColPali index is built."""
+    """The retriever ``spec`` names; ``model`` is the dense or ColPali model of parts that name none (``dense``
+    rather than ``dense:mpnet``); ``progress(done, total)`` is called while a dense or ColPali index is built."""
     spec = HYBRID_DEFAULT if spec == "hybrid" else spec
     parts = spec.split("+")
     if len(parts) == 1:

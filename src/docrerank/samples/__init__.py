@@ -24,6 +24,7 @@ __all__ = [
     "SamplesUnavailableError",
     "default_cache_dir",
     "fetch_samples",
+    "file_sha256",
     "sample_packages",
 ]
 
@@ -63,7 +64,8 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "docrerank"
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read in blocks (large model and package files)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(1 << 20):
@@ -96,7 +98,7 @@ def fetch_package(package: SamplePackage, cache_dir: Path) -> list[Path]:
     if not marker.exists():
         with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
             deb = _download(package, Path(tmp))
-            actual = _sha256(deb)
+            actual = file_sha256(deb)
             if actual != package.sha256:
                 raise SamplesUnavailableError(
                     f"{deb.name} has sha256 {actual}, but corpus.txt pins {package.sha256}: the archive "
