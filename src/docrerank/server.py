@@ -231,22 +231,23 @@ class RerankBatcher:
                     if not job.future.done():
                         job.future.set_exception(RerankerFailed(f"internal error: {exc!r}"))
 
-    async def _call(self, pairs: list[tuple[str, PageLike]]) -> list[float]:
+    async def _call(self, jobs: list[_Job]) -> list[list[float]]:
+        """One reranker call for the jobs' pairs, each job a candidate set of its own (``score_sets``)."""
         self.stats.batches += 1
         try:
-            scores = await asyncio.to_thread(self.reranker.score, pairs)
+            scores = await asyncio.to_thread(self.reranker.score_sets, [job.pairs for job in jobs])
         except Exception:
             self.stats.failed_batches += 1
             raise
-        if len(scores) != len(pairs):
-            raise RuntimeError(f"the reranker gave {len(scores)} scores for {len(pairs)} pairs")
-        self.stats.pairs += len(pairs)
+        sizes = [len(job.pairs) for job in jobs]
+        if [len(s) for s in scores] != sizes:
+            raise RuntimeError(f"the reranker gave {sum(map(len, scores))} scores for {sum(sizes)} pairs")
+        self.stats.pairs += sum(sizes)
         return scores
 
     async def _score(self, batch: list[_Job]) -> None:
-        pairs = [pair for job in batch for pair in job.pairs]
         try:
-            scores = await self._call(pairs)
+            scores = await self._call(batch)
         except Exception as exc:
             if len(batch) == 1:
                 self._fail(batch[0], exc)
@@ -254,14 +255,12 @@ class RerankBatcher:
             log.warning("the reranker failed on a batch of %d requests (%r); scoring each alone", len(batch), exc)
             for job in batch:
                 try:
-                    self._resolve(job, await self._call(job.pairs))
+                    self._resolve(job, (await self._call([job]))[0])
                 except Exception as job_exc:
                     self._fail(job, job_exc)
             return
-        start = 0
-        for job in batch:
-            self._resolve(job, scores[start : start + len(job.pairs)])
-            start += len(job.pairs)
+        for job, job_scores in zip(batch, scores, strict=True):
+            self._resolve(job, job_scores)
 
     def _resolve(self, job: _Job, scores: Sequence[float]) -> None:
         self.stats.requests += 1

@@ -124,6 +124,31 @@ def test_a_reranker_that_keeps_the_order_reproduces_the_first_stage_exactly():
     assert result.comparisons[0].delta == 0.0 and result.comparisons[0].p_value == 1.0
 
 
+class ReverseEachSet(Reranker):
+    """Scores a candidate by its position in its set, last first: meaningful only over a query's whole set."""
+
+    kind, uses, pairwise = "reverse", frozenset({"text"}), False
+
+    def score(self, pairs: Sequence[tuple[str, PageLike]]) -> list[float]:
+        return [float(i) for i in range(len(pairs))]
+
+    def score_sets(self, sets):
+        return [self.score(candidates) for candidates in sets]
+
+
+def test_a_reranker_whose_scores_depend_on_the_set_sees_each_querys_candidates_together(tmp_path):
+    benchmark = load_beir(BEIR)
+    queries = benchmark.judged_queries
+    rankings = BM25Retriever(benchmark.corpus).search([benchmark.queries[q] for q in queries], 5)
+    run = dict(zip(queries, rankings, strict=True))
+    result = evaluate(benchmark, run, {"reverse": (ReverseEachSet(), "v1")}, 5, cache=ScoreCache(tmp_path / "s.db"))
+    first, reversed_ = result.systems
+    assert {q: [p for p, _ in r] for q, r in reversed_.run.items()} == {
+        q: [p for p, _ in r][::-1] for q, r in first.run.items()
+    }
+    assert ScoreCache(tmp_path / "s.db").scores("reverse:v1") == {}  # never cached: they depend on the set
+
+
 class FailsOnPage(Reranker):
     """Scores by query length and records each call's pairs; raises once it is shown ``fail_on``."""
 

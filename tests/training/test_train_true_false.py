@@ -74,3 +74,30 @@ def test_the_vlm_learns_a_toy_set_and_ranks_by_the_margin_it_trained(tmp_path):
     assert loaded.score(pairs) == pytest.approx(trained, abs=1e-5)
     ranked = loaded.rank(groups[0].query, [g.page for g in groups])
     assert len(ranked) == 4
+
+
+def test_the_vlm_learns_teacher_scores_by_margin_mse(tmp_path):
+    """The True/False path distils too: with teacher scores on the toy set (0.9 for the positive, 0.2 and 0.05
+    for its negatives), ``targets="teacher"`` lowers the margin-MSE to the teacher's logits."""
+    from dataclasses import replace
+
+    from docrerank.testing.tiny_models import tiny_qwen2vl_path
+    from docrerank.training.losses import distillation_loss
+
+    reranker = TrueFalseReranker(model=str(tiny_qwen2vl_path()), batch_size=4)
+    groups = [replace(g, teacher_score=0.9, negative_query_teacher_scores=(0.2, 0.05)) for g in _toy_groups()]
+
+    def loss() -> float:
+        rows = [g.scored_pairs() for g in groups]
+        reranker.model.eval()
+        with torch.no_grad():
+            margins = reranker.margins(reranker.encode([(q, p) for row in rows for q, p, _, _ in row]))
+        teachers = [t for row in rows for *_, t in row]
+        return distillation_loss(margins.float(), teachers, [len(r) for r in rows], "margin-mse").item()
+
+    before = loss()
+    settings = TrainSettings(
+        targets="teacher", learning_rate=2e-3, epochs=6, groups_per_batch=2, held_out=0, save_steps=1000, warmup=0
+    )
+    assert train(reranker, groups, tmp_path / "vlm", settings).steps == 12
+    assert loss() < 0.8 * before, (before, loss())

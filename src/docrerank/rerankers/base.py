@@ -31,10 +31,25 @@ class Reranker(ABC):
 
     kind: ClassVar[str]
     uses: ClassVar[frozenset[str]]  # "text", "image"
+    # a pair's score depends on that pair alone (so it can be cached and batched with any other pairs); the
+    # cascade's depends on the other candidates of its query
+    pairwise: ClassVar[bool] = True
 
     @abstractmethod
     def score(self, pairs: Sequence[tuple[str, PageLike]]) -> list[float]:
         """One score per (query, page) pair, in order, computed in batches."""
+
+    def score_sets(self, sets: Sequence[Sequence[tuple[str, PageLike]]]) -> list[list[float]]:
+        """Scores of several candidate sets (e.g. the requests a server batches) in one call, one list per set.
+
+        A pair's score depends on that pair alone for every reranker but the cascade, whose scores depend on
+        the other candidates of the set; this default scores all the pairs as one batch."""
+        flat = self.score([pair for candidates in sets for pair in candidates])
+        result, start = [], 0
+        for candidates in sets:
+            result.append(list(flat[start : start + len(candidates)]))
+            start += len(candidates)
+        return result
 
     def rank(self, query: str, pages: Sequence[PageLike], top_k: int | None = None) -> list[tuple[str, float]]:
         """``(page_id, score)`` best first (ties keep the input order); the ``top_k`` best when given."""
@@ -61,14 +76,29 @@ class Reranker(ABC):
             raise DocrerankError(
                 f"{path} holds no saved reranker ({CONFIG_FILE} is missing): give the folder `save` wrote"
             )
-        settings = json.loads(config_path.read_text())
+        return Reranker.from_settings(json.loads(config_path.read_text()), Path(path), str(config_path))
+
+    @staticmethod
+    def from_settings(settings: dict[str, Any], folder: Path, where: str) -> Reranker:
+        """The reranker a ``reranker.json`` document describes (``kind`` and the settings); ``folder`` is where
+        its weights are and what relative paths in it are relative to; ``where`` names it in errors."""
+        settings = dict(settings)
         kind = settings.pop("kind", None)
         if kind == "cross-encoder":
             from docrerank.rerankers.cross_encoder import CrossEncoderReranker
 
-            return CrossEncoderReranker(model=str(path), **settings)
+            return CrossEncoderReranker(model=str(folder), **settings)
         if kind == "true-false":
             from docrerank.rerankers.true_false import TrueFalseReranker
 
-            return TrueFalseReranker.from_folder(path, **settings)
-        raise DocrerankError(f"{config_path}: unknown reranker kind {kind!r}")
+            return TrueFalseReranker.from_folder(folder, **settings)
+        if kind == "llm":
+            from docrerank.backends import load_backend
+            from docrerank.rerankers.zero_shot import LLMReranker
+
+            return LLMReranker(load_backend(settings.pop("backend")), **settings)
+        if kind == "cascade":
+            from docrerank.rerankers.cascade import load_cascade
+
+            return load_cascade(settings, folder, where)
+        raise DocrerankError(f"{where}: unknown reranker kind {kind!r}")

@@ -1,6 +1,20 @@
-"""Reranker training: groups read from the project's datasets, the paper's losses, a held-out evaluator."""
+"""Reranker training: groups read from the project's datasets, teacher scores, the paper's and distillation
+losses, a held-out evaluator."""
 
-from docrerank.training.data import TrainingGroup, read_groups, split_by_document
+from docrerank.training.data import TrainingGroup, read_groups, require_teacher_scores, split_by_document
+from docrerank.training.teacher import LabelSummary, label_dataset, label_groups, teacher_identity
 from docrerank.training.trainer import TrainSettings, TrainSummary, train
 
-__all__ = ["TrainSettings", "TrainSummary", "TrainingGroup", "read_groups", "split_by_document", "train"]
+__all__ = [
+    "LabelSummary",
+    "TrainSettings",
+    "TrainSummary",
+    "TrainingGroup",
+    "label_dataset",
+    "label_groups",
+    "read_groups",
+    "require_teacher_scores",
+    "split_by_document",
+    "teacher_identity",
+    "train",
+]

@@ -15,6 +15,11 @@ Sources (``read_groups``):
 - sentence-transformers ``pairs.jsonl`` (``query``, ``text``, ``label``): a label-1 row starts a group and the
   label-0 rows after it join it, which is how ``export`` and ``mix`` write them.
 
+Teacher scores (``docrerank label``, ``training.teacher``) ride along: a group may carry the teacher's score
+(P(True)) of its positive and of each negative, read from ``teacher_score`` (and, in ``examples.jsonl``,
+``negative_query_teacher_scores`` / ``negative_page_teacher_scores``) where a row has them; ``None`` where
+the teacher gave none.
+
 Page images are read only when asked for (``images=True``: the VLM reranker); text rerankers never decode them.
 """
 
@@ -23,35 +28,59 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from docrerank.backends.messages import ImagePart
-from docrerank.errors import DocrerankError, import_optional
+from docrerank.errors import DocrerankError, InputError, import_optional
 from docrerank.pages import PageStore
 from docrerank.pipeline.colhnque import read_rows, row_queries
 from docrerank.prompts.requests import PageContent
 
-__all__ = ["TrainingGroup", "read_groups", "split_by_document"]
+__all__ = ["TrainingGroup", "read_groups", "require_teacher_scores", "split_by_document"]
+
+Score = float | None
 
 
 @dataclass(frozen=True)
 class TrainingGroup:
-    """A positive (query, page), negative queries on that page and negative pages for that query."""
+    """A positive (query, page), negative queries on that page and negative pages for that query.
+
+    The teacher scores, when the data has them, are aligned with the pairs: ``teacher_score`` of the positive,
+    ``negative_query_teacher_scores[i]`` of ``negative_queries[i]`` on the page, ``negative_page_teacher_scores[j]``
+    of the query on ``negative_pages[j]``; an empty tuple means no teacher scores for that kind.
+    """
 
     query: str
     page: PageContent
     doc_id: str
     negative_queries: tuple[str, ...] = ()
     negative_pages: tuple[PageContent, ...] = ()
+    teacher_score: Score = None
+    negative_query_teacher_scores: tuple[Score, ...] = ()
+    negative_page_teacher_scores: tuple[Score, ...] = ()
+
+    @property
+    def has_teacher_scores(self) -> bool:
+        """Whether any pair of the group has a teacher score."""
+        scores = (self.teacher_score, *self.negative_query_teacher_scores, *self.negative_page_teacher_scores)
+        return any(score is not None for score in scores)
+
+    def scored_pairs(self, negatives: int | None = None, seed: int = 0) -> list[tuple[str, PageContent, int, Score]]:
+        """(query, page, label, teacher score): the positive first, then ``negatives`` of both kinds (all when
+        None), seeded; the teacher score is None where the data has none."""
+        query_scores = self.negative_query_teacher_scores or (None,) * len(self.negative_queries)
+        page_scores = self.negative_page_teacher_scores or (None,) * len(self.negative_pages)
+        pool = [(q, self.page, s) for q, s in zip(self.negative_queries, query_scores, strict=True)]
+        pool += [(self.query, p, s) for p, s in zip(self.negative_pages, page_scores, strict=True)]
+        if negatives is not None and len(pool) > negatives:
+            pool = random.Random(f"{seed}:{self.query}:{self.page.page_id}").sample(pool, negatives)
+        return [(self.query, self.page, 1, self.teacher_score), *((q, p, 0, s) for q, p, s in pool)]
 
     def pairs(self, negatives: int | None = None, seed: int = 0) -> list[tuple[str, PageContent, int]]:
         """(query, page, label): the positive first, then ``negatives`` of both kinds (all when None), seeded."""
-        pool = [(q, self.page) for q in self.negative_queries] + [(self.query, p) for p in self.negative_pages]
-        if negatives is not None and len(pool) > negatives:
-            pool = random.Random(f"{seed}:{self.query}:{self.page.page_id}").sample(pool, negatives)
-        return [(self.query, self.page, 1), *((q, p, 0) for q, p in pool)]
+        return [(query, page, label) for query, page, label, _ in self.scored_pairs(negatives, seed)]
 
 
 def _image(value: Any, images: bool) -> ImagePart | None:
@@ -108,26 +137,41 @@ def _pair_groups(path: Path) -> Iterator[TrainingGroup]:
             query, text, label = row["query"], row["text"], int(row["label"])
         except (KeyError, TypeError, ValueError):
             raise DocrerankError(f"{where}: a pair needs query, text and label (0 or 1)") from None
+        teacher = row.get("teacher_score")
         if label:
             if group:
-                yield group
-            group = TrainingGroup(query, PageContent(text=text, page_id=where), doc_id=text)
+                yield _drop_missing_teacher(group)
+            group = TrainingGroup(query, PageContent(text=text, page_id=where), doc_id=text, teacher_score=teacher)
         elif group is None:
             raise DocrerankError(f"{where}: a negative pair before any positive: each group starts with a label 1")
         elif query == group.query:
-            group = _extend(group, pages=(PageContent(text=text, page_id=where),))
+            group = _extend(group, pages=(PageContent(text=text, page_id=where),), page_scores=(teacher,))
         elif text == group.page.text:
-            group = _extend(group, queries=(query,))
+            group = _extend(group, queries=(query,), query_scores=(teacher,))
         else:
             raise DocrerankError(f"{where}: a negative pair shares neither the query nor the page of its positive")
     if group:
-        yield group
+        yield _drop_missing_teacher(group)
 
 
-def _extend(group: TrainingGroup, queries: tuple = (), pages: tuple = ()) -> TrainingGroup:
-    return TrainingGroup(
-        group.query, group.page, group.doc_id, group.negative_queries + queries, group.negative_pages + pages
+def _extend(
+    group: TrainingGroup, queries: tuple = (), pages: tuple = (), query_scores: tuple = (), page_scores: tuple = ()
+) -> TrainingGroup:
+    # scores are collected for every negative here; _drop_missing_teacher empties them when none was given
+    return replace(
+        group,
+        negative_queries=group.negative_queries + queries,
+        negative_pages=group.negative_pages + pages,
+        negative_query_teacher_scores=group.negative_query_teacher_scores + query_scores,
+        negative_page_teacher_scores=group.negative_page_teacher_scores + page_scores,
     )
+
+
+def _drop_missing_teacher(group: TrainingGroup) -> TrainingGroup:
+    """A group of pairs without any ``teacher_score`` carries no teacher scores at all (empty tuples)."""
+    if group.has_teacher_scores:
+        return group
+    return replace(group, negative_query_teacher_scores=(), negative_page_teacher_scores=())
 
 
 def _example_groups(path: Path, images: bool) -> Iterator[TrainingGroup]:
@@ -140,16 +184,35 @@ def _example_groups(path: Path, images: bool) -> Iterator[TrainingGroup]:
                 row["negative_page_texts"], row["negative_page_ids"], row["negative_image_paths"], strict=True
             )
         )
-        yield TrainingGroup(row["query"], page, row["doc_id"], tuple(row["negative_queries"][0]), negative_pages)
+        yield TrainingGroup(
+            row["query"],
+            page,
+            row["doc_id"],
+            tuple(row["negative_queries"][0]),
+            negative_pages,
+            teacher_score=row.get("teacher_score"),
+            negative_query_teacher_scores=tuple(row.get("negative_query_teacher_scores") or ()),
+            negative_page_teacher_scores=tuple(row.get("negative_page_teacher_scores") or ()),
+        )
 
 
-def _query_groups(path: Path, store: PageStore | None, images: bool) -> Iterator[TrainingGroup]:
+def _query_groups(
+    path: Path, store: PageStore | None, images: bool, skipped: list[InputError] | None
+) -> Iterator[TrainingGroup]:
     """An export's queries.jsonl: the page text and image come from the store."""
     if store is None:
         raise DocrerankError(f"{path} holds no page text: give the page store it was exported from (--pages)")
     for where, row in _jsonl(path):
         if row["page_id"] not in store:
-            raise DocrerankError(f"{where}: page {row['page_id']} is not in the store {store.root} (wrong --pages?)")
+            error = InputError(
+                where, f"page {row['page_id']} is not in the store {store.root}", "give the store it was exported from"
+            )
+            if skipped is None:
+                raise DocrerankError(
+                    f"{where}: page {row['page_id']} is not in the store {store.root} (wrong --pages?)"
+                )
+            skipped.append(error)
+            continue
         stored = store[row["page_id"]]
         page = PageContent.from_page(stored, store, image=images)
         negatives = tuple(n["text"] for n in row.get("negatives", []))
@@ -157,8 +220,13 @@ def _query_groups(path: Path, store: PageStore | None, images: bool) -> Iterator
             yield TrainingGroup(text, page, stored.doc_id, negatives)
 
 
-def read_groups(source: str | Path, store: PageStore | None = None, images: bool = False) -> list[TrainingGroup]:
+def read_groups(
+    source: str | Path, store: PageStore | None = None, images: bool = False, skipped: list[InputError] | None = None
+) -> list[TrainingGroup]:
     """Every training group of a dataset (see the module docstring for the forms it takes).
+
+    With ``skipped`` (a list), a row of an export's queries.jsonl whose page is not in ``store`` is added to it
+    as an ``InputError`` and left out, and the rest is read; without, it stops the reading.
 
     Raises:
         DocrerankError: the source is none of the known forms, or a row cannot be read (named by file:line).
@@ -179,7 +247,7 @@ def read_groups(source: str | Path, store: PageStore | None = None, images: bool
         elif "negative_kind" in first:
             groups = list(_example_groups(jsonl, images))
         elif "negatives" in first:
-            groups = list(_query_groups(jsonl, store, images))
+            groups = list(_query_groups(jsonl, store, images, skipped))
         else:
             raise DocrerankError(
                 f"{jsonl}: not a dataset docrerank reads (pairs with label, mixture examples, or export queries)"
@@ -187,6 +255,15 @@ def read_groups(source: str | Path, store: PageStore | None = None, images: bool
     if not groups:
         raise DocrerankError(f"{source} holds no positive to train on")
     return groups
+
+
+def require_teacher_scores(groups: list[TrainingGroup], source: str | Path) -> None:
+    """Stop with the fix when training on teacher scores is asked for and ``source`` holds none."""
+    if not any(group.has_teacher_scores for group in groups):
+        raise DocrerankError(
+            f"{source} holds no teacher scores: score it with `docrerank label --teacher CONFIG --data {source} "
+            "--out LABELED`, then train on LABELED (or train with --targets hard)"
+        )
 
 
 def split_by_document(

@@ -9,6 +9,10 @@ and the held-out evaluator run before training, every ``eval_steps`` and at the 
 (``OUT/evaluations.jsonl``). Launched under ``torchrun`` / ``accelerate launch`` the trainers run data
 parallel (gloo on CPU, NCCL on GPUs); only the main process evaluates and saves.
 
+The targets (``targets``) are the hard labels (the loss ``loss``), a teacher's scores (``docrerank label``:
+the distillation loss ``distillation``, MSE on the teacher's logits or margin-MSE), or both (their sum, the
+distillation weighted ``teacher_weight``); see ``training.losses``.
+
 ``OUT`` ends up holding the trained reranker (``Reranker.load(OUT)``) and ``training.json``: settings, data
 counts, the held-out metrics before and after, steps and examples per second.
 """
@@ -28,9 +32,9 @@ from docrerank.errors import DocrerankError, import_optional
 from docrerank.rerankers.base import Reranker
 from docrerank.training.data import TrainingGroup, split_by_document
 from docrerank.training.evaluator import HeldOutEvaluator
-from docrerank.training.losses import group_loss
+from docrerank.training.losses import distillation_loss, group_loss
 
-__all__ = ["TrainSettings", "TrainSummary", "train"]
+__all__ = ["TrainSettings", "TrainSummary", "batch_loss", "train"]
 
 log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
@@ -43,8 +47,13 @@ class TrainSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    targets: Literal["hard", "teacher", "both"] = Field(
+        "hard", description="learn the hard labels, the teacher's scores (docrerank label), or both"
+    )
     loss: Literal["paper", "bce", "listwise"] = "paper"
     pos_weight: float = Field(3.0, gt=0, description="weight of positives in the paper's loss")
+    distillation: Literal["mse", "margin-mse"] = Field("margin-mse", description="loss on the teacher's scores")
+    teacher_weight: float = Field(1.0, gt=0, description="weight of the distillation loss with targets both")
     learning_rate: float = Field(1e-4, gt=0)
     warmup: float = Field(0.1, ge=0, description="warm-up steps, or a share of all steps when below 1")
     epochs: float = Field(1.0, gt=0)
@@ -138,6 +147,17 @@ def _callback(evaluations: _Evaluations, every: int):
     return EvaluationCallback()
 
 
+def batch_loss(margins, labels, teachers, group_sizes: list[int], settings: TrainSettings):
+    """The loss of a batch for the settings' targets: ``group_loss`` on the hard labels, ``distillation_loss``
+    on the teacher's scores (None or nan where a pair has none), or their sum."""
+    if settings.targets == "hard":
+        return group_loss(margins, labels, group_sizes, settings.loss, settings.pos_weight)
+    soft = distillation_loss(margins, teachers, group_sizes, settings.distillation)
+    if settings.targets == "teacher":
+        return soft
+    return group_loss(margins, labels, group_sizes, settings.loss, settings.pos_weight) + settings.teacher_weight * soft
+
+
 def _cross_encoder_trainer(reranker, rows: list, settings: TrainSettings, out: Path, callbacks: list):
     import torch
     from torch import nn
@@ -148,23 +168,26 @@ def _cross_encoder_trainer(reranker, rows: list, settings: TrainSettings, out: P
     logging.getLogger("sentence_transformers.base.model_card").setLevel(logging.ERROR)
 
     class GroupLoss(nn.Module):
-        """``group_loss`` over the best-chunk logits of every pair of the batch's groups."""
+        """``batch_loss`` over the best-chunk logits of every pair of the batch's groups."""
 
         def __init__(self, model):
             super().__init__()
             self.model = model  # the trainer swaps in its DDP-wrapped model
 
         def forward(self, inputs, labels, prompt=None, task=None):
-            queries, texts = inputs
+            queries, texts, teachers = inputs
             pairs = [pair for group in zip(queries, texts, strict=True) for pair in zip(*group, strict=True)]
             margins = reranker.margins(pairs, model=self.model)
-            return group_loss(margins, torch.cat(labels), [len(q) for q in queries], settings.loss, settings.pos_weight)
+            flat_teachers = [score for group in teachers for score in group]
+            return batch_loss(margins, torch.cat(labels), flat_teachers, [len(q) for q in queries], settings)
 
+    nan = float("nan")
     data = datasets.Dataset.from_dict(
         {
-            "queries": [[q for q, _, _ in row] for row in rows],
-            "texts": [[p.text for _, p, _ in row] for row in rows],
-            "label": [[label for _, _, label in row] for row in rows],
+            "queries": [[q for q, _, _, _ in row] for row in rows],
+            "texts": [[p.text for _, p, _, _ in row] for row in rows],
+            "teachers": [[nan if t is None else t for _, _, _, t in row] for row in rows],
+            "label": [[label for _, _, label, _ in row] for row in rows],
         }
     )
     return sentence_transformers.cross_encoder.CrossEncoderTrainer(
@@ -182,15 +205,16 @@ def _true_false_trainer(reranker, rows: list, settings: TrainSettings, out: Path
     transformers = import_optional("transformers", "train")
 
     class GroupTrainer(transformers.Trainer):
-        """``group_loss`` over the True/False margins, computed by the reranker's own scoring function."""
+        """``batch_loss`` over the True/False margins, computed by the reranker's own scoring function."""
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             groups = inputs["groups"]
-            pairs = [(query, page) for group in groups for query, page, _ in group]
-            labels = torch.tensor([label for group in groups for _, _, label in group])
+            pairs = [(query, page) for group in groups for query, page, _, _ in group]
+            labels = torch.tensor([label for group in groups for _, _, label, _ in group])
+            teachers = [teacher for group in groups for _, _, _, teacher in group]
             batch = {k: v.to(self.args.device) for k, v in reranker.encode(pairs).items()}
             margins = reranker.margins(batch, model=model).float()
-            loss = group_loss(margins, labels, [len(g) for g in groups], settings.loss, settings.pos_weight)
+            loss = batch_loss(margins, labels, teachers, [len(g) for g in groups], settings)
             return (loss, {}) if return_outputs else loss
 
     return GroupTrainer(
@@ -214,7 +238,17 @@ def train(
     train_groups, held_out = split_by_document(groups, settings.held_out, settings.seed)
     if not train_groups:
         raise DocrerankError("no training groups are left after the held-out split: lower --held-out")
-    rows = [g.pairs(settings.negatives, settings.seed) for g in train_groups]
+    if settings.targets != "hard" and not any(g.has_teacher_scores for g in train_groups):
+        raise DocrerankError(
+            f"--targets {settings.targets} needs teacher scores and the training groups hold none: score the data "
+            "with `docrerank label --teacher CONFIG --data DATA --out LABELED` and train on LABELED"
+        )
+    rows = [g.scored_pairs(settings.negatives, settings.seed) for g in train_groups]
+    if settings.targets != "hard":
+        missing = sum(t is None for row in rows for *_, t in row)
+        if missing:
+            log.warning("%d of %d training pairs have no teacher score: the distillation loss leaves them out",
+                        missing, sum(map(len, rows)))  # fmt: skip
     pairs_per_group = sum(map(len, rows)) / len(rows)
     evaluations = _Evaluations(
         HeldOutEvaluator(held_out, settings.depth, settings.seed) if held_out else None, reranker, out / EVALUATIONS

@@ -1,0 +1,81 @@
+"""``docrerank label``: a training set's (query, page) pairs scored by a teacher LLM, for a student to learn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from docrerank.backends import load_backend
+from docrerank.cli.progress import progress_bar
+from docrerank.errors import DocrerankError
+from docrerank.pages import PageStore
+from docrerank.pipeline.config import PipelineConfig
+from docrerank.prompts.requests import DEFAULT_MAX_PAGE_CHARS
+from docrerank.rerankers import LLMReranker
+from docrerank.training.teacher import EXAMPLES, label_dataset
+
+__all__ = ["label_command", "teacher_reranker"]
+
+stdout = Console()
+stderr = Console(stderr=True)
+
+
+def teacher_reranker(config: Path | None, backend: str, max_page_chars: int = DEFAULT_MAX_PAGE_CHARS) -> LLMReranker:
+    """The zero-shot LLM reranker over the config's backend ``backend`` (default config: the embedded 1.5B)."""
+    settings = PipelineConfig.from_yaml(config) if config else PipelineConfig()
+    if backend not in settings.backends:
+        where = config or "the built-in config"
+        raise DocrerankError(f"no backend named {backend!r} in {where}: one of {', '.join(settings.backends)}")
+    return LLMReranker(load_backend(settings.backends[backend]), max_page_chars=max_page_chars)
+
+
+def label_command(
+    data: Annotated[
+        Path, typer.Option("--data", help="training set: an export, a mixture (hf, parquet, jsonl) or pairs.jsonl")
+    ],
+    out: Annotated[Path, typer.Option("--out", help=f"folder for the labeled set ({EXAMPLES}) and its score cache")],
+    teacher: Annotated[
+        Path | None,
+        typer.Option("--teacher", help="pipeline config (YAML) holding the teacher's backend (default: built-in)"),
+    ] = None,
+    backend: Annotated[str, typer.Option("--backend", help="the config's backend that judges")] = "verifier",
+    pages: Annotated[
+        Path | None, typer.Option("--pages", help="the page store (for an export's queries.jsonl; page image paths)")
+    ] = None,
+    max_page_chars: Annotated[
+        int, typer.Option(min=1, help="page text the teacher reads (the rest is cut)")
+    ] = DEFAULT_MAX_PAGE_CHARS,
+    chunk: Annotated[int, typer.Option(min=1, help="pairs a teacher call (and a cache write)")] = 16,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Score every (query, page) pair of a training set with a zero-shot LLM teacher (P(True)) and write the set
+    with a teacher score beside each hard label; `docrerank train --targets teacher|both` learns from it.
+
+    Scores are cached in OUT: rerun with the same --out to resume after a kill.
+    """
+    engine = teacher_reranker(teacher, backend, max_page_chars)
+    store = PageStore.open(pages) if pages else None
+    details = {"teacher_config": str(teacher) if teacher else "built-in", "backend": backend}
+    with progress_bar(disable=not progress) as bar:
+        task = bar.add_task("label", total=None)
+        summary = label_dataset(
+            data,
+            out,
+            engine,
+            store,
+            chunk=chunk,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            details=details,
+        )
+    for error in summary.errors:
+        stderr.print(f"[yellow]skipped[/yellow] {error}")
+    stdout.print(
+        f"{summary.pairs} pairs of {summary.groups} groups: {summary.cached} cached, {summary.scored} scored, "
+        f"{summary.unscored} without a teacher score ({summary.seconds:.0f} s); written to {out / EXAMPLES}"
+    )
+    stdout.print(f"train on it: docrerank train --data {out} --targets teacher --out STUDENT")
+    if summary.errors:
+        raise typer.Exit(1)

@@ -1,0 +1,128 @@
+"""The cascade: its ranking contract (the teacher's order on the student's top N, the student's order after,
+ties stable), candidate sets, saving and loading with an LLM teacher, and the rerank command."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import pytest
+import yaml
+
+from docrerank.errors import DocrerankError
+from docrerank.prompts.requests import PageLike
+from docrerank.rerankers import CascadeReranker, CrossEncoderReranker, LLMReranker, Reranker
+from docrerank.rerankers.base import page_text
+from docrerank.retrieval import read_trec, write_trec
+from tests.helpers import run_cli
+
+TINY = {"type": "llamacpp", "model": "smollm2-135m-instruct", "n_ctx": 2048, "n_threads": 1}
+
+
+class TableReranker(Reranker):
+    """A toy reranker: each page text's score from a table (per query when keyed by (query, text)), and the
+    pairs it was asked about, in order."""
+
+    kind = "table"
+    uses = frozenset({"text"})
+
+    def __init__(self, table: dict):
+        self.table, self.seen = table, []
+
+    def score(self, pairs: Sequence[tuple[str, PageLike]]) -> list[float]:
+        keys = [(query, page_text(page)) for query, page in pairs]
+        self.seen += keys
+        return [float(self.table.get(key, self.table.get(key[1], 0.0))) for key in keys]
+
+
+def _order(reranker: Reranker, query: str, pages: list[str]) -> list[str]:
+    return [pages[int(i)] for i, _ in reranker.rank(query, pages)]
+
+
+def test_the_teacher_orders_the_students_top_n_and_the_student_the_rest():
+    pages = ["a", "b", "c", "d", "e", "f"]
+    student = TableReranker({"a": 0.1, "b": 0.9, "c": 0.8, "d": 0.7, "e": 0.2, "f": 0.3})  # b c d f e a
+    teacher = TableReranker({"b": 0.2, "c": 0.5, "d": 0.9, "a": 1.0, "e": 1.0, "f": 1.0})  # knows better about a, e, f
+    cascade = CascadeReranker(student, teacher, top=3)
+    assert _order(cascade, "q", pages) == ["d", "c", "b", "f", "e", "a"]
+    assert sorted(teacher.seen) == [("q", "b"), ("q", "c"), ("q", "d")]  # the teacher saw the student's top 3 only
+    scores = cascade.score([("q", p) for p in pages])
+    assert sorted(scores, reverse=True) == [6.0, 5.0, 4.0, 3.0, 2.0, 1.0]  # n - position: strictly monotone
+    # top N beyond the candidates: the teacher orders them all; one candidate: it is first
+    assert _order(CascadeReranker(student, teacher, top=10), "q", pages) == ["f", "e", "a", "d", "c", "b"]
+    assert CascadeReranker(student, teacher, top=2).score([("q", "a")]) == [1.0]
+
+
+def test_ties_are_stable_teacher_ties_keep_the_students_order_and_student_ties_the_input_order():
+    pages = ["a", "b", "c", "d", "e"]
+    student = TableReranker({"a": 0.5, "b": 0.9, "c": 0.5, "d": 0.9, "e": 0.5})  # b d (tie: input order) a c e
+    teacher = TableReranker({})  # every page 0.0: a tie throughout
+    assert _order(CascadeReranker(student, teacher, top=3), "q", pages) == ["b", "d", "a", "c", "e"]
+    assert _order(CascadeReranker(student, teacher, top=3), "q", list(reversed(pages))) == ["d", "b", "e", "c", "a"]
+    # a pair the teacher could not score (-inf) falls to the end of the head, nan too
+    failing = TableReranker({"b": float("-inf"), "d": float("nan"), "a": 0.3})
+    assert _order(CascadeReranker(student, failing, top=3), "q", pages) == ["a", "b", "d", "c", "e"]
+
+
+def test_each_query_of_a_call_and_each_set_of_score_sets_is_its_own_candidate_set():
+    student = TableReranker({("q1", "a"): 0.9, ("q1", "b"): 0.1, ("q2", "a"): 0.1, ("q2", "b"): 0.9})
+    teacher = TableReranker({("q1", "b"): 1.0, ("q2", "b"): 1.0})
+    cascade = CascadeReranker(student, teacher, top=1)
+    # q1: the student's top 1 is a (the teacher sees only it); q2: b
+    assert cascade.score([("q1", "a"), ("q2", "a"), ("q1", "b"), ("q2", "b")]) == [2.0, 1.0, 1.0, 2.0]
+    # two requests with the same query are two sets: each gets its own head and its own order scores
+    sets = cascade.score_sets([[("q1", "a"), ("q1", "b")], [("q1", "b")]])
+    assert sets == [[2.0, 1.0], [1.0]]
+    with pytest.raises(DocrerankError, match="at least 1"):
+        CascadeReranker(student, teacher, top=0)
+
+
+@pytest.fixture(scope="module")
+def student_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("student") / "student"
+    CrossEncoderReranker(max_length=128).save(folder)
+    return folder
+
+
+def test_a_saved_cascade_points_at_its_student_and_holds_the_teachers_backend_config(student_folder, tmp_path):
+    from docrerank.backends import load_backend
+
+    teacher = LLMReranker(load_backend(TINY), max_page_chars=400)
+    cascade = CascadeReranker(Reranker.load(student_folder), teacher, top=2)
+    cascade.save(tmp_path / "cascade")
+    saved = json.loads((tmp_path / "cascade" / "reranker.json").read_text())
+    assert saved["kind"] == "cascade" and saved["student"] == "student" and saved["top"] == 2
+    assert saved["teacher"]["kind"] == "llm" and saved["teacher"]["backend"]["model"] == "smollm2-135m-instruct"
+    assert saved["teacher"]["max_page_chars"] == 400
+    loaded = Reranker.load(tmp_path / "cascade")
+    assert isinstance(loaded, CascadeReranker) and loaded.top == 2
+    assert isinstance(loaded.student, CrossEncoderReranker) and isinstance(loaded.teacher, LLMReranker)
+    assert loaded.teacher.backend.config == teacher.backend.config and loaded.teacher.max_page_chars == 400
+    pages = [
+        "The structural break is detected at observation 42 of the series.",
+        "Bananas are yellow when ripe.",
+        "The break date is estimated by minimising the residual sum of squares.",
+    ]
+    query = "At which observation is the structural break detected?"
+    assert loaded.score([(query, p) for p in pages]) == cascade.score([(query, p) for p in pages])
+    ranked = loaded.rank(query, pages)
+    assert sorted(s for _, s in ranked) == [1.0, 2.0, 3.0]
+
+
+def test_rerank_command_with_the_cascade(student_folder, vignette_store, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"backends": {"generator": TINY, "verifier": TINY}}))
+    pages = vignette_store.page_ids
+    queries = tmp_path / "queries.jsonl"
+    rows = [{"query_id": "q1", "query": "At which observation is the structural break detected?"}]
+    queries.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_trec({"q1": [(p, 1.0 / (i + 1)) for i, p in enumerate(pages)]}, tmp_path / "first.trec")
+    result = run_cli(
+        "rerank", "--pages", vignette_store.root, "--queries", queries, "--run", tmp_path / "first.trec",
+        "--out", tmp_path / "cascade.trec", "--reranker", "cascade", "--model", student_folder,
+        "--config", config, "--cascade-top", "2",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr[-2000:]
+    reranked, errors = read_trec(tmp_path / "cascade.trec")
+    assert not errors and sorted(p for p, _ in reranked["q1"]) == sorted(pages)
+    assert [s for _, s in reranked["q1"]] == [3.0, 2.0, 1.0]
