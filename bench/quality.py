@@ -14,15 +14,22 @@ with the same settings. Then every reranker, plus the untrained start (and ``--z
 re-scores the same top ``--k`` of each first stage, for the original and the rephrased queries: NDCG@5 with
 its difference from retrieval alone and from ``mined-only``, with paired-randomization significance.
 
-    python bench/quality.py --first-stages bm25   # the quick run (~45 min on 2 cores; no model generation)
-    python bench/quality.py            # BM25 and dense first stages
-    python bench/quality.py --llm-negatives --zero-shot   # adds the embedded model's rows (hours on 2 cores)
+    python bench/quality.py --quick   # the quick setting: 40 sampled questions (+ twins), BM25 and dense, no
+                                      # LLM stage: ~22 min on 2 cores
+    python bench/quality.py           # all 94 questions (~45 min)
+    python bench/quality.py --llm-negatives --zero-shot   # adds the rows that need the embedded 1.5B: base
+                                      # (~1 min a train positive) and zero-shot (~1 h a query set on 2 cores)
+    python bench/quality.py --quick --teacher full   # adds students of the 1.5B's scores of full's pairs
+
+Every system scores all its (query, page) pairs of every first stage and query set in one pass ordered by
+page, cached in OUT/scores.sqlite: a rerun scores only what is new.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +40,16 @@ from rich.table import Table
 
 from common import sample_store
 from docrerank.cli.progress import progress_bar
-from docrerank.evaluation import PRIMARY, ScoreCache, evaluate, load_store, mean, paired_p_value
+from docrerank.evaluation import (
+    PRIMARY,
+    ScoreCache,
+    candidate_pairs,
+    evaluate,
+    load_store,
+    mean,
+    paired_p_value,
+    score_pairs,
+)
 from docrerank.evaluation.results import mark
 from docrerank.rerankers import CrossEncoderReranker, Reranker
 from docrerank.retrieval import make_retriever
@@ -41,6 +57,7 @@ from docrerank.retrieval import make_retriever
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data"
 console = Console(width=150)
+QUICK_QUERIES = 40  # with both first stages and no LLM stage: under 30 minutes on 2 cores
 
 
 def docrerank(*args) -> None:
@@ -60,7 +77,7 @@ def test_sets(store, out: Path) -> dict[str, object]:
     return sets
 
 
-def training_data(store, out: Path, llm_negatives: bool) -> dict[str, Path]:
+def training_data(store, out: Path, llm_negatives: bool, variants: int) -> dict[str, Path]:
     """A pipeline run on the train documents' labeled questions, mined pages, and each recipe's mixture."""
     split = json.loads((DATA / "quality-split.json").read_text())["documents"]
     positives = out / "train-positives.jsonl"
@@ -70,7 +87,7 @@ def training_data(store, out: Path, llm_negatives: bool) -> dict[str, Path]:
     config = yaml.safe_load((DATA / "labeled-run.yaml").read_text())
     config["positives"]["given"] = str(positives)
     if llm_negatives:
-        config["negatives_freeform"] = {"enabled": True}
+        config["negatives_freeform"] = {"enabled": True, "m": variants}
         config["negative_verification"] = {"enabled": True}
     (out / "run.yaml").write_text(yaml.safe_dump(config))
     run = out / "run"
@@ -95,26 +112,57 @@ def training_data(store, out: Path, llm_negatives: bool) -> dict[str, Path]:
     return mixtures
 
 
+def sample_queries(sets: dict, count: int | None, seed: int = 0) -> dict:
+    """The same seeded sample of test questions (and their twins) in every set; all of them without ``count``."""
+    if count is None:
+        return sets
+    ids = sorted(next(iter(sets.values())).judged_queries)
+    keep = {q.removesuffix("-r") for q in random.Random(seed).sample(ids, min(count, len(ids)))}
+    for benchmark in sets.values():
+        benchmark.queries = {q: text for q, text in benchmark.queries.items() if q.removesuffix("-r") in keep}
+    return sets
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "quality")
     parser.add_argument("--store", type=Path, default=ROOT / "runs" / "demo" / "pages")
     parser.add_argument("--k", type=int, default=10, help="first-stage pages each reranker re-scores")
     parser.add_argument("--first-stages", default="bm25,dense")
+    parser.add_argument("--queries", type=int, help="a seeded sample of this many test questions (default all)")
+    parser.add_argument("--quick", action="store_true", help=f"the quick setting: {QUICK_QUERIES} questions, no LLM")
     parser.add_argument("--epochs", type=float, default=3)
     parser.add_argument("--llm-negatives", action="store_true", help="free-form negatives from the embedded model")
+    parser.add_argument("--variants", type=int, default=12, help="free-form variants per positive")
     parser.add_argument("--zero-shot", action="store_true", help="add the embedded LLM as a zero-shot reranker")
+    parser.add_argument(
+        "--teacher",
+        default="",
+        help="recipes (e.g. full) whose pairs the embedded 1.5B labels, for students "
+        "trained on its scores (--targets teacher) and on its scores and the hard labels (both)",
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.queries = args.queries or QUICK_QUERIES
     args.out.mkdir(parents=True, exist_ok=True)
     store = sample_store(args.store)
-    sets = test_sets(store, args.out)
+    sets = sample_queries(test_sets(store, args.out), args.queries)
     rerankers: dict[str, tuple[Reranker, str]] = {"untrained": (CrossEncoderReranker(), "untrained")}
-    for recipe, data in training_data(store, args.out, args.llm_negatives).items():
-        model = args.out / f"ce-{recipe}"
+
+    def trained(name: str, data: Path, model: Path, *options) -> None:
         if not (model / "reranker.json").exists():
             docrerank("train", "--data", data, "--out", model, "--held-out", "0", "--epochs", args.epochs,
-                      "--batch", "4", "--lr", "2e-4")  # fmt: skip
-        rerankers[recipe] = (Reranker.load(model), str(model))
+                      "--batch", "4", "--lr", "2e-4", *options)  # fmt: skip
+        rerankers[name] = (Reranker.load(model), str(model))
+
+    mixtures = training_data(store, args.out, args.llm_negatives, args.variants)
+    for recipe, data in mixtures.items():
+        trained(recipe, data, args.out / f"ce-{recipe}")
+    for recipe in filter(None, args.teacher.split(",")):  # the embedded 1.5B's scores of a recipe's pairs
+        labeled = args.out / f"teacher-{recipe}"
+        docrerank("label", "--data", mixtures[recipe], "--out", labeled, "--pages", store.root, "--no-progress")
+        for targets in ("teacher", "both"):
+            trained(f"{recipe}, {targets}", labeled, args.out / f"ce-{recipe}-{targets}", "--targets", targets)
     if args.zero_shot:
         from docrerank.backends import load_backend
         from docrerank.pipeline.config import PipelineConfig
@@ -123,32 +171,41 @@ def main() -> None:
         backend = PipelineConfig().backends["verifier"]
         rerankers["zero-shot LLM"] = (LLMReranker(load_backend(backend)), backend.model_dump_json())
 
-    cache = ScoreCache(args.out / "scores.sqlite")
-    table = Table(title=f"Quality benchmark: NDCG@5 on hand-written questions of the test documents (top {args.k})")
-    for column in ("first stage", "queries", "system", "NDCG@5", "Δ vs first stage", "Δ vs mined-only"):
-        table.add_column(column)
-    results = {}
+    candidates = {}  # (first stage, query set) -> the first stage's top k of each judged query
     for first_stage in args.first_stages.split(","):
         retriever = make_retriever(first_stage, store)
         for name, benchmark in sets.items():
             queries = benchmark.judged_queries
             rankings = retriever.search([benchmark.queries[q] for q in queries], args.k)
-            with progress_bar() as bar:
-                task = bar.add_task(f"{first_stage} / {name}", total=len(queries) * len(rerankers))
-                result = evaluate(benchmark, dict(zip(queries, rankings, strict=True)), rerankers, args.k,
-                                  first_stage, cache, lambda t=task: bar.advance(t))  # fmt: skip
-            by_name = {s.name: s.values[PRIMARY] for s in result.systems}
-            results[f"{first_stage}/{name}"] = {s: mean(v) for s, v in by_name.items()}
-            first = by_name[first_stage]
-            for system, values in by_name.items():
-                cells = [f"{mean(values):.3f}"]
-                for baseline in (first, by_name.get("mined-only")):
-                    if baseline is None or baseline is values:
-                        cells.append("")
-                    else:
-                        delta = mean(values) - mean(baseline)
-                        cells.append(f"{delta:+.3f}{mark(paired_p_value(values, baseline))}")
-                table.add_row(first_stage, name, system, *cells)
+            candidates[first_stage, name] = dict(zip(queries, rankings, strict=True))
+    cache = ScoreCache(args.out / "scores.sqlite")
+    # every system scores all its pairs at once, ordered by page: a page shared by the query sets and first
+    # stages is read once (for the LLM, its prompt prefix is evaluated once)
+    pairs = [pair for (_, name), run in candidates.items() for pair in candidate_pairs(sets[name], run)]
+    page = next(iter(sets.values())).page  # every set reads the same store
+    with progress_bar() as bar:
+        for system, (reranker, identity) in rerankers.items():
+            task = bar.add_task(f"{system} (pairs)", total=len(set(pairs)))
+            score_pairs(reranker, f"{system}:{identity}", pairs, page, cache, lambda n, t=task: bar.advance(t, n))
+
+    table = Table(title=f"Quality benchmark: NDCG@5 on hand-written questions of the test documents (top {args.k})")
+    for column in ("first stage", "queries", "system", "NDCG@5", "Δ vs first stage", "Δ vs mined-only"):
+        table.add_column(column)
+    results = {}
+    for (first_stage, name), run in candidates.items():
+        result = evaluate(sets[name], run, rerankers, args.k, first_stage, cache)  # all from the cache
+        by_name = {s.name: s.values[PRIMARY] for s in result.systems}
+        results[f"{first_stage}/{name}"] = {s: mean(v) for s, v in by_name.items()}
+        first = by_name[first_stage]
+        for system, values in by_name.items():
+            cells = [f"{mean(values):.3f}"]
+            for baseline in (first, by_name.get("mined-only")):
+                if baseline is None or baseline is values:
+                    cells.append("")
+                else:
+                    delta = mean(values) - mean(baseline)
+                    cells.append(f"{delta:+.3f}{mark(paired_p_value(values, baseline))}")
+            table.add_row(first_stage, name, system, *cells)
     console.print(table)
     (args.out / "quality.json").write_text(json.dumps(results, indent=2) + "\n")
     console.print(f"* p < 0.05, ** p < 0.01 (paired randomization test); written to {args.out / 'quality.json'}")
