@@ -185,6 +185,8 @@ def main() -> None:
     page = next(iter(sets.values())).page  # every set reads the same store
     with progress_bar() as bar:
         for system, (reranker, identity) in rerankers.items():
+            if not reranker.pairwise:  # scored per query's set by evaluate()
+                continue
             task = bar.add_task(f"{system} (pairs)", total=len(set(pairs)))
             score_pairs(reranker, f"{system}:{identity}", pairs, page, cache, lambda n, t=task: bar.advance(t, n))
 

@@ -163,7 +163,7 @@ def evaluate(
     queries = benchmark.judged_queries
     candidates = {q: first_stage.get(q, [])[:k] for q in queries}
     systems = [SystemResult(first_stage_name, candidates, per_query(candidates, benchmark.qrels, queries))]
-    pairs = candidate_pairs(benchmark, candidates)
+    pairs = list(dict.fromkeys(candidate_pairs(benchmark, candidates)))  # two queries may share a text
     done, total = 0, len(pairs) * len(rerankers)
 
     def advance(n: int) -> None:
