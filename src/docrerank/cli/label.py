@@ -8,28 +8,16 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from docrerank.backends import load_backend
 from docrerank.cli.progress import progress_bar
-from docrerank.errors import DocrerankError
+from docrerank.cli.rerank import llm_reranker
 from docrerank.pages import PageStore
-from docrerank.pipeline.config import PipelineConfig
 from docrerank.prompts.requests import DEFAULT_MAX_PAGE_CHARS
-from docrerank.rerankers import LLMReranker
 from docrerank.training.teacher import EXAMPLES, label_dataset
 
-__all__ = ["label_command", "teacher_reranker"]
+__all__ = ["label_command"]
 
 stdout = Console()
 stderr = Console(stderr=True)
-
-
-def teacher_reranker(config: Path | None, backend: str, max_page_chars: int = DEFAULT_MAX_PAGE_CHARS) -> LLMReranker:
-    """The zero-shot LLM reranker over the config's backend ``backend`` (default config: the embedded 1.5B)."""
-    settings = PipelineConfig.from_yaml(config) if config else PipelineConfig()
-    if backend not in settings.backends:
-        where = config or "the built-in config"
-        raise DocrerankError(f"no backend named {backend!r} in {where}: one of {', '.join(settings.backends)}")
-    return LLMReranker(load_backend(settings.backends[backend]), max_page_chars=max_page_chars)
 
 
 def label_command(
@@ -56,7 +44,7 @@ def label_command(
 
     Scores are cached in OUT: rerun with the same --out to resume after a kill.
     """
-    engine = teacher_reranker(teacher, backend, max_page_chars)
+    engine = llm_reranker(teacher, backend, max_page_chars)
     store = PageStore.open(pages) if pages else None
     details = {"teacher_config": str(teacher) if teacher else "built-in", "backend": backend}
     with progress_bar(disable=not progress) as bar:

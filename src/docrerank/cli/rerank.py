@@ -13,10 +13,11 @@ from docrerank.cli.progress import progress_bar
 from docrerank.cli.retrieve import QueriesOption, open_queries
 from docrerank.errors import DocrerankError
 from docrerank.pipeline.config import PipelineConfig
+from docrerank.prompts.requests import DEFAULT_MAX_PAGE_CHARS
 from docrerank.rerankers import CascadeReranker, CrossEncoderReranker, LLMReranker, Reranker
 from docrerank.retrieval import Ranking, read_trec, write_trec
 
-__all__ = ["RERANKERS", "CascadeTopOption", "make_reranker", "rerank_command"]
+__all__ = ["RERANKERS", "CascadeTopOption", "llm_reranker", "make_reranker", "rerank_command"]
 
 stdout = Console()
 stderr = Console(stderr=True)
@@ -38,11 +39,14 @@ CascadeTopOption = Annotated[
 ]
 
 
-def _llm(config: Path | None, backend: str) -> LLMReranker:
+def llm_reranker(config: Path | None, backend: str, max_page_chars: int = DEFAULT_MAX_PAGE_CHARS) -> LLMReranker:
+    """The zero-shot LLM reranker over the config's backend ``backend`` (default config: the embedded 1.5B):
+    `--reranker llm`, the cascade's teacher and `docrerank label`'s teacher."""
     settings = PipelineConfig.from_yaml(config) if config else PipelineConfig()
     if backend not in settings.backends:
-        raise DocrerankError(f"no backend named {backend!r} in the config: one of {', '.join(settings.backends)}")
-    return LLMReranker(load_backend(settings.backends[backend]))
+        where = config or "the built-in config"
+        raise DocrerankError(f"no backend named {backend!r} in {where}: one of {', '.join(settings.backends)}")
+    return LLMReranker(load_backend(settings.backends[backend]), max_page_chars=max_page_chars)
 
 
 def make_reranker(kind: str, model: str | None, config: Path | None, backend: str, cascade_top: int = 5) -> Reranker:
@@ -56,9 +60,9 @@ def make_reranker(kind: str, model: str | None, config: Path | None, backend: st
         if model is None:
             raise DocrerankError(f"--reranker {kind} needs --model FOLDER (a reranker saved by `docrerank train`)")
         saved = Reranker.load(model)
-        return CascadeReranker(saved, _llm(config, backend), cascade_top) if kind == "cascade" else saved
+        return CascadeReranker(saved, llm_reranker(config, backend), cascade_top) if kind == "cascade" else saved
     if kind == "llm":
-        return _llm(config, backend)
+        return llm_reranker(config, backend)
     raise DocrerankError(f"unknown reranker {kind!r}: use one of {', '.join(RERANKERS)}")
 
 
