@@ -14,6 +14,7 @@ import pytest
 from docrerank.errors import DocrerankError
 from docrerank.evaluation import (
     MEASURES,
+    CachedReranker,
     ScoreCache,
     TextCorpus,
     candidate_pairs,
@@ -27,6 +28,7 @@ from docrerank.evaluation import (
     score_pairs,
 )
 from docrerank.prompts.requests import PageLike
+from docrerank.rerankers import CascadeReranker
 from docrerank.rerankers.base import Reranker
 from docrerank.retrieval import BM25Retriever
 from tests.helpers import ROOT, run_cli
@@ -186,6 +188,38 @@ def test_pairs_are_scored_grouped_by_page_cached_chunk_by_chunk_and_resumed(tmp_
     scores = score_pairs(resumed, "s", pairs, benchmark.page, ScoreCache(tmp_path / "scores.sqlite"), chunk=3)
     assert {pair for call in resumed.calls for pair in call} == set(pairs) - set(kept)
     assert scores == {pair: float(len(pair[0])) for pair in pairs}
+
+
+class RecordsByText(FailsOnPage):
+    """Records each call's pairs; scores differ by page and query (the teacher's order is not the student's)."""
+
+    def __init__(self, salt: int):
+        super().__init__()
+        self.salt = salt
+
+    def score(self, pairs: Sequence[tuple[str, PageLike]]) -> list[float]:
+        super().score(pairs)
+        return [float((len(page.text) * self.salt + len(query)) % 17) for query, page in pairs]
+
+
+def test_a_cascade_of_cached_rerankers_scores_only_what_their_rows_did_not_and_ranks_the_same(tmp_path):
+    benchmark = load_beir(BEIR)
+    queries = benchmark.judged_queries
+    rankings = BM25Retriever(benchmark.corpus).search([benchmark.queries[q] for q in queries], 5)
+    run = dict(zip(queries, rankings, strict=True))
+    cache = ScoreCache(tmp_path / "scores.sqlite")
+    score_pairs(RecordsByText(3), "student", candidate_pairs(benchmark, run), benchmark.page, cache)  # its row
+    student, teacher = RecordsByText(3), RecordsByText(5)
+    cached = CascadeReranker(CachedReranker(student, "student", cache), CachedReranker(teacher, "teacher", cache), 2)
+    plain = CascadeReranker(RecordsByText(3), RecordsByText(5), 2)
+    result = evaluate(benchmark, run, {"cached": (cached, ""), "plain": (plain, "")}, 5)
+    assert result.systems[1].run == result.systems[2].run != result.systems[0].run
+    assert student.calls == [[]]  # every student pair came from the cache
+    judged = [pair for call in teacher.calls for pair in call]
+    assert len(judged) == sum(min(2, len(r)) for r in rankings) and set(cache.scores("teacher")) == set(judged)
+    teacher.calls.clear()
+    evaluate(benchmark, run, {"cached": (cached, "")}, 5)
+    assert teacher.calls == [[]]  # the second time the teacher's heads come from the cache too
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ from docrerank.evaluation.benchmark import Benchmark, TextCorpus
 from docrerank.evaluation.loaders import load_beir, load_realmm, load_store, load_vidore, read_trec_qrels
 from docrerank.evaluation.metrics import LABELS, MEASURES, PRIMARY, mean, paired_p_value, per_query
 from docrerank.evaluation.runner import (
+    CachedReranker,
     Comparison,
     Evaluation,
     ScoreCache,
@@ -19,6 +20,7 @@ __all__ = [
     "MEASURES",
     "PRIMARY",
     "Benchmark",
+    "CachedReranker",
     "Comparison",
     "Evaluation",
     "ScoreCache",

@@ -24,6 +24,7 @@ from docrerank.rerankers.base import Reranker
 from docrerank.retrieval.runs import Run
 
 __all__ = [
+    "CachedReranker",
     "Comparison",
     "Evaluation",
     "ScoreCache",
@@ -67,6 +68,32 @@ class ScoreCache:
                 "INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?)",
                 [(system, query, page_id, score) for (query, page_id), score in scores.items()],
             )
+
+
+class CachedReranker(Reranker):
+    """A pairwise reranker answered from a ``ScoreCache`` where it can, the rest scored and cached: a
+    cascade built of rerankers an evaluation already scored (its student and teacher rows) pays only for the
+    pairs they have not seen. Pages without a ``page_id`` are always scored."""
+
+    def __init__(self, reranker: Reranker, system: str, cache: ScoreCache):
+        if not reranker.pairwise:
+            raise ValueError(f"only a pairwise reranker's scores can be cached, not a {reranker.kind}'s")
+        self.reranker, self.system, self.cache = reranker, system, cache
+        self.kind, self.uses = reranker.kind, reranker.uses
+
+    def settings(self) -> dict:
+        return self.reranker.settings()
+
+    def score(self, pairs: Sequence[tuple[str, PageLike]]) -> list[float]:
+        known = self.cache.scores(self.system)
+        keys = [(query, getattr(page, "page_id", None)) for query, page in pairs]
+        missing = [i for i, key in enumerate(keys) if key[1] is None or key not in known]
+        fresh = dict(zip(missing, map(float, self.reranker.score([pairs[i] for i in missing])), strict=True))
+        self.cache.put(
+            self.system,
+            {keys[i]: s for i, s in fresh.items() if keys[i][1] is not None and math.isfinite(s)},
+        )
+        return [fresh[i] if i in fresh else known[key] for i, key in enumerate(keys)]
 
 
 def score_pairs(

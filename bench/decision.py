@@ -1,0 +1,235 @@
+"""The table that decides the defaults: every first stage alone, then every reranker on the same candidates.
+
+Part of the quality benchmark (bench/quality.py): the same test documents, hand-written questions and their
+rephrased twins, the same seeded sample of questions, and the students that ``bench/quality.py`` trained
+(each ``ce-*`` folder of ``--students``: hard labels, the 1.5B teacher's scores, or both).
+
+1. First stages alone: BM25, dense retrieval with MiniLM, mpnet and EmbeddingGemma, and RRF of BM25 with
+   EmbeddingGemma: NDCG@5 and Recall@10 (how often the answer is among the candidates a reranker gets).
+2. Rerankers on fixed candidates, the ``--candidates`` first stage's top ``--k``: the zero-shot 0.5B and 1.5B
+   (the teacher), the untrained cross-encoder, each student, and the cascade (the best student over all
+   candidates, the teacher over its top ``--cascade-top``). NDCG@5, its difference from the first stage and
+   from the teacher with paired-randomization significance, and pairs a second.
+
+Pairs a second are measured on this machine while a reranker scores pairs it has not cached (a rerun keeps
+the figure of the run that scored them, in OUT/throughput.json); the cascade's come from its parts' measured
+rates (``k`` student pairs and ``top`` teacher pairs a query). Scores are cached in OUT/scores.sqlite; the
+cascade's teacher reuses the teacher row's scores.
+
+    python bench/quality.py --quick --teacher full --out runs/quality-quick   # the students
+    python bench/decision.py --students runs/quality-quick                     # this table (~1 h on 2 cores)
+
+The four goals of the teacher-and-student issue are checked at the end against the measured figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from common import sample_store
+from docrerank.cli.progress import progress_bar
+from docrerank.evaluation import (
+    PRIMARY,
+    CachedReranker,
+    ScoreCache,
+    candidate_pairs,
+    evaluate,
+    mean,
+    paired_p_value,
+    per_query,
+    score_pairs,
+)
+from docrerank.evaluation.results import mark
+from docrerank.rerankers import CascadeReranker, CrossEncoderReranker, LLMReranker, Reranker
+from docrerank.retrieval import make_retriever
+from quality import QUICK_QUERIES, ROOT, sample_queries, test_sets
+
+console = Console(width=150)
+FIRST_STAGES = {
+    "bm25": "BM25",
+    "dense": "dense MiniLM",
+    "dense:mpnet": "dense mpnet",
+    "dense:embeddinggemma": "dense EmbeddingGemma",
+    "bm25+dense:embeddinggemma": "RRF BM25 + EmbeddingGemma",
+}
+LLMS = {"1.5B": "qwen2.5-coder-1.5b-instruct", "0.5B": "qwen2.5-coder-0.5b-instruct"}
+TEACHER = "zero-shot 1.5B"
+
+
+def zero_shot(model: str) -> LLMReranker:
+    """The embedded LLM ``model`` asked True/False over the page text, as `--reranker llm` does."""
+    from docrerank.backends import load_backend
+    from docrerank.pipeline.config import PipelineConfig
+
+    return LLMReranker(load_backend(PipelineConfig().backends["verifier"].model_copy(update={"model": model})))
+
+
+def students(folder: Path) -> dict[str, Reranker]:
+    """Each ``ce-[mpnet-]RECIPE[-TARGETS]`` reranker the quality benchmark trained, named by base, recipe and
+    targets (hard labels unless the folder says ``teacher`` or ``both``)."""
+    found = {}
+    for path in sorted(folder.glob("ce-*")):
+        if (path / "reranker.json").exists():
+            name = path.name.removeprefix("ce-")
+            base = "mpnet" if name.startswith("mpnet-") else "MiniLM"
+            recipe, _, targets = name.removeprefix("mpnet-").rpartition("-")
+            if targets not in ("teacher", "both"):
+                recipe, targets = name.removeprefix("mpnet-"), "hard"
+            found[f"{base} {recipe} ({targets})"] = Reranker.load(path)
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "decision")
+    parser.add_argument("--store", type=Path, default=ROOT / "runs" / "demo" / "pages")
+    parser.add_argument("--students", type=Path, default=ROOT / "runs" / "quality-quick")
+    parser.add_argument("--queries", type=int, default=QUICK_QUERIES, help="seeded sample of test questions (0: all)")
+    parser.add_argument("--sets", default="rephrased", help="query sets: rephrased, original or both")
+    parser.add_argument("--candidates", default="dense:embeddinggemma", help="the first stage rerankers re-score")
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--first-stages", default=",".join(FIRST_STAGES))
+    parser.add_argument("--llms", default="1.5B,0.5B", help="zero-shot LLM rows (the 1.5B is the teacher)")
+    parser.add_argument("--cascade-top", type=int, default=3)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    store = sample_store(args.store)
+    sets = sample_queries(test_sets(store, args.out), args.queries or None)
+    sets = {name: sets[name] for name in args.sets.replace("both", "original,rephrased").split(",")}
+    throughput_file = args.out / "throughput.json"
+    throughput = json.loads(throughput_file.read_text()) if throughput_file.exists() else {}
+    results: dict[str, dict] = {}
+
+    # 1. first stages alone
+    runs = {}
+    first = Table(title="First stages alone (NDCG@5; Recall@10: the answer among a reranker's candidates)")
+    for column in ("queries", "first stage", "NDCG@5", "Recall@10", "queries/s"):
+        first.add_column(column)
+    for spec in args.first_stages.split(","):
+        retriever = make_retriever(spec, store)
+        for name, benchmark in sets.items():
+            queries = benchmark.judged_queries
+            retriever.search([benchmark.queries[queries[0]]], args.k)  # index loaded, model warm
+            start = time.perf_counter()
+            rankings = retriever.search([benchmark.queries[q] for q in queries], max(args.k, 10))
+            rate = len(queries) / (time.perf_counter() - start)
+            runs[spec, name] = dict(zip(queries, rankings, strict=True))
+            values = per_query(runs[spec, name], benchmark.qrels, queries, (PRIMARY, "R@10"))
+            row = {"NDCG@5": mean(values[PRIMARY]), "Recall@10": mean(values["R@10"]), "queries/s": rate}
+            label = FIRST_STAGES.get(spec, spec)
+            results.setdefault(name, {"first stages": {}, "rerankers": {}})["first stages"][label] = row
+            first.add_row(name, label, f"{row['NDCG@5']:.3f}", f"{row['Recall@10']:.3f}", f"{rate:.1f}")
+    console.print(first)
+
+    # 2. rerankers on the same candidates
+    rerankers: dict[str, tuple[Reranker, str]] = {}
+    for size in filter(None, args.llms.split(",")):
+        reranker = zero_shot(LLMS[size])
+        rerankers[f"zero-shot {size}"] = (reranker, json.dumps(reranker.settings(), sort_keys=True))
+    rerankers["MiniLM untrained"] = (CrossEncoderReranker(), "untrained")
+    rerankers |= {name: (reranker, name) for name, reranker in students(args.students).items()}
+    cache = ScoreCache(args.out / "scores.sqlite")
+    candidates = {name: runs[args.candidates, name] for name in sets}
+    pairs = [pair for name, run in candidates.items() for pair in candidate_pairs(sets[name], run)]
+    page = next(iter(sets.values())).page
+    with progress_bar() as bar:
+        for system, (reranker, identity) in rerankers.items():
+            key = f"{system}:{identity}"
+            fresh = len(set(pairs) - set(cache.scores(key)))
+            task = bar.add_task(system, total=len(set(pairs)))
+            start = time.perf_counter()
+            score_pairs(reranker, key, pairs, page, cache, lambda n, t=task: bar.advance(t, n))
+            if fresh >= 10:  # a rate worth recording (model loading included: it is part of the cost)
+                throughput[system] = {"pairs": fresh, "seconds": time.perf_counter() - start}
+                throughput_file.write_text(json.dumps(throughput, indent=2) + "\n")
+    rate = {system: t["pairs"] / t["seconds"] for system, t in throughput.items()}
+
+    by_set = {}
+    for name, run in candidates.items():
+        result = evaluate(sets[name], run, rerankers, args.k, "first stage", cache)
+        by_set[name] = {s.name: s.values[PRIMARY] for s in result.systems}
+    deciding = "rephrased" if "rephrased" in by_set else next(iter(by_set))
+    trained = [s for s in rerankers if s != "MiniLM untrained" and not s.startswith("zero-shot")]
+    if TEACHER in rerankers and trained:  # the cascade: the best student under the teacher
+        best = max(trained, key=lambda s: mean(by_set[deciding][s]))
+        cascade = CascadeReranker(
+            CachedReranker(rerankers[best][0], f"{best}:{rerankers[best][1]}", cache),
+            CachedReranker(rerankers[TEACHER][0], f"{TEACHER}:{rerankers[TEACHER][1]}", cache),
+            args.cascade_top,
+        )
+        system = f"cascade: {best}, teacher top {args.cascade_top}"
+        for name, run in candidates.items():
+            result = evaluate(sets[name], run, {system: (cascade, "")}, args.k, "first stage", cache)
+            by_set[name][system] = result.systems[1].values[PRIMARY]
+        rate[system] = args.k / (args.k / rate[best] + args.cascade_top / rate[TEACHER])
+
+    for name, values in by_set.items():
+        table = Table(title=f"Rerankers on {FIRST_STAGES.get(args.candidates, args.candidates)}'s top {args.k}, "
+                            f"{name} queries ({len(values['first stage'])})")  # fmt: skip
+        for column in ("system", "NDCG@5", "Δ vs first stage", "Δ vs teacher", "pairs/s", "× teacher's speed"):
+            table.add_column(column)
+        teacher = values.get(TEACHER)
+        for system, per in values.items():
+            row = {"NDCG@5": mean(per)}
+            cells = [f"{row['NDCG@5']:.3f}"]
+            for key, baseline in (("vs first stage", values["first stage"]), ("vs teacher", teacher)):
+                if baseline is None or baseline is per:
+                    cells.append("")
+                    continue
+                row[key], row[f"p {key}"] = mean(per) - mean(baseline), paired_p_value(per, baseline)
+                cells.append(f"{row[key]:+.3f}{mark(row[f'p {key}'])}")
+            if system in rate:
+                row["pairs/s"] = rate[system]
+                if TEACHER in rate:
+                    row["× teacher"] = rate[system] / rate[TEACHER]
+            cells.append(f"{row['pairs/s']:.2f}" if "pairs/s" in row else "")
+            cells.append(f"{row['× teacher']:.1f}×" if "× teacher" in row else "")
+            table.add_row(system, *cells)
+            if system != "first stage":
+                results[name]["rerankers"][system] = row
+        console.print(table)
+        results[name]["candidates"] = FIRST_STAGES.get(args.candidates, args.candidates)
+    (args.out / "decision.json").write_text(json.dumps(results, indent=2) + "\n")
+    console.print("* p < 0.05, ** p < 0.01 (paired randomization test)")
+    if TEACHER in results[deciding]["rerankers"]:
+        goals(results[deciding], by_set[deciding], deciding)
+
+
+def goals(result: dict, values: dict[str, dict], name: str) -> None:
+    """The issue's four goals, from the measured rows of one query set."""
+    stages, rows = result["first stages"], result["rerankers"]
+    teacher = rows[TEACHER]
+    students = {s: r for s, r in rows.items() if s.startswith(("MiniLM ", "mpnet ")) and "untrained" not in s}
+    best_stage = max(stages, key=lambda s: stages[s]["NDCG@5"])
+    chain = max(rows, key=lambda s: rows[s]["NDCG@5"])
+    lines = []
+    if students:
+        best = max(students, key=lambda s: students[s]["NDCG@5"])
+        r = students[best]
+        lines.append(f"best student ({best}) {r['NDCG@5']:.3f} vs teacher {teacher['NDCG@5']:.3f} at "
+                     f"{r['× teacher']:.0f}× its pairs/s (goal: ≥ teacher at ≥ 50×)")  # fmt: skip
+    for system, r in rows.items():
+        if system.startswith("cascade"):
+            lines.append(f"cascade {r['NDCG@5']:.3f}, {r['vs teacher']:+.3f} vs teacher at "
+                         f"{r['× teacher']:.1f}× its pairs/s (goal: ≥ +0.03 at ≥ 5×)")  # fmt: skip
+    gain = rows[chain]["NDCG@5"] - stages[best_stage]["NDCG@5"]
+    lines.append(f"best chain ({result['candidates']} + {chain}) {rows[chain]['NDCG@5']:.3f} vs best first stage "
+                 f"({best_stage}) {stages[best_stage]['NDCG@5']:.3f}: {gain:+.3f} (goal: ≥ +0.05)")  # fmt: skip
+    hard = {s: r["NDCG@5"] for s, r in students.items() if s.endswith("(hard)")}
+    mined = next((s for s in hard if " mined-only " in s), None)
+    generated = max((s for s in hard if s != mined), key=hard.get, default=None)
+    if mined and generated:
+        p = paired_p_value(values[generated], values[mined])
+        lines.append(f"{generated} {hard[generated]:.3f} vs {mined} {hard[mined]:.3f}: "
+                     f"{hard[generated] - hard[mined]:+.3f}{mark(p)} (goal: generated negatives help)")  # fmt: skip
+    console.print(f"[bold]Goals ({name} queries)[/bold]\n" + "\n".join(f"- {line}" for line in lines))
+
+
+if __name__ == "__main__":
+    main()
