@@ -43,12 +43,14 @@ from docrerank.evaluation import (
     mean,
     paired_p_value,
     per_query,
+    reranker_identity,
     score_pairs,
 )
 from docrerank.evaluation.results import mark
+from docrerank.pages import IngestSettings, PageStore, ingest
 from docrerank.rerankers import CascadeReranker, CrossEncoderReranker, LLMReranker, Reranker
 from docrerank.retrieval import make_retriever
-from quality import QUICK_QUERIES, ROOT, sample_queries, test_sets
+from quality import DATA, QUICK_QUERIES, ROOT, docrerank, sample_queries, test_sets
 
 console = Console(width=150)
 FIRST_STAGES = {
@@ -70,7 +72,7 @@ def zero_shot(model: str) -> LLMReranker:
     return LLMReranker(load_backend(PipelineConfig().backends["verifier"].model_copy(update={"model": model})))
 
 
-def students(folder: Path) -> dict[str, Reranker]:
+def students(folder: Path) -> dict[str, tuple[Reranker, str]]:
     """Each ``ce-[mpnet-]RECIPE[-TARGETS]`` reranker the quality benchmark trained, named by base, recipe and
     targets (hard labels unless the folder says ``teacher`` or ``both``)."""
     found = {}
@@ -81,8 +83,36 @@ def students(folder: Path) -> dict[str, Reranker]:
             recipe, _, targets = name.removeprefix("mpnet-").rpartition("-")
             if targets not in ("teacher", "both"):
                 recipe, targets = name.removeprefix("mpnet-"), "hard"
-            found[f"{base} {recipe} ({targets})"] = Reranker.load(path)
+            reranker = Reranker.load(path)
+            found[f"{base} {recipe} ({targets})"] = (reranker, reranker_identity(reranker, str(path)))
     return found
+
+
+def test_documents_store(store: PageStore, out: Path) -> PageStore:
+    """A page store of the test documents alone (their PDFs ingested again: page ids are content hashes, so
+    the qrels hold): the corpus every first stage searches here, small enough to embed with EmbeddingGemma
+    on 2 cores (the 839-page store's index takes over an hour)."""
+    split = json.loads((DATA / "quality-split.json").read_text())["documents"]
+    if not (out / "pages.parquet").exists():
+        pdfs = sorted({page.source_path for page in store if split[page.doc_id]["split"] == "test"})
+        ingest(pdfs, out, IngestSettings(), show_progress=False)
+    return PageStore.open(out)
+
+
+def train_students(base: str, quality: Path, out: Path, targets: list[str]) -> None:
+    """``base`` students of the quality run's data, trained as it trains MiniLM's (3 epochs, batch 4, lr 2e-4):
+    the full mixture's hard labels and, where ``--teacher full`` labeled it, the teacher's scores and both
+    (``targets``: which of hard, teacher, both)."""
+    jobs = [("full", quality / "mix-full", [])]
+    if (quality / "teacher-full" / "examples.jsonl").exists():
+        jobs += [
+            (f"full-{targets}", quality / "teacher-full", ["--targets", targets]) for targets in ("teacher", "both")
+        ]
+    for name, data, options in jobs:
+        model = out / f"ce-{base}-{name}"
+        if data.exists() and not (model / "reranker.json").exists():
+            docrerank("train", "--data", data, "--out", model, "--model", base, "--held-out", "0", "--epochs", "3",
+                      "--batch", "4", "--lr", "2e-4", *options)  # fmt: skip
 
 
 def main() -> None:
@@ -94,12 +124,17 @@ def main() -> None:
     parser.add_argument("--sets", default="rephrased", help="query sets: rephrased, original or both")
     parser.add_argument("--candidates", default="dense:embeddinggemma", help="the first stage rerankers re-score")
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--corpus", choices=("test", "all"), default="test", help="the test documents' pages or all")
     parser.add_argument("--first-stages", default=",".join(FIRST_STAGES))
     parser.add_argument("--llms", default="1.5B,0.5B", help="zero-shot LLM rows (the 1.5B is the teacher)")
     parser.add_argument("--cascade-top", type=int, default=3)
+    parser.add_argument("--bases", default="", help="more student bases to train on the quality run's data (mpnet)")
+    parser.add_argument("--base-targets", default="hard,teacher,both", help="which students of those bases")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     store = sample_store(args.store)
+    if args.corpus == "test":
+        store = test_documents_store(store, args.out / "pages")
     sets = sample_queries(test_sets(store, args.out), args.queries or None)
     sets = {name: sets[name] for name in args.sets.replace("both", "original,rephrased").split(",")}
     throughput_file = args.out / "throughput.json"
@@ -133,7 +168,10 @@ def main() -> None:
         reranker = zero_shot(LLMS[size])
         rerankers[f"zero-shot {size}"] = (reranker, json.dumps(reranker.settings(), sort_keys=True))
     rerankers["MiniLM untrained"] = (CrossEncoderReranker(), "untrained")
-    rerankers |= {name: (reranker, name) for name, reranker in students(args.students).items()}
+    for base in filter(None, args.bases.split(",")):
+        train_students(base, args.students, args.out, args.base_targets.split(","))
+    for folder in (args.students, args.out):
+        rerankers |= students(folder)
     cache = ScoreCache(args.out / "scores.sqlite")
     candidates = {name: runs[args.candidates, name] for name in sets}
     pairs = [pair for name, run in candidates.items() for pair in candidate_pairs(sets[name], run)]

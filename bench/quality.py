@@ -16,7 +16,8 @@ its difference from retrieval alone and from ``mined-only``, with paired-randomi
 
     python bench/quality.py --quick   # the quick setting: 40 sampled questions (+ twins), BM25 and dense, no
                                       # LLM stage: ~22 min on 2 cores
-    python bench/quality.py           # all 94 questions (~45 min)
+    python bench/quality.py           # all 94 questions, BM25 and EmbeddingGemma (its index of the 839 pages
+                                      # takes ~80 min on 2 cores, once)
     python bench/quality.py --llm-negatives --zero-shot   # adds the rows that need the embedded 1.5B: base
                                       # (~1 min a train positive) and zero-shot (~1 h a query set on 2 cores)
     python bench/quality.py --quick --teacher full   # adds students of the 1.5B's scores of full's pairs
@@ -52,7 +53,7 @@ from docrerank.evaluation import (
 )
 from docrerank.evaluation.results import mark
 from docrerank.rerankers import CrossEncoderReranker, Reranker
-from docrerank.retrieval import make_retriever
+from docrerank.retrieval import FIRST_STAGE, make_retriever
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data"
@@ -128,7 +129,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "quality")
     parser.add_argument("--store", type=Path, default=ROOT / "runs" / "demo" / "pages")
     parser.add_argument("--k", type=int, default=10, help="first-stage pages each reranker re-scores")
-    parser.add_argument("--first-stages", default="bm25,dense")
+    parser.add_argument(
+        "--first-stages", help=f"default: bm25 and the default first stage ({FIRST_STAGE}); quick: bm25,dense (MiniLM)"
+    )
     parser.add_argument("--queries", type=int, help="a seeded sample of this many test questions (default all)")
     parser.add_argument("--quick", action="store_true", help=f"the quick setting: {QUICK_QUERIES} questions, no LLM")
     parser.add_argument("--epochs", type=float, default=3)
@@ -144,6 +147,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.queries = args.queries or QUICK_QUERIES
+    args.first_stages = args.first_stages or ("bm25,dense" if args.quick else f"bm25,{FIRST_STAGE}")
     args.out.mkdir(parents=True, exist_ok=True)
     store = sample_store(args.store)
     sets = sample_queries(test_sets(store, args.out), args.queries)

@@ -64,7 +64,9 @@ class _Page(HTMLParser):
 
 
 def _evaluate(out: Path, *args) -> Path:
-    result = run_cli("evaluate", "--k", "5", "--rerankers", "cross-encoder", "--out", out, *args)
+    result = run_cli(
+        "evaluate", "--k", "5", "--first-stage", "bm25", "--rerankers", "cross-encoder", "--out", out, *args
+    )
     assert result.exit_code == 0, result.stderr[-2000:]
     assert "report.html" in result.stdout
     return out
@@ -75,7 +77,7 @@ def beir_eval(tmp_path_factory) -> Path:
     """The BEIR fixture, BM25 + the cross-encoder, with the data-quality inputs passed through."""
     out = tmp_path_factory.mktemp("report-beir") / "eval"
     quality = ["--report-run", QUALITY / "run", "--verifier-report", QUALITY / "verifier"]
-    return _evaluate(out, "--benchmark", BEIR, "--first-stage", "bm25", *quality, "--mined-report", QUALITY / "mined")
+    return _evaluate(out, "--benchmark", BEIR, *quality, "--mined-report", QUALITY / "mined")
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +96,7 @@ def store_eval(vignette_store, tmp_path_factory) -> Path:
     )
     (folder / "qrels.txt").write_text("".join(f"{q} 0 {page} 1\n" for q, (_, page) in queries.items()))
     args = ["--benchmark", vignette_store.root, "--queries", folder / "queries.jsonl", "--qrels", folder / "qrels.txt"]
-    return _evaluate(folder / "eval", *args, "--first-stage", "bm25")
+    return _evaluate(folder / "eval", *args)
 
 
 def _summary_rows(folder: Path) -> dict[str, list[str]]:

@@ -43,7 +43,8 @@ def test_retrieve_writes_a_trec_run_and_names_bad_queries(vignette_store, tmp_pa
     ]
     queries.write_text("\n".join(json.dumps(line) for line in lines) + "\n{broken\n")
     out = tmp_path / "run.trec"
-    result = invoke_cli("retrieve", "--pages", vignette_store.root, "--queries", queries, "--out", out, "--k", "2")
+    args = ("--pages", vignette_store.root, "--queries", queries, "--out", out, "--k", "2", "--retriever", "bm25")
+    result = invoke_cli("retrieve", *args)
     assert result.exit_code == 1  # some queries were unusable; the others were retrieved
     run, errors = read_trec(out)
     assert errors == [] and set(run) == {"good", "free"}
@@ -59,7 +60,9 @@ def test_pages_without_text_are_named_with_the_ocr_fix(tmp_path):
     ingest([PDF3, SCAN], store, IngestSettings(ocr="never"), show_progress=False)
     queries = tmp_path / "queries.jsonl"
     queries.write_text(json.dumps({"query": QUERY}) + "\n")
-    result = run_cli("retrieve", "--pages", store, "--queries", queries, "--out", tmp_path / "run.trec")
+    result = run_cli(
+        "retrieve", "--pages", store, "--queries", queries, "--out", tmp_path / "run.trec", "--retriever", "bm25"
+    )
     assert result.exit_code == 0, result.stderr
     assert "1 page(s)" in result.stderr and "have no text" in result.stderr and "--ocr auto" in result.stderr
     run, _ = read_trec(tmp_path / "run.trec")

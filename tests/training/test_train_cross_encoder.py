@@ -59,7 +59,12 @@ def test_training_on_the_pipeline_data_learns_and_reports_held_out_documents(tra
     held_rows = [r for r in rows if r["doc_id"] in held_docs][:6]
     queries.write_text("".join(json.dumps({"query": r["query"], "page_id": r["page_id"]}) + "\n" for r in held_rows))
     store = training_sets.store.root
-    assert run_cli("retrieve", "--pages", store, "--queries", queries, "--out", tmp_path / "bm25.trec").exit_code == 0
+    assert (
+        run_cli(
+            "retrieve", "--pages", store, "--queries", queries, "--out", tmp_path / "bm25.trec", "--retriever", "bm25"
+        ).exit_code
+        == 0
+    )
     reranked = run_cli(
         "rerank", "--pages", store, "--queries", queries, "--run", tmp_path / "bm25.trec",
         "--out", tmp_path / "reranked.trec", "--reranker", "saved", "--model", out, "--depth", "5",

@@ -24,7 +24,7 @@ from docrerank.evaluation import (
 )
 from docrerank.evaluation.report import read_quality, write_report
 from docrerank.evaluation.results import table_rows, write_evaluation
-from docrerank.retrieval import RETRIEVER_NAMES, make_retriever, read_trec
+from docrerank.retrieval import FIRST_STAGE, RETRIEVER_NAMES, make_retriever, read_trec
 from docrerank.retrieval.runs import Run
 
 __all__ = ["evaluate_command"]
@@ -92,7 +92,7 @@ def evaluate_command(
     out: Annotated[Path, typer.Option("--out", help="folder for the table, per-query results, runs, score cache")],
     first_stage: Annotated[
         str, typer.Option("--first-stage", help=f"{', '.join(RETRIEVER_NAMES)}, A+B, dense:MODEL, or a TREC run file")
-    ] = "bm25",
+    ] = FIRST_STAGE,
     rerankers: Annotated[
         list[str] | None,
         typer.Option("--rerankers", help="KIND[=MODEL], repeat or comma-separate: cross-encoder, saved=DIR, llm"),

@@ -12,6 +12,7 @@ from rich.console import Console
 from docrerank.cli.progress import progress_bar
 from docrerank.pages import PageStore
 from docrerank.retrieval import (
+    FIRST_STAGE,
     RETRIEVER_NAMES,
     Ranking,
     RetrievalQuery,
@@ -88,7 +89,7 @@ def retrieve_command(
     pages: Annotated[Path, typer.Option("--pages", help="a page store (docrerank ingest)")],
     queries: QueriesOption,
     out: Annotated[Path, typer.Option("--out", help="the TREC run file to write")],
-    retriever: RetrieverOption = "bm25",
+    retriever: RetrieverOption = FIRST_STAGE,
     k: Annotated[int, typer.Option("--k", min=1, help="pages per query")] = 20,
     model: ModelOption = None,
 ) -> None:

@@ -15,10 +15,11 @@ from docrerank.retrieval.mining import (
     write_mined,
 )
 from docrerank.retrieval.queries import RetrievalQuery, read_queries
-from docrerank.retrieval.registry import RETRIEVER_NAMES, make_retriever
+from docrerank.retrieval.registry import FIRST_STAGE, RETRIEVER_NAMES, make_retriever
 from docrerank.retrieval.runs import Ranking, Run, read_trec, write_trec
 
 __all__ = [
+    "FIRST_STAGE",
     "RETRIEVER_NAMES",
     "BM25Retriever",
     "ColPaliRetriever",

@@ -15,10 +15,12 @@ from docrerank.errors import DocrerankError
 from docrerank.pages import PageStore
 from docrerank.retrieval.base import Retriever
 
-__all__ = ["RETRIEVER_NAMES", "make_retriever"]
+__all__ = ["FIRST_STAGE", "RETRIEVER_NAMES", "make_retriever"]
 
 RETRIEVER_NAMES = ("bm25", "dense", "hybrid", "colpali")
 HYBRID_DEFAULT = "bm25+dense"
+# the first stage of `retrieve` (so of `rerank`) and `evaluate`: the best measured by bench/decision.py
+FIRST_STAGE = "dense:embeddinggemma"
 
 Progress = Callable[[int, int], Any]
 
