@@ -79,6 +79,8 @@ def test_rerank_command_reorders_the_first_stage_and_names_unknown_pages(sample_
         "6",
         "--top-k",
         "3",
+        "--reranker",
+        "cross-encoder",
     )
     assert result.exit_code == 1 and "1 page ids" in result.stderr and "not in the store" in result.stderr
     reranked, errors = read_trec(out)

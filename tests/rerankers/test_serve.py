@@ -356,6 +356,7 @@ def free_port() -> int:
 def test_the_serve_command_serves_until_terminated(cross_encoder):
     port = free_port()
     command = [*docrerank_command(), "serve", "--port", str(port), "--max-documents", "3", "--name", "minilm"]
+    command += ["--reranker", "cross-encoder"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}"

@@ -17,15 +17,20 @@ from docrerank.prompts.requests import DEFAULT_MAX_PAGE_CHARS
 from docrerank.rerankers import CascadeReranker, CrossEncoderReranker, LLMReranker, Reranker
 from docrerank.retrieval import Ranking, read_trec, write_trec
 
-__all__ = ["RERANKERS", "CascadeTopOption", "llm_reranker", "make_reranker", "rerank_command"]
+__all__ = ["DEFAULT_RERANKER", "RERANKERS", "CascadeTopOption", "llm_reranker", "make_reranker", "rerank_command"]
 
 stdout = Console()
 stderr = Console(stderr=True)
 RERANKERS = ("cross-encoder", "llm", "cascade", "saved")
+# the default of `rerank` and `serve`: the only reranker measured to improve on the default first stage
+# (bench/decision.py, README "The table that decides the defaults"); slow on CPU, so a server says so
+DEFAULT_RERANKER = "llm"
 
 
 # The options that name a reranker, shared by `rerank` and `serve` (make_reranker reads them).
-RerankerOption = Annotated[str, typer.Option("--reranker", help=f"one of: {', '.join(RERANKERS)}")]
+RerankerOption = Annotated[
+    str, typer.Option("--reranker", help=f"one of: {', '.join(RERANKERS)} (llm: the embedded 1.5B zero-shot)")
+]
 ModelOption = Annotated[
     str | None,
     typer.Option("--model", help="cross-encoder model, or a saved reranker folder (for cascade: the student's)"),
@@ -76,7 +81,7 @@ def rerank_command(
     queries: QueriesOption,
     run: Annotated[Path, typer.Option("--run", help="the first-stage TREC run to rerank (query ids must match)")],
     out: Annotated[Path, typer.Option("--out", help="the reranked TREC run to write")],
-    reranker: RerankerOption = "cross-encoder",
+    reranker: RerankerOption = DEFAULT_RERANKER,
     model: ModelOption = None,
     config: ConfigOption = None,
     backend: BackendOption = "verifier",
