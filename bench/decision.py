@@ -14,10 +14,11 @@ rephrased twins, the same seeded sample of questions, and the students that ``be
 Pairs a second are measured on this machine while a reranker scores pairs it has not cached (a rerun keeps
 the figure of the run that scored them, in OUT/throughput.json); the cascade's come from its parts' measured
 rates (``k`` student pairs and ``top`` teacher pairs a query). Scores are cached in OUT/scores.sqlite; the
-cascade's teacher reuses the teacher row's scores.
+cascade's teacher reuses the teacher row's scores. The corpus is the test documents' pages (``--corpus
+test``, 323 pages: their EmbeddingGemma index takes ~30 min on 2 cores, the 839-page store's ~80 min).
 
     python bench/quality.py --quick --teacher full --out runs/quality-quick   # the students
-    python bench/decision.py --students runs/quality-quick                     # this table (~1 h on 2 cores)
+    python bench/decision.py --students runs/quality-quick                     # ~1.5 h on 2 cores (the 1.5B ~52 min)
 
 The four goals of the teacher-and-student issue are checked at the end against the measured figures.
 """
