@@ -50,7 +50,7 @@ from docrerank.evaluation import (
 from docrerank.evaluation.results import mark
 from docrerank.pages import IngestSettings, PageStore, ingest
 from docrerank.rerankers import CascadeReranker, CrossEncoderReranker, LLMReranker, Reranker
-from docrerank.retrieval import make_retriever
+from docrerank.retrieval import FIRST_STAGE, make_retriever
 from quality import DATA, QUICK_QUERIES, ROOT, docrerank, sample_queries, test_sets
 
 console = Console(width=150)
@@ -104,11 +104,10 @@ def train_students(base: str, quality: Path, out: Path, targets: list[str]) -> N
     """``base`` students of the quality run's data, trained as it trains MiniLM's (3 epochs, batch 4, lr 2e-4):
     the full mixture's hard labels and, where ``--teacher full`` labeled it, the teacher's scores and both
     (``targets``: which of hard, teacher, both)."""
-    jobs = [("full", quality / "mix-full", [])]
+    jobs = [("full", quality / "mix-full", [])] if "hard" in targets else []
     if (quality / "teacher-full" / "examples.jsonl").exists():
-        jobs += [
-            (f"full-{targets}", quality / "teacher-full", ["--targets", targets]) for targets in ("teacher", "both")
-        ]
+        labeled = quality / "teacher-full"
+        jobs += [(f"full-{t}", labeled, ["--targets", t]) for t in ("teacher", "both") if t in targets]
     for name, data, options in jobs:
         model = out / f"ce-{base}-{name}"
         if data.exists() and not (model / "reranker.json").exists():
@@ -123,7 +122,7 @@ def main() -> None:
     parser.add_argument("--students", type=Path, default=ROOT / "runs" / "quality-quick")
     parser.add_argument("--queries", type=int, default=QUICK_QUERIES, help="seeded sample of test questions (0: all)")
     parser.add_argument("--sets", default="rephrased", help="query sets: rephrased, original or both")
-    parser.add_argument("--candidates", default="dense:embeddinggemma", help="the first stage rerankers re-score")
+    parser.add_argument("--candidates", default=FIRST_STAGE, help="the first stage rerankers re-score")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--corpus", choices=("test", "all"), default="test", help="the test documents' pages or all")
     parser.add_argument("--first-stages", default=",".join(FIRST_STAGES))
