@@ -49,6 +49,60 @@ def test_parse_json_output_says_why_it_failed(text, reason):
         parse_json_output(text)
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a trailing comma outside, and what the old regex took for one inside a string
+        ('{"queries": ["what is {x, }?", "b",],}', {"queries": ["what is {x, }?", "b"]}),
+        ('{"query": "list (1, 2, ]", "ok": true,}', {"query": "list (1, 2, ]", "ok": True}),
+        ('```json\n{"q": "a,}b", "n": [1,],}\n```', {"q": "a,}b", "n": [1]}),
+    ],
+)
+def test_repairs_never_edit_inside_a_string(text, expected):
+    assert parse_json_output(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("{'query': 'Which year?', 'ok': True, 'note': None}", {"query": "Which year?", "ok": True, "note": None}),
+        ('{"n": 1, // the count\n "m": 2}', {"n": 1, "m": 2}),
+        ('{query: "x", "n": 1}', {"query": "x", "n": 1}),
+        ('[{"a": 1} {"b": 2}]', [{"a": 1}, {"b": 2}]),  # a missing comma between elements
+    ],
+)
+def test_parse_json_output_repairs_slips_that_keep_every_value(text, expected):
+    assert parse_json_output(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"queries": ["What is the break date?", "Which test is used',  # mid-string, mid-list
+        '{"queries": ["What is the break date?", "Which test is used?"',  # mid-list, after an item
+        '{"query": "x", "properties": {"year": 2020, ',  # mid-object
+        '```json\n{"queries": ["a", "b"]\n```',  # the fence closes, the JSON does not
+        'See [1] and [2]. {"queries": ["a", "b',  # a complete span before the cut-off one
+        '[{"a": 1}, {"b": 2}',
+    ],
+)
+def test_cut_off_output_is_rejected_never_completed(text):
+    import json_repair
+
+    assert json_repair.repair_json(text, return_objects=True)  # json-repair alone would complete it
+    with pytest.raises(JsonParseError, match="unterminated JSON"):
+        parse_json_output(text)
+    request = ChatRequest(messages=[Message(role="user", content="JSON please")], json_schema={"type": "object"})
+    result = parse_structured(request, Generation(text=text, finish_reason="length"))
+    assert result.parsed is None and "unterminated JSON" in result.error and result.text == text
+
+
+@pytest.mark.parametrize("text", ['{"a": 1, "b": }', '{"a" 1}', '{"a": [1, 2}, "b": 3}]'])
+def test_a_repair_that_would_invent_or_drop_content_is_rejected(text):
+    with pytest.raises(JsonParseError, match="invalid JSON|unterminated JSON"):
+        parse_json_output(text)
+
+
 def test_parse_structured_records_a_failure_with_the_raw_text():
     schema = {"type": "object"}
     request = ChatRequest(messages=[Message(role="user", content="JSON please")], json_schema=schema)

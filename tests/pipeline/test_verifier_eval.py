@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import random
+import tracemalloc
+
+import numpy as np
 import pytest
 
 from docrerank.pipeline.verifier_eval import (
@@ -89,3 +93,52 @@ def test_evaluate_verifier_report_from_result_rows():
     assert report["roc_auc"] == pytest.approx((3 + 1.5) / 6)
     # the only negative below the answerable pair's 0.2 is vetoed by the evidence check: no threshold is clean
     assert report["threshold_for_target"] is None
+
+
+def _mann_whitney(positive, score):
+    """The pairwise definition, computed pair by pair: what the ROC AUC must equal."""
+    pos = [s for s, y in zip(score, positive, strict=True) if y]
+    neg = [s for s, y in zip(score, positive, strict=True) if not y]
+    return sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
+
+
+def test_roc_auc_equals_the_pairwise_definition_with_many_ties():
+    rng = random.Random(7)
+    labels = [rng.random() < 0.4 for _ in range(300)]
+    scores = [round(rng.random() * (0.6 + 0.4 * y), 1) for y in labels]  # one decimal: many ties
+    assert roc_auc(labels, scores) == pytest.approx(_mann_whitney(labels, scores), abs=1e-12)
+
+
+def test_roc_auc_of_many_pairs_takes_memory_linear_in_them():
+    """An n x n comparison matrix of 4,000 scores takes 16 MB a matrix; the rank statistic a few arrays."""
+    rng = np.random.default_rng(0)
+    labels = rng.random(4000) < 0.5
+    scores = rng.random(4000) + labels * 0.2
+    roc_auc(labels.tolist(), scores.tolist())  # the first call imports scikit-learn: not measured
+    tracemalloc.start()
+    try:
+        value = roc_auc(labels.tolist(), scores.tolist())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert 0.6 < value < 0.8
+    assert peak < 4_000_000, f"{peak / 1e6:.1f} MB"
+
+
+def test_calibration_matches_the_bins_computed_by_hand():
+    rng = random.Random(3)
+    p = [rng.random() for _ in range(500)] + [0.0, 1.0]
+    y = [rng.random() < q for q in p]
+    table = calibration(y, p, bins=5)
+    assert sum(b["n"] for b in table["bins"]) == len(p)
+    ece = 0.0
+    for row in table["bins"]:
+        low, high = row["bin"]
+        members = [i for i, q in enumerate(p) if (low < q <= high) or (low == 0.0 and q == 0.0)]
+        assert row["n"] == len(members)
+        assert row["mean_p"] == pytest.approx(sum(p[i] for i in members) / len(members))
+        assert row["observed"] == pytest.approx(sum(y[i] for i in members) / len(members))
+        ece += len(members) / len(p) * abs(row["mean_p"] - row["observed"])
+    assert table["ece"] == pytest.approx(ece)
+    assert calibration([], []) == {"bins": [], "ece": 0.0}
+    assert calibration([True, True], [0.9, 0.8])["bins"][0]["observed"] == 1.0  # one class only

@@ -3,8 +3,9 @@
 What matters most is the precision of "unanswerable": a negative the verifier accepts although the page
 does answer it is a false negative in the training data. So the report leads with the precision and recall
 of *accepted negatives* (every prompt says no and the evidence check does not object), then gives accuracy,
-a confusion table of the combined verdict, the prompts' agreement, ROC AUC, a reliability table (and plot)
-of the probabilities, and the threshold on P(yes) that reaches a target precision with the most recall.
+a confusion table of the combined verdict, the prompts' agreement, ROC AUC and a reliability table (and
+plot) of the probabilities (both by scikit-learn), and the threshold on P(yes) that reaches a target
+precision with the most recall.
 
 The functions take plain lists (labels, per-prompt probabilities, vetoes), so the same measures serve
 ``docrerank evaluate-verifier`` and the benchmark's comparisons of verifier variants.
@@ -35,14 +36,16 @@ VERDICTS = ("answerable", "undecided", "unanswerable")
 
 
 def roc_auc(positive: Sequence[bool], score: Sequence[float]) -> float | None:
-    """P(score of a random positive > score of a random negative), ties half: the Mann-Whitney statistic."""
-    pos = np.array([s for s, y in zip(score, positive, strict=True) if y], dtype=float)
-    neg = np.array([s for s, y in zip(score, positive, strict=True) if not y], dtype=float)
-    if not len(pos) or not len(neg):
+    """P(score of a random positive > score of a random negative), ties half (scikit-learn's ROC AUC); None
+    without both classes."""
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.asarray(positive, dtype=bool)
+    if len(labels) != len(score):
+        raise ValueError(f"{len(labels)} labels but {len(score)} scores")
+    if labels.all() or not labels.any():
         return None
-    greater = (pos[:, None] > neg[None, :]).sum()
-    ties = (pos[:, None] == neg[None, :]).sum()
-    return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
+    return float(roc_auc_score(labels, np.asarray(score, dtype=float)))
 
 
 def precision_recall(truth: Sequence[bool], predicted: Sequence[bool]) -> dict[str, Any]:
@@ -72,19 +75,27 @@ def threshold_for_precision(
 
 
 def calibration(answerable: Sequence[bool], p_yes: Sequence[float], bins: int = 10) -> dict[str, Any]:
-    """Reliability table: per probability bin, the mean P(yes) and the share truly answerable; and the ECE."""
+    """Reliability table: per probability bin (``bins`` equal widths; a probability on an edge falls in the
+    lower bin, as in scikit-learn), the mean P(yes) and the share truly answerable (scikit-learn's
+    ``calibration_curve``); and the expected calibration error (ECE) over the bins."""
+    from sklearn.calibration import calibration_curve
+
     p = np.asarray(p_yes, dtype=float)
-    y = np.asarray(answerable, dtype=float)
-    index = np.minimum((p * bins).astype(int), bins - 1)
-    rows, ece = [], 0.0
-    for b in range(bins):
-        mask = index == b
-        if not mask.any():
-            continue
-        mean_p, observed = float(p[mask].mean()), float(y[mask].mean())
-        rows.append({"bin": [b / bins, (b + 1) / bins], "n": int(mask.sum()), "mean_p": mean_p, "observed": observed})
-        ece += mask.sum() / len(p) * abs(mean_p - observed)
-    return {"bins": rows, "ece": float(ece)}
+    y = np.asarray(answerable, dtype=int)
+    if not len(p):
+        return {"bins": [], "ece": 0.0}
+    observed, mean_p = calibration_curve(y, p, n_bins=bins, strategy="uniform", pos_label=1)
+    index = np.searchsorted(np.linspace(0.0, 1.0, bins + 1)[1:-1], p)  # calibration_curve's binning
+    counts = np.bincount(index, minlength=bins)
+    filled = np.flatnonzero(counts)
+    if len(filled) != len(observed):  # a scikit-learn that bins otherwise: the counts would be misattributed
+        raise RuntimeError(f"scikit-learn's calibration_curve gave {len(observed)} bins, not {len(filled)}")
+    rows = [
+        {"bin": [b / bins, (b + 1) / bins], "n": int(counts[b]), "mean_p": float(m), "observed": float(o)}
+        for b, m, o in zip(filled, mean_p, observed, strict=True)
+    ]
+    ece = float(sum(counts[b] / len(p) * abs(m - o) for b, m, o in zip(filled, mean_p, observed, strict=True)))
+    return {"bins": rows, "ece": ece}
 
 
 def negative_scores(rows: Sequence[dict[str, Any]]) -> tuple[list[bool], list[float], list[bool]]:
