@@ -11,7 +11,9 @@ Stages, in order (each one's output is the next one's input, shard by shard):
 
 A shard goes through every stage before the next shard starts, so results appear early and a killed run
 loses at most one shard's stage. Requests go through the run's response cache: a resumed run re-asks
-nothing that was answered, and the same seed gives the same output.
+nothing that was answered, and the same seed gives the same output. Shards are bound to their pages (see
+rundir.py), and a request that got no answer is a rejection marked ``failed``: a rerun asks it again and
+redoes the stages after it for that shard.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pydantic import BaseModel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from docrerank.backends import Backend, Capability, ResponseCache, load_backend
+from docrerank.errors import DocrerankError
 from docrerank.pages import Page, PageStore
 from docrerank.pipeline import requests as stage_prompts
 from docrerank.pipeline.config import PipelineConfig
@@ -41,7 +44,7 @@ from docrerank.pipeline.stats import run_stats
 from docrerank.pipeline.verify import Verifier
 from docrerank.prompts import OutputError, parse_output
 
-__all__ = ["STAGES", "RunReport", "run_pipeline"]
+__all__ = ["STAGES", "RunReport", "plan_shards", "run_pipeline"]
 
 
 @dataclass
@@ -49,6 +52,7 @@ class RunReport:
     run_dir: Path
     shards: int = 0
     shards_resumed: int = 0
+    failed: int = 0  # items whose requests got no answer (see stats.json); a rerun retries them
     elapsed_s: float = 0.0
 
 
@@ -95,7 +99,13 @@ def _parse(model: type[BaseModel], generation, page_id: str, stage: str) -> tupl
     try:
         return parse_output(model, generation), None
     except OutputError as exc:
-        return None, Rejection(stage=stage, reason=exc.reason, page_id=page_id, raw=exc.raw or None)
+        failed = generation.error is not None or None  # no answer at all: retried by a rerun
+        return None, Rejection(stage=stage, reason=exc.reason, page_id=page_id, raw=exc.raw or None, failed=failed)
+
+
+def _judged(stage: str, judgement, record: QueryRecord, reason: str | None = None) -> Rejection:
+    """The rejection of a query the verifier did not accept (or could not judge: ``failed``)."""
+    return Rejection(stage=stage, reason=reason or judgement.reason, record=record, failed=judgement.failed or None)
 
 
 @dataclass
@@ -202,7 +212,7 @@ def _stage_positives_verified(ctx: _Context, pages: list[Page], upstream: list[Q
         if judgement.accepted:
             candidates[record.page_id].append(record)
         else:
-            rejected.append(Rejection(stage="positives_verified", reason=judgement.reason, record=record))
+            rejected.append(_judged("positives_verified", judgement, record))
     keep = ctx.config.positive_verification.keep
     prefer = ctx.config.positive_verification.prefer
     for records in candidates.values():
@@ -247,7 +257,7 @@ def _stage_rephrased(ctx: _Context, pages: list[Page], upstream: list[QueryRecor
         if judgement.accepted:
             kept.append(record)
         else:
-            rejected.append(Rejection(stage="rephrased", reason=f"rephrasing {judgement.reason}", record=record))
+            rejected.append(_judged("rephrased", judgement, record, f"rephrasing {judgement.reason}"))
     return kept, rejected
 
 
@@ -357,7 +367,7 @@ def _stage_negatives_verified(ctx: _Context, pages: list[Page], upstream: list[Q
         if judgement.accepted:
             kept.append(record)
         else:
-            rejected.append(Rejection(stage="negatives_verified", reason=judgement.reason, record=record))
+            rejected.append(_judged("negatives_verified", judgement, record))
     return kept, rejected
 
 
@@ -418,12 +428,43 @@ def _fingerprints(ctx: _Context) -> dict[str, str]:
     """Each stage's fingerprint: its settings, prompts and backends, chained to the one before."""
     config = ctx.config
     parts = stage_prompts.stage_fingerprint_parts(ctx)
-    upstream = fingerprint(config.seed, config.pages_per_shard, config.max_page_chars)
+    # not pages_per_shard: shards are bound to their pages, and how pages are grouped changes no record
+    upstream = fingerprint(config.seed, config.max_page_chars)
     result = {}
     for stage in STAGES:
         upstream = fingerprint(upstream, _enabled(config, stage), parts[stage])
         result[stage] = upstream
     return result
+
+
+def plan_shards(run: RunDir, store: PageStore, pages: list[Page], per_shard: int) -> list[tuple[str, list[Page]]]:
+    """The shards that cover ``pages``: the run directory's own shards for pages it already holds (each whole),
+    then new shards of ``per_shard`` pages for the rest, in the order of ``pages``.
+
+    Raises:
+        DocrerankError: a shard of the run directory holds a page that is not in the store.
+    """
+    known = run.shard_pages()
+    owner = {page_id: shard for shard, page_ids in known.items() for page_id in page_ids}
+    planned: dict[str, list[Page]] = {}
+    new: list[Page] = []
+    for page in pages:
+        shard = owner.get(page.page_id)
+        if shard is None:
+            if page.page_id not in {p.page_id for p in new}:
+                new.append(page)
+        elif shard not in planned:
+            missing = [pid for pid in known[shard] if pid not in store]
+            if missing:
+                raise DocrerankError(
+                    f"the run directory {run.root} has a shard ({shard}) with page {missing[0]}, which the store "
+                    f"{store.root} lacks: pass the page store the run was made with (--pages), or use a new --run-dir"
+                )
+            planned[shard] = [store.get(pid) for pid in known[shard]]
+    for start in range(0, len(new), per_shard):
+        chunk = new[start : start + per_shard]
+        planned[run.add_shard([p.page_id for p in chunk])] = chunk
+    return list(planned.items())
 
 
 def run_pipeline(
@@ -434,9 +475,22 @@ def run_pipeline(
     show_progress: bool = True,
     page_ids: list[str] | None = None,
 ) -> RunReport:
-    """Run (or resume) the pipeline over the store's pages (or ``page_ids``) into ``run_dir``."""
-    started = time.perf_counter()
+    """Run (or resume) the pipeline over the store's pages (or ``page_ids``) into ``run_dir``.
+
+    Raises:
+        DocrerankError: ``page_ids`` is empty (an empty selection is never the whole store), the run
+            directory is written by another process, was made with other settings, or in an older layout.
+    """
+    if page_ids is not None and not page_ids:
+        raise DocrerankError("no page was selected: choose at least one page (check --sample / --max-pages)")
     run = RunDir(run_dir)
+    with run.writing():
+        return _run(store, config, run, force, show_progress, page_ids)
+
+
+def _run(store, config, run: RunDir, force, show_progress, page_ids) -> RunReport:
+    started = time.perf_counter()
+    run.check_layout(force)
     ctx = _Context(store, config, run)
     run.check_fingerprints(_fingerprints(ctx), STAGES, force)
     (run.root / "config.yaml").write_text(config.to_yaml())
@@ -444,8 +498,10 @@ def run_pipeline(
     if page_ids is None and config.positives.given is not None:
         page_ids = [pid for pid in store.page_ids if pid in ctx.given.positives]
         run.write_json("given_positives_rejected.json", [r.model_dump(exclude_none=True) for r in ctx.given.rejected])
-    pages = [store.get(pid) for pid in page_ids] if page_ids else [p for p in store if p.text.strip()]
-    shards = [pages[i : i + config.pages_per_shard] for i in range(0, len(pages), config.pages_per_shard)]
+    pages = [store.get(pid) for pid in page_ids] if page_ids is not None else [p for p in store if p.text.strip()]
+    if not pages:
+        raise DocrerankError(f"no page to run on: the store {store.root} has no page with text")
+    shards = plan_shards(run, store, pages, config.pages_per_shard)
     report.shards = len(shards)
     progress = Progress(
         TextColumn("{task.description:<20}"),
@@ -454,26 +510,34 @@ def run_pipeline(
         TimeElapsedColumn(),
         disable=not show_progress,
     )
+    try:
+        _run_shards(ctx, shards, progress, report)
+    finally:
+        for backend in ctx.backends.values():
+            backend.close()
+    report.elapsed_s = time.perf_counter() - started
+    run.write_json("stats.json", run_stats(run, ctx.backends, report.elapsed_s))
+    return report
+
+
+def _run_shards(ctx: _Context, shards: list[tuple[str, list[Page]]], progress: Progress, report: RunReport) -> None:
+    run, config = ctx.run, ctx.config
     with progress:
         tasks = {stage: progress.add_task(stage, total=len(shards)) for stage in STAGES}
-        for number, shard_pages in enumerate(shards):
-            shard = f"shard-{number:05d}"
+        for shard, shard_pages in shards:
             upstream: list[QueryRecord] = []
             resumed = True
             for stage in STAGES:
-                if run.is_done(stage, shard):
+                # a stage is redone when unfinished, when it had failures, or when a stage before it was redone
+                if resumed and run.is_done(stage, shard) and not run.failed(stage, shard):
                     upstream = run.read_shard(stage, shard, QueryRecord)
                 else:
                     resumed = False
                     runner = _RUNNERS[stage] if _enabled(config, stage) else _passthrough
                     kept, rejected = runner(ctx, shard_pages, upstream)
-                    run.write_shard(stage, shard, kept, rejected)
+                    failed = sum(bool(r.failed) for r in rejected)
+                    run.write_shard(stage, shard, kept, rejected, failed=failed)
                     upstream = kept
+                report.failed += run.failed(stage, shard)
                 progress.advance(tasks[stage])
             report.shards_resumed += resumed
-    report.elapsed_s = time.perf_counter() - started
-    stats = run_stats(run, ctx.backends, report.elapsed_s)
-    run.write_json("stats.json", stats)
-    for backend in ctx.backends.values():
-        backend.close()
-    return report

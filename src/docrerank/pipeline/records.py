@@ -103,3 +103,6 @@ class Rejection(BaseModel):
     record: QueryRecord | None = None
     page_id: str | None = None
     raw: str | None = Field(None, description="the model's raw output, when it could not be parsed")
+    failed: bool | None = Field(
+        None, description="True when no judgement was made: a request got no answer (a rerun asks it again)"
+    )

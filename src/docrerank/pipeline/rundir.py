@@ -5,32 +5,52 @@ Layout::
     RUN/config.yaml                    the resolved config of the run
     RUN/fingerprints.json              stage -> fingerprint (config, prompts, model, upstream)
     RUN/cache.sqlite                   the backends' response cache
+    RUN/.lock                          held by the process that drives the run (one writer)
+    RUN/shards/<shard>.json            the page ids of a shard; the shard's name is a hash of them
     RUN/stages/<stage>/<shard>.jsonl           kept records of one shard of pages
-    RUN/stages/<stage>/<shard>.rejected.jsonl  rejected records with the reason
-    RUN/stages/<stage>/<shard>.done            completion marker, written last
+    RUN/stages/<stage>/<shard>.rejected.jsonl  rejected records with the reason (failures marked ``failed``)
+    RUN/stages/<stage>/<shard>.done            completion marker, written last: {"failed": N}
     RUN/stats.json                     counts, pass rates, rejection reasons, tokens, time
 
-A shard is done when its marker exists; its files were written atomically before the marker, so a run
-killed at any moment resumes by redoing only unmarked shards. A stage whose fingerprint changed since the
-run directory was written stops the run (its outputs would mix two configurations) unless forced, which
-clears that stage and every stage after it.
+A shard is bound to its pages: its name is a hash of its page ids, so a rerun over other or more pages
+reuses the shards that hold pages already done and cuts only the new pages into new shards. A shard is
+done when its marker exists; its files were written atomically before the marker, so a run killed at any
+moment resumes by redoing only unmarked shards. A marker that counts failed requests (a server down, a
+timeout after retries) makes a rerun redo that shard's stage (answered requests come from the cache). A
+stage whose fingerprint changed since the run directory was written stops the run (its outputs would mix
+two configurations) unless forced, which clears that stage and every stage after it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
 from pydantic import BaseModel
 
-from docrerank.errors import SettingsMismatchError
+from docrerank.errors import DocrerankError, SettingsMismatchError
 from docrerank.pages.store import atomic_write_bytes
 
-__all__ = ["RunDir", "fingerprint"]
+__all__ = ["RunDir", "RunLockedError", "fingerprint", "shard_name"]
+
+# shards of the first layout were named by position (shard-00000), bound to no page
+_POSITIONAL_SHARD = re.compile(r"shard-\d{5}\.done$")
+
+
+class RunLockedError(DocrerankError):
+    """Another process is writing the run directory."""
+
+
+def shard_name(page_ids: Iterable[str]) -> str:
+    """A shard's name: a hash of its page ids, so the same pages make the same shard in every run."""
+    return "shard-" + hashlib.sha256("\n".join(page_ids).encode()).hexdigest()[:12]
 
 
 def fingerprint(*parts: Any) -> str:
@@ -49,6 +69,23 @@ class RunDir:
     @property
     def cache_path(self) -> Path:
         return self.root / "cache.sqlite"
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the run's writer lock, taken at once or refused (``RunLockedError``). It is an OS file lock,
+        so it is released when its process ends, however it ends."""
+        lock = FileLock(self.root / ".lock", timeout=0, is_singleton=False)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise RunLockedError(
+                f"the run directory {self.root} is being written by another process (it holds {self.root / '.lock'}): "
+                "wait for it to finish, or use another --run-dir"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     def stage_dir(self, stage: str) -> Path:
         return self.root / "stages" / stage
@@ -86,16 +123,53 @@ class RunDir:
 
     # -- shards --------------------------------------------------------------------------------------
 
+    def check_layout(self, force: bool) -> None:
+        """Refuse a run directory of the first layout (positional shards, bound to no page), or clear its
+        stages when ``force`` (the response cache is kept, so nothing answered is asked again)."""
+        stages = self.root / "stages"
+        old = stages.is_dir() and any(_POSITIONAL_SHARD.search(p.name) for p in stages.glob("*/*.done"))
+        if not old:
+            return
+        if not force:
+            raise SettingsMismatchError(
+                f"the run directory {self.root} was made by an older docrerank whose shards are not bound to "
+                "their pages, so resuming it could reuse shards for other pages. Use a new --run-dir, or "
+                "--force to redo its stages (answered requests still come from its cache)"
+            )
+        shutil.rmtree(stages)
+
+    def shard_pages(self) -> dict[str, list[str]]:
+        """Every shard this run directory has planned, with its page ids."""
+        folder = self.root / "shards"
+        if not folder.is_dir():
+            return {}
+        return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("shard-*.json"))}
+
+    def add_shard(self, page_ids: list[str]) -> str:
+        """Record a new shard of pages; returns its name."""
+        name = shard_name(page_ids)
+        atomic_write_bytes(self.root / "shards" / f"{name}.json", json.dumps(page_ids).encode())
+        return name
+
     def is_done(self, stage: str, shard: str) -> bool:
         return (self.stage_dir(stage) / f"{shard}.done").exists()
 
-    def write_shard(self, stage: str, shard: str, kept: Iterable[BaseModel], rejected: Iterable[BaseModel]) -> None:
-        """Write a shard's kept and rejected records atomically, then its completion marker."""
+    def failed(self, stage: str, shard: str) -> int:
+        """How many of a finished shard's items failed (requests that got no answer), per its marker."""
+        marker = self.stage_dir(stage) / f"{shard}.done"
+        text = marker.read_text() if marker.is_file() else ""
+        return int(json.loads(text).get("failed", 0)) if text.strip() else 0
+
+    def write_shard(
+        self, stage: str, shard: str, kept: Iterable[BaseModel], rejected: Iterable[BaseModel], failed: int = 0
+    ) -> None:
+        """Write a shard's kept and rejected records atomically, then its completion marker (with the count
+        of failed items, which a rerun retries)."""
         folder = self.stage_dir(stage)
         for name, records in ((f"{shard}.jsonl", kept), (f"{shard}.rejected.jsonl", rejected)):
             lines = "".join(record.model_dump_json(exclude_none=True) + "\n" for record in records)
             atomic_write_bytes(folder / name, lines.encode())
-        atomic_write_bytes(folder / f"{shard}.done", b"")
+        atomic_write_bytes(folder / f"{shard}.done", json.dumps({"failed": failed}).encode())
 
     def read_shard(self, stage: str, shard: str, model: type[BaseModel], rejected: bool = False) -> list:
         path = self.stage_dir(stage) / (f"{shard}.rejected.jsonl" if rejected else f"{shard}.jsonl")

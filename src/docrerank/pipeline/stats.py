@@ -1,4 +1,5 @@
-"""What a run did, stage by stage: counts in and out, pass rates, rejection reasons, verifier agreement,
+"""What a run did, stage by stage: counts in and out, pass rates, rejection reasons, failures (requests that
+got no answer, counted apart from rejections and retried by a rerun), verifier agreement,
 per-property yield, tokens and throughput. Written to ``RUN/stats.json`` at the end of every run.
 """
 
@@ -34,14 +35,18 @@ def run_stats(run: RunDir, backends: dict[str, Backend] | None = None, elapsed_s
     agreement: dict[str, Any] = {}
     by_property: dict[str, Counter] = {}
     for stage in STAGES:
-        kept, rejected = _records(run, stage)
+        kept, dropped = _records(run, stage)
+        failed = [r for r in dropped if r.failed]  # no answer, no judgement: apart from real rejections
+        rejected = [r for r in dropped if not r.failed]
         kinds = Counter(r.kind for r in kept)
         stages[stage] = {
             "kept": len(kept),
             "kept_by_kind": dict(kinds),
             "rejected": len(rejected),
+            "failed": len(failed),
             "pass_rate": round(len(kept) / (len(kept) + len(rejected)), 4) if kept or rejected else None,
             "rejection_reasons": dict(Counter(_short(r.reason) for r in rejected).most_common()),
+            "failure_reasons": dict(Counter(_short(r.reason) for r in failed).most_common()),
         }
         if stage in _VERIFYING:
             kind = _VERIFYING[stage]
@@ -93,5 +98,8 @@ def _yield(counts: Counter) -> dict[str, Any]:
 
 
 def _short(reason: str) -> str:
-    """Reasons without their per-item details, so that they group."""
+    """Reasons without their per-item details, so that they group (a failure by its kind: ``HTTP 500``)."""
+    for prefix in ("generation failed: ", "verifier error: "):
+        if reason.startswith(prefix):
+            return prefix + _short(reason[len(prefix) :])
     return reason.split(" (")[0].split(": ")[0] if reason.startswith(("HTTP", "timed out")) else reason[:120]

@@ -47,6 +47,11 @@ class Judgement:
     accepted: bool
     reason: str | None  # why it was not accepted
 
+    @property
+    def failed(self) -> bool:
+        """No judgement at all: a verification request got no answer (a rerun asks again)."""
+        return bool(self.verdict.errors)
+
 
 class Verifier:
     """Judges (page, query) pairs with every configured prompt on one backend."""
@@ -111,7 +116,7 @@ class Verifier:
                 page_text = page_texts.setdefault(page.page_id, PageText(page.text))
                 evidence = check_evidence(record, page_text)
             if verdict.errors:
-                reason = "verifier error"
+                reason = f"verifier error: {verdict.errors[0]}"
             elif expect == "answerable" and not verdict.answerable:
                 reason = "not answerable by every verification prompt"
             elif expect == "unanswerable" and not verdict.unanswerable:

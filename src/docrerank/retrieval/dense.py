@@ -36,7 +36,7 @@ PART_CHUNKS = 512
 QUERY_MEMO = 65536  # query vectors kept from search() for score() (mining asks both for the same queries)
 SCORE_BLOCK_FLOATS = 2**24  # query x chunk scores held at once (64 MiB of float32, plus the top-k selection)
 # (words per chunk, stride) by model: what each reads. MiniLM stops at 256 word pieces (~128 words of prose);
-# EmbeddingGemma reads 2048 tokens and was measured best-of-chunks on ~256-word chunks (DESIGN.md).
+# EmbeddingGemma reads 2048 tokens and was measured best on ~256-word chunks (independent manual pages).
 DEFAULT_CHUNKING = (128, 96)
 CHUNKING = {"embeddinggemma-300m": (256, 192)}
 
