@@ -127,7 +127,8 @@ def test_failed_requests_are_counted_apart_and_a_rerun_asks_exactly_them_again(p
         settled = len(log.keys)
         run_pipeline(store, _config(server), run, show_progress=False, page_ids=ids)
         assert len(log.keys) == settled, "a run with nothing failed sent requests"
-        answered_twice = [k for k, n in Counter(k for k, a in zip(log.keys, log.actions) if a == "ok").items() if n > 1]
+        answered = Counter(k for k, a in zip(log.keys, log.actions, strict=True) if a == "ok")
+        answered_twice = [k for k, n in answered.items() if n > 1]
         server.plan = None  # the same server (its address is part of the fingerprint), no faults
         run_pipeline(store, _config(server), tmp_path / "clean", show_progress=False, page_ids=ids)
     assert failed and first.failed > 0
