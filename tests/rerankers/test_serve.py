@@ -1,37 +1,35 @@
-"""`docrerank serve` over real HTTP: uvicorn on a free port of 127.0.0.1 in a thread, queried with httpx.
+"""`docrerank serve` over real HTTP: uvicorn on a free port of 127.0.0.1 in a thread, queried with httpx and
+with the official ``cohere`` client (v1 and v2).
 
 Most tests serve the real cross-encoder (bundled MiniLM, fresh head) and compare the API's scores with
 ``reranker.score`` called directly. The image path, the batch size cap and a failing model use
 ``GrayPageModel``, a test double of the *model* (a real deterministic scorer of page images), behind the
 real server. The last test runs the ``docrerank serve`` command itself and queries it like curl would.
+Image URLs are tested in test_serve_urls.py, load (turns, queue, API key, /health) in test_serve_load.py.
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import json
+import os
 import socket
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
+import cohere
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from PIL import Image
 
 from docrerank.prompts.requests import PageContent, PageLike
 from docrerank.rerankers import CrossEncoderReranker, Reranker
-from docrerank.server import ServerSettings, create_app
+from docrerank.server import reranker_warnings
 from tests.helpers import docrerank_command
+from tests.rerankers.serving import b64, image_bytes, serving
 
 QUERY = "Which tests for structural change does strucchange implement?"
 DOCS = [
@@ -73,38 +71,6 @@ def gray_score(query: str, text: str, image: Image.Image) -> float:
     return float(np.asarray(image.convert("L")).mean()) / 255 + 0.001 * sum(w in words for w in query.split())
 
 
-def image_bytes(gray: int, fmt: str = "PNG", size: tuple[int, int] = (16, 12)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("L", size, gray).save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-@contextmanager
-def serving(reranker: Reranker, **settings) -> Iterator[httpx.Client]:
-    """The app on a free port of 127.0.0.1, run by uvicorn in a thread; a client for it."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(create_app(reranker, ServerSettings(**settings)), log_config=None, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=120) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
-
 @pytest.fixture(scope="module")
 def cross_encoder() -> CrossEncoderReranker:
     return CrossEncoderReranker()
@@ -134,7 +100,7 @@ def rerank(client: httpx.Client, **body) -> httpx.Response:
 
 def stats(client: httpx.Client) -> dict[str, int]:
     health = client.get("/health")
-    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert health.status_code == 200 and health.json()["status"] in ("cold", "ready")
     return health.json()["stats"]
 
 
@@ -143,7 +109,8 @@ def test_a_cohere_request_gets_a_cohere_response_with_the_rerankers_own_scores_b
     response = rerank(api, model="rerank-v3.5", query=QUERY, documents=documents)
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"id", "model", "results", "usage"} and uuid.UUID(body["id"])
+    assert set(body) == {"id", "model", "results", "usage", "meta"} and uuid.UUID(body["id"])
+    assert body["meta"] == {"api_version": {"version": "1"}, "billed_units": {"search_units": 1}}
     assert body["model"] == "cross-encoder"
     direct = cross_encoder.score([(QUERY, doc) for doc in DOCS])
     assert [r["index"] for r in body["results"]] == sorted(range(4), key=lambda i: -direct[i])
@@ -203,7 +170,7 @@ def test_concurrent_requests_are_each_answered_correctly_in_fewer_reranker_calls
             400,
             ["documents[1] is an image without text", "reads text only"],
         ),
-        ({"query": QUERY, "documents": [DOCS[0]], "extra": 1}, 422, ["extra", "not permitted"]),
+        ({"query": QUERY, "documents": [{"title": "no text"}]}, 400, ["documents[0] has neither", "rank_fields"]),
     ],
     ids=[
         "empty-query",
@@ -214,7 +181,7 @@ def test_concurrent_requests_are_each_answered_correctly_in_fewer_reranker_calls
         "long-query",
         "oversize-document",
         "image-to-text-reranker",
-        "unknown-field",
+        "object-without-text",
     ],
 )
 def test_a_request_over_a_limit_or_malformed_is_refused_naming_the_field_and_value(api, body, status, words):
@@ -242,7 +209,7 @@ def test_images_arrive_decoded_as_base64_data_urls_or_other_formats(image_api):
         {"image": "data:image/png;base64," + b64(image_bytes(230))},  # a data URL, no text
         {"image": b64(image_bytes(128, "BMP")), "text": "a structural change page"},  # re-encoded as PNG
         {"image": "data:image/jpeg;base64," + b64(image_bytes(180, "JPEG"))},
-        {"image": b64(image_bytes(255)), "text": UNSCORABLE},  # -inf: null, ranked last
+        {"image": b64(image_bytes(255)), "text": UNSCORABLE},  # -inf: ranked last, below every score
     ]
     response = rerank(image_api, query="structural change", documents=documents, return_documents=True)
     assert response.status_code == 200, response.text
@@ -252,9 +219,12 @@ def test_images_arrive_decoded_as_base64_data_urls_or_other_formats(image_api):
     assert [r["relevance_score"] for r in sorted(results[:4], key=lambda r: r["index"])] == pytest.approx(
         expected, abs=0.01
     )
-    assert results[4]["relevance_score"] is None
+    assert results[4]["relevance_score"] == -1.0  # the scores are probabilities: -1 is below them all
+    assert response.json()["meta"]["warnings"] == [
+        "documents[4] was not scored (the reranker could not score it): ranked last, relevance_score -1"
+    ]
     assert results[3]["document"] == {"text": "dark page", "image": documents[0]["image"]}
-    assert results[0]["document"] == {"text": None, "image": documents[1]["image"]}
+    assert results[0]["document"] == {"image": documents[1]["image"]}  # as sent
 
 
 @pytest.mark.parametrize(
@@ -317,33 +287,105 @@ def test_a_model_failure_is_a_500_for_its_request_only_and_the_server_serves_on(
     assert stats(image_api)["failed_batches"] >= 2
 
 
-def test_image_urls_are_fetched_when_allowed(tmp_path):
-    (tmp_path / "page.png").write_bytes(image_bytes(77))
-    files = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(tmp_path)))
-    threading.Thread(target=files.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{files.server_address[1]}"
-    try:
-        with serving(GrayPageModel(), allow_urls=True) as client:
-            found = rerank(client, query="q", documents=[{"image": f"{base}/page.png"}])
-            assert found.status_code == 200, found.text
-            assert found.json()["results"][0]["relevance_score"] == pytest.approx(77 / 255)
-            missing = rerank(
-                client, query="q", documents=[{"image": f"{base}/page.png"}, {"image": f"{base}/none.png"}]
-            )
-            assert missing.status_code == 400 and "documents[1]: fetching" in missing.json()["detail"]
-            assert "HTTP 404" in missing.json()["detail"]
-    finally:
-        files.shutdown()
-
-
 def test_openapi_schema_and_docs_page_describe_the_api(api):
     schema = api.get("/openapi.json").json()
-    assert {"/v1/rerank", "/health"} <= set(schema["paths"])
+    assert {"/v1/rerank", "/v2/rerank", "/health"} <= set(schema["paths"])
     request = schema["components"]["schemas"]["RerankRequest"]
-    assert {"query", "documents", "top_n", "return_documents"} <= set(request["properties"])
+    assert {"query", "documents", "top_n", "return_documents", "rank_fields", "max_tokens_per_doc"} <= set(
+        request["properties"]
+    )
     assert "RerankResponse" in schema["components"]["schemas"]
     docs = api.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+def test_empty_documents_are_ranked_last_and_reported_and_the_rest_are_scored(api, cross_encoder):
+    documents = ["", DOCS[1], "   \n ", {"text": ""}, DOCS[2]]
+    response = rerank(api, query=QUERY, documents=documents, return_documents=True)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    direct = cross_encoder.score([(QUERY, DOCS[1]), (QUERY, DOCS[2])])
+    assert [(r["index"], r["relevance_score"]) for r in body["results"][:2]] == sorted(
+        [(1, direct[0]), (4, direct[1])], key=lambda item: -item[1]
+    )
+    assert [(r["index"], r["relevance_score"]) for r in body["results"][2:]] == [(0, -1.0), (2, -1.0), (3, -1.0)]
+    assert body["results"][4]["document"] == {"text": ""}
+    assert body["meta"]["warnings"] == [
+        f"documents[{i}] was not scored (its text is empty): ranked last, relevance_score -1" for i in (0, 2, 3)
+    ]
+    assert body["usage"]["search_units"] == 1
+    before = stats(api)
+    alone = rerank(api, query=QUERY, documents=["", " "])  # nothing to score: no reranker call at all
+    assert alone.status_code == 200 and [r["relevance_score"] for r in alone.json()["results"]] == [-1.0, -1.0]
+    assert stats(api)["batches"] == before["batches"]
+
+
+def test_v2_answers_like_v1_with_its_version_and_unknown_fields_are_ignored_and_named(api, cross_encoder):
+    body = {"model": "rerank-v3.5", "query": QUERY, "documents": DOCS, "top_n": 2}
+    v1, v2 = api.post("/v1/rerank", json=body).json(), api.post("/v2/rerank", json=body).json()
+    assert [r["index"] for r in v1["results"]] == [r["index"] for r in v2["results"]]
+    assert v2["meta"] == {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}}
+    extra = api.post("/v2/rerank", json={**body, "top_k": 3, "priority": 1, "max_chunks_per_doc": 4})
+    assert extra.status_code == 200, extra.text
+    assert extra.json()["meta"]["warnings"] == [
+        "ignored the unknown field 'top_k'",
+        "ignored max_chunks_per_doc: a long page is read as all its chunks",
+        "ignored priority: every request takes equal turns",
+    ]
+
+
+def test_rank_fields_read_the_named_fields_and_max_tokens_per_doc_cuts_the_text(api, cross_encoder):
+    documents = [{"title": "Bananas", "body": DOCS[2], "id": 7}, {"title": "strucchange", "body": DOCS[1], "id": 8}]
+    response = rerank(api, query=QUERY, documents=documents, rank_fields=["title", "body"], return_documents=True)
+    assert response.status_code == 200, response.text
+    texts = [f"title: {doc['title']}\nbody: {doc['body']}" for doc in documents]
+    direct = cross_encoder.score([(QUERY, text) for text in texts])
+    scores = {r["index"]: r["relevance_score"] for r in response.json()["results"]}
+    assert [scores[0], scores[1]] == pytest.approx(direct, abs=1e-6)
+    assert {r["index"]: r["document"] for r in response.json()["results"]} == dict(enumerate(documents))
+    one_field = rerank(api, query=QUERY, documents=documents, rank_fields=["body"]).json()["results"]
+    assert {r["index"]: r["relevance_score"] for r in one_field}[1] == pytest.approx(
+        cross_encoder.score([(QUERY, DOCS[1])])[0], abs=1e-6
+    )
+    cut = rerank(api, query=QUERY, documents=[DOCS[1]], max_tokens_per_doc=5).json()
+    assert cut["results"][0]["relevance_score"] == pytest.approx(
+        cross_encoder.score([(QUERY, DOCS[1][:20])])[0], abs=1e-6
+    )
+
+
+def test_the_official_cohere_client_reranks_through_v1_and_v2(cross_encoder):
+    direct = cross_encoder.score([(QUERY, doc) for doc in DOCS])
+    best = sorted(range(4), key=lambda i: -direct[i])
+    with serving(cross_encoder, api_key="test-key-123") as client:
+        url = str(client.base_url)
+        v2 = cohere.ClientV2(api_key="test-key-123", base_url=url).rerank(
+            model="rerank-v3.5", query=QUERY, documents=[*DOCS, ""], top_n=5, max_tokens_per_doc=4096
+        )
+        assert [r.index for r in v2.results] == [*best, 4]
+        assert [r.relevance_score for r in v2.results] == pytest.approx([direct[i] for i in best] + [-1.0])
+        assert v2.meta.api_version.version == "2" and v2.meta.billed_units.search_units == 1
+        assert v2.meta.warnings == ["documents[4] was not scored (its text is empty): ranked last, relevance_score -1"]
+        v1 = cohere.Client(api_key="test-key-123", base_url=url).rerank(
+            model="rerank-english-v3.0",
+            query=QUERY,
+            documents=[{"text": DOCS[0]}, {"text": DOCS[1]}],
+            top_n=1,
+            return_documents=True,
+        )
+        assert [(r.index, r.document.text) for r in v1.results] == [(1, DOCS[1])]
+        assert v1.results[0].relevance_score == pytest.approx(direct[1])
+        assert v1.meta.api_version.version == "1" and v1.meta.billed_units.search_units == 1
+        with pytest.raises(cohere.core.ApiError) as refused:
+            cohere.ClientV2(api_key="wrong", base_url=url).rerank(model="m", query=QUERY, documents=DOCS)
+        assert refused.value.status_code == 401
+
+
+def test_health_says_when_the_cross_encoders_head_was_never_trained(api, cross_encoder, tmp_path):
+    (warning,) = api.get("/health").json()["warnings"]
+    assert "never trained" in warning and "--reranker saved" in warning
+    assert reranker_warnings(cross_encoder) == [warning]
+    cross_encoder.save(tmp_path / "trained")  # a saved cross-encoder has its head (trained or not: a choice)
+    assert reranker_warnings(Reranker.load(tmp_path / "trained")) == []
 
 
 def free_port() -> int:
@@ -356,28 +398,37 @@ def free_port() -> int:
 def test_the_serve_command_serves_until_terminated(cross_encoder):
     port = free_port()
     command = [*docrerank_command(), "serve", "--port", str(port), "--max-documents", "3", "--name", "minilm"]
-    command += ["--reranker", "cross-encoder"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command += ["--reranker", "cross-encoder", "--preload", "--api-key-env", "DOCRERANK_TEST_KEY"]
+    environment = {**os.environ, "DOCRERANK_TEST_KEY": "the-test-key"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment)
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 180
-        while True:
+        while True:  # --preload: /health answers 503 (loading) until the model has scored its warm-up pair
             assert process.poll() is None, process.communicate()[0]
             assert time.monotonic() < deadline, "docrerank serve did not answer /health"
             try:
                 if httpx.get(f"{url}/health", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
-                time.sleep(0.25)
+                pass
+            time.sleep(0.25)
+        health = httpx.get(f"{url}/health", timeout=10).json()
+        assert health["status"] == "ready" and health["stats"]["pairs"] == 1  # the warm-up pair
+        assert "never trained" in health["warnings"][0]
         body = {"query": QUERY, "documents": DOCS[:3], "top_n": 1}
-        response = httpx.post(f"{url}/v1/rerank", json=body, timeout=60)
+        assert httpx.post(f"{url}/v1/rerank", json=body, timeout=60).status_code == 401
+        key = {"Authorization": "Bearer the-test-key"}
+        response = httpx.post(f"{url}/v1/rerank", json=body, timeout=60, headers=key)
         assert response.status_code == 200 and response.json()["model"] == "minilm"
         direct = cross_encoder.score([(QUERY, doc) for doc in DOCS[:3]])
         best = max(range(3), key=lambda i: direct[i])
         assert response.json()["results"] == [{"index": best, "relevance_score": pytest.approx(direct[best])}]
-        too_many = httpx.post(f"{url}/v1/rerank", json={**body, "documents": DOCS}, timeout=60)
+        too_many = httpx.post(f"{url}/v2/rerank", json={**body, "documents": DOCS}, timeout=60, headers=key)
         assert too_many.status_code == 413 and "max_documents" in too_many.json()["detail"]
     finally:
         process.terminate()
         output = process.communicate(timeout=30)[0]
-    assert f"at {url}/v1/rerank (API docs: {url}/docs)" in output
+    assert f"at {url}/v1/rerank and /v2/rerank (API docs: {url}/docs;" in output and "API key required" in output
+    assert "WARNING: the cross-encoder's scoring head was never trained" in " ".join(output.split())
+    assert "the-test-key" not in output

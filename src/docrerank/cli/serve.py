@@ -7,11 +7,14 @@ uvicorn's messages and the access log).
 
 from __future__ import annotations
 
+import ipaddress
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from docrerank.cli.rerank import (
     DEFAULT_RERANKER,
@@ -20,14 +23,16 @@ from docrerank.cli.rerank import (
     ConfigOption,
     ModelOption,
     RerankerOption,
+    TrustRerankerOption,
     make_reranker,
 )
-from docrerank.errors import import_optional
+from docrerank.errors import DocrerankError, import_optional
 from docrerank.server import ServerSettings, create_app
 
 __all__ = ["serve_command"]
 
 stdout = Console()
+stderr = Console(stderr=True)
 
 
 DEFAULT = ServerSettings()
@@ -37,17 +42,51 @@ def _url(host: str, port: int) -> str:
     return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
+def _loopback(host: str) -> bool:
+    """Whether ``host`` is this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _server_warnings(host: str, key: str | None) -> list[str]:
+    """What the operator must hear at start and /health tells: an API bound beyond loopback without a key."""
+    if key is None and not _loopback(host):
+        return [
+            f"the API is bound to {host}, beyond this machine, without an API key: anyone who can reach it can use "
+            "it; set one with --api-key-env VARIABLE"
+        ]
+    return []
+
+
+def _api_key(variable: str | None) -> str | None:
+    """The API key from the environment variable ``variable`` (never printed); an error when it is unset."""
+    if variable is None:
+        return None
+    key = os.environ.get(variable, "").strip()
+    if not key:
+        raise DocrerankError(
+            f"--api-key-env {variable}: the environment variable {variable} is not set or empty; set it to the key "
+            f"clients must send (e.g. export {variable}=$(openssl rand -hex 32)), or leave out --api-key-env"
+        )
+    return key
+
+
 def serve_command(
     reranker: RerankerOption = DEFAULT_RERANKER,
     model: ModelOption = None,
     config: ConfigOption = None,
     backend: BackendOption = "verifier",
     cascade_top: CascadeTopOption = 5,
+    trust_reranker: TrustRerankerOption = False,
     host: Annotated[
         str,
         typer.Option(
-            help="address to listen on: 127.0.0.1 is this machine only; 0.0.0.0 exposes the API, which has no "
-            "authentication, to every network the machine is on"
+            help="address to listen on: 127.0.0.1 is this machine only; 0.0.0.0 exposes the API to every network "
+            "the machine is on (give it an API key: --api-key-env)"
         ),
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="port to listen on")] = 8000,
@@ -61,6 +100,12 @@ def serve_command(
         int,
         typer.Option(min=1, help="(query, document) pairs concurrent requests are batched up to; a larger one alone"),
     ] = DEFAULT.max_batch_pairs,
+    max_queued_pairs: Annotated[
+        int,
+        typer.Option(
+            min=1, help="limit: pairs accepted and not yet scored; past it a request is answered 503 with Retry-After"
+        ),
+    ] = DEFAULT.max_queued_pairs,
     max_documents: Annotated[int, typer.Option(min=1, help="limit: documents per request")] = DEFAULT.max_documents,
     max_query_chars: Annotated[
         int, typer.Option(min=1, help="limit: characters of the query")
@@ -76,16 +121,49 @@ def serve_command(
         bool,
         typer.Option(
             "--allow-urls",
-            help="fetch http(s) image URLs that clients send (default: clients send images as base64); lets any "
-            "client make the server fetch any URL, those of its own network included",
+            help="fetch http(s) image URLs that clients send (default: clients send images as base64); only from "
+            "public addresses, checked on every redirect, unless --allow-private-urls / --allow-url-network",
         ),
     ] = False,
+    allow_private_urls: Annotated[
+        bool,
+        typer.Option(
+            "--allow-private-urls",
+            help="with --allow-urls, fetch from loopback, private, link-local and metadata addresses too: lets "
+            "any client make the server fetch from its own network",
+        ),
+    ] = False,
+    allow_url_network: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-url-network",
+            metavar="CIDR",
+            help="with --allow-urls, a network fetched from although not public (e.g. 10.1.2.0/24); repeatable",
+        ),
+    ] = None,
+    preload: Annotated[
+        bool,
+        typer.Option(
+            "--preload",
+            help="load the model at start (one warm-up pair); /health answers 503 'loading' until it is ready",
+        ),
+    ] = False,
+    api_key_env: Annotated[
+        str | None,
+        typer.Option(
+            metavar="VARIABLE",
+            help="require `Authorization: Bearer KEY` on every route but /health, KEY read from this environment "
+            "variable (e.g. DOCRERANK_API_KEY)",
+        ),
+    ] = None,
 ) -> None:
-    """Serve a reranker over HTTP: POST /v1/rerank (Cohere v2 / Jina request shape), GET /health, /docs.
+    """Serve a reranker over HTTP: POST /v1/rerank and /v2/rerank (Cohere v1 / v2, Jina), GET /health, /docs.
 
-    Over a limit, a request is answered 413 with the limit, the field and the value.
+    Over a limit, a request is answered 413 with the limit, the field and the value; with the queue full, 503
+    with Retry-After.
     """
     uvicorn = import_optional("uvicorn", "serve")
+    key = _api_key(api_key_env)
     if name is None and model is not None:
         name = Path(model).name if reranker in ("saved", "cascade") else model
     settings = ServerSettings(
@@ -98,24 +176,34 @@ def serve_command(
         max_image_bytes=max_image_bytes,
         max_body_bytes=max_body_bytes,
         allow_urls=allow_urls,
+        allow_private_urls=allow_private_urls,
+        allowed_url_networks=tuple(allow_url_network or ()),
+        # the default queue grows with --max-documents: a request of max_documents must fit
+        max_queued_pairs=max_queued_pairs
+        if max_queued_pairs != DEFAULT.max_queued_pairs
+        else max(max_queued_pairs, max_documents),
+        preload=preload,
+        api_key=key,
     )
-    app = create_app(make_reranker(reranker, model, config, backend, cascade_top), settings)
+    warnings = _server_warnings(host, key)
+    app = create_app(
+        make_reranker(reranker, model, config, backend, cascade_top, trust=trust_reranker), settings, warnings
+    )
     url = _url(host, port)
     stdout.print(
-        f"serving {settings.model_name or reranker} at {url}/v1/rerank (API docs: {url}/docs); Ctrl+C stops",
+        f"serving {settings.model_name or reranker} at {url}/v1/rerank and /v2/rerank (API docs: {url}/docs; "
+        f"{'warming the model up now' if preload else 'the first request warms the model up'}: {url}/health tells "
+        "when it is ready"
+        f"{'; API key required' if key else ''}); Ctrl+C stops",
         soft_wrap=True,
     )
+    for warning in app.state.warnings:
+        stderr.print(f"[bold red]WARNING:[/bold red] {escape(warning)}", soft_wrap=True)
     if reranker in ("llm", "cascade"):
         stdout.print(
             "[yellow]note:[/yellow] the LLM reranks best of the embedded models but slowly on a CPU (~0.13 pairs/s on "
             "2 cores for pages of up to 4000 characters): give it a GPU or a model server (--config), or serve a "
             "trained student (--reranker saved --model FOLDER)",
-            soft_wrap=True,
-        )
-    if reranker == "cross-encoder" and model is None:
-        stdout.print(
-            "[yellow]note:[/yellow] the default cross-encoder's scoring head is untrained, so its scores mean nothing "
-            "yet: serve a trained one with --reranker saved --model FOLDER (from `docrerank train`)",
             soft_wrap=True,
         )
     uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None)).run()
