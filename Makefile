@@ -57,8 +57,12 @@ $(VENV)/.torch: | $(BIN)/python
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH)"
 	@touch $@
 
+# every extra that runs on a CPU, so the README's commands after the demo (retrieve, rerank, evaluate,
+# evaluate-verifier's plot, serve) find their packages; not colpali/gpu (GPU) nor train (its trainers)
+DEMO_EXTRAS := llamacpp,data,embed,retrieval,report,serve,eval
+
 $(VENV)/.installed-demo: pyproject.toml $(VENV)/.torch
-	$(BIN)/pip install -q -e ".[llamacpp,data,embed]"
+	$(BIN)/pip install -q -e ".[$(DEMO_EXTRAS)]"
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch

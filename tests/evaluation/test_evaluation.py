@@ -55,9 +55,12 @@ def test_bad_beir_files_are_named(tmp_path):
         load_beir(folder)
     with pytest.raises(DocrerankError, match=r"no qrels for the split 'dev'"):
         load_beir(folder, split="dev")
+    shutil.copy2(BEIR / "qrels" / "test.tsv", folder / "qrels" / "test.tsv")
     (folder / "queries.jsonl").write_text('{"_id": "q1", "text": "x"}\n{"_id": "q2"\n')
-    with pytest.raises(DocrerankError, match=r"queries.jsonl:2: not a JSON line"):
-        load_beir(folder)
+    benchmark = load_beir(folder)  # a bad line is named and left out; the rest loads
+    assert [str(e) for e in benchmark.skipped] == [f"{folder / 'queries.jsonl'}:2: not a JSON line "
+                                                   "(Expecting ',' delimiter). Fix: fix or remove it"]  # fmt: skip
+    assert list(benchmark.queries) == ["q1"]
 
 
 def test_a_page_store_with_queries_and_trec_qrels(vignette_store, tmp_path):
@@ -70,8 +73,12 @@ def test_a_page_store_with_queries_and_trec_qrels(vignette_store, tmp_path):
     assert benchmark.judged_queries == ["q0", "q1"]
     assert benchmark.page(pages[1].page_id).text == pages[1].text
     assert any("1 judgements name pages the corpus does not hold" in n for n in benchmark.notes)
-    qrels.write_text("q0 0 only-three-columns\n")
-    with pytest.raises(DocrerankError, match=r"qrels.txt:1: want four columns"):
+    qrels.write_text(f"q0 0 only-three-columns\nq1 0 {pages[1].page_id} 2\n")
+    benchmark = load_store(vignette_store, queries, qrels)
+    assert [e.item for e in benchmark.skipped] == [f"{qrels}:1"] and "want four columns" in benchmark.skipped[0].reason
+    assert benchmark.judged_queries == ["q1"]
+    qrels.write_text("q0 0 only-three-columns\n")  # nothing usable left: an error that names the bad line
+    with pytest.raises(DocrerankError, match=r"1 bad lines left out, the first: .*qrels.txt:1: want four columns"):
         load_store(vignette_store, queries, qrels)
 
 

@@ -1,24 +1,40 @@
 """The ``docrerank`` command line: one Typer app, one subcommand per step of the loop.
 
-Logging is configured here and nowhere else; library code only logs. Exit codes: 0 all done, 1 some
-inputs failed (the rest was done; see the errors report), 2 bad usage or settings (nothing was done).
+Logging is configured here and nowhere else; library code only logs.
+
+Exit codes, the same for every command:
+
+- 0: all done.
+- 1: some inputs failed (each named on stderr, or in the command's errors report); the rest was done.
+- 2: a usage or user error, nothing done: a bad option, a missing or unreadable file, malformed YAML, a
+  config that does not validate, a missing optional package (a ``DocrerankError``). One red line names
+  the file or setting and the fix.
+- 3: an internal error (a bug in docrerank): one line, and the traceback written to a file (printed too
+  with ``-vv``) to report.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
+import time
+import traceback
 from typing import Annotated
 
 import typer
+import yaml
 from pydantic import ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from docrerank import __version__
 from docrerank.cli.backends import app as backends_app
 from docrerank.cli.demo import demo_command, samples_command
 from docrerank.cli.evaluate import evaluate_command
 from docrerank.cli.export import export_command
+from docrerank.cli.files import validation_summary
 from docrerank.cli.generate import generate_command
 from docrerank.cli.import_dataset import import_command
 from docrerank.cli.ingest import ingest_command
@@ -34,7 +50,9 @@ from docrerank.cli.train import train_command
 from docrerank.cli.verify import evaluate_verifier_command, verify_command
 from docrerank.errors import DocrerankError
 
-__all__ = ["app", "main"]
+__all__ = ["EXIT_INPUTS_FAILED", "EXIT_INTERNAL", "EXIT_OK", "EXIT_USAGE", "app", "main"]
+
+EXIT_OK, EXIT_INPUTS_FAILED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
 console = Console(stderr=True)
 
@@ -90,13 +108,70 @@ app.command("samples")(samples_command)
 app.command("demo")(demo_command)
 
 
+def _error(message: str) -> None:
+    """One red line on stderr; the message is printed as it is (never read as markup) and never wrapped."""
+    console.print(f"[red]error:[/red] {escape(' '.join(message.split()))}", soft_wrap=True)
+
+
+_PATH_FIXES = {
+    FileNotFoundError: "check the path: it does not exist",
+    IsADirectoryError: "give a file there, not a folder",
+    NotADirectoryError: "a part of the path is a file, not a folder",
+    PermissionError: "make it readable (chmod a+r) or choose another path",
+}
+
+
+def _path_error(exc: OSError) -> str:
+    fix = next((fix for kind, fix in _PATH_FIXES.items() if isinstance(exc, kind)), "check the path and the disk")
+    return f"{exc.filename}: {exc.strerror or exc}. Fix: {fix}"
+
+
+def _internal_error(exc: Exception) -> None:
+    """A bug: one line naming the exception and the file the traceback went to (printed too with -vv)."""
+    text = "".join(traceback.format_exception(exc))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    try:
+        fd, where = tempfile.mkstemp(prefix=f"docrerank-crash-{stamp}-", suffix=".txt")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError:
+        where = None
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        console.print(escape(text), soft_wrap=True)
+    saved = f"traceback in {where}" if where else "the traceback could not be saved"
+    summary = " ".join(f"{type(exc).__name__}: {exc}".split())
+    console.print(
+        f"[red]internal error[/red] (a bug in docrerank): {escape(summary)}; {escape(saved)} "
+        "(or rerun with -vv to print it); please report it",
+        soft_wrap=True,
+    )
+
+
 def main() -> None:
-    """Entry point: user errors become one red line and exit code 2, not a traceback."""
+    """Entry point: the exit codes of the module docstring; every error is one line, never a traceback."""
     try:
         app()
-    except (DocrerankError, ValidationError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise SystemExit(2) from None
+    except DocrerankError as exc:
+        _error(str(exc))
+        raise SystemExit(EXIT_USAGE) from None
+    except ValidationError as exc:
+        _error(f"{exc.title}: {validation_summary(exc)}")
+        raise SystemExit(EXIT_USAGE) from None
+    except yaml.YAMLError as exc:
+        _error(f"not valid YAML: {exc}. Fix the file's syntax")
+        raise SystemExit(EXIT_USAGE) from None
+    except OSError as exc:
+        if exc.filename is None:
+            _internal_error(exc)
+            raise SystemExit(EXIT_INTERNAL) from None
+        _error(_path_error(exc))
+        raise SystemExit(EXIT_USAGE) from None
+    except UnicodeDecodeError as exc:
+        _error(f"an input file is not UTF-8 text ({exc.reason} at byte {exc.start}). Fix: give it as UTF-8 text")
+        raise SystemExit(EXIT_USAGE) from None
+    except Exception as exc:
+        _internal_error(exc)
+        raise SystemExit(EXIT_INTERNAL) from None
 
 
 if __name__ == "__main__":

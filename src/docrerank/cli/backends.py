@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -22,6 +23,8 @@ from docrerank.backends import (
     load_backend_config,
 )
 from docrerank.backends.registry import BACKEND_TYPES, best_capabilities
+from docrerank.cli.files import read_yaml, validation_summary
+from docrerank.errors import DocrerankError
 
 __all__ = ["app"]
 
@@ -54,22 +57,27 @@ def check(
     question: Annotated[str, typer.Option(help="a yes/no question to score")] = "Is Paris the capital of France?",
 ) -> None:
     """Load a backend from its config, generate once and score yes/no once, and print what came back."""
-    backend = load_backend(load_backend_config(config))
+    try:
+        settings = load_backend_config(read_yaml(config, "a backend config (YAML)"))
+    except ValidationError as exc:
+        raise DocrerankError(f"{config}: not a valid backend config: {validation_summary(exc)}") from None
+    backend = load_backend(settings)
     stdout.print(
-        f"[bold]{backend.label}[/bold] capabilities: {', '.join(sorted(c.value for c in backend.capabilities))}"
+        f"[bold]{escape(backend.label)}[/bold] capabilities: {', '.join(sorted(c.value for c in backend.capabilities))}"
     )
     started = time.perf_counter()
     generation = backend.generate(
         [ChatRequest(messages=[Message(role="user", content=prompt)], sampling=SamplingParams(max_tokens=64))]
     )[0]
-    stdout.print(f"generate ({time.perf_counter() - started:.1f} s): {generation.text!r} {generation.error or ''}")
+    shown = f"{generation.text!r} {generation.error or ''}"
+    stdout.print(f"generate ({time.perf_counter() - started:.1f} s): {escape(shown)}", soft_wrap=True)
     if Capability.LOGPROBS in backend.capabilities:
         started = time.perf_counter()
         scores = backend.score_choices(
             [ChoiceRequest(messages=[Message(role="user", content=f"{question} Answer yes or no.")])]
         )[0]
         shown = scores.error or ", ".join(f"P({c})={p:.3f}" for c, p in scores.probs.items())
-        stdout.print(f"score_choices ({time.perf_counter() - started:.1f} s): {shown}")
+        stdout.print(f"score_choices ({time.perf_counter() - started:.1f} s): {escape(shown)}", soft_wrap=True)
     backend.close()
     if not generation.ok:
         raise typer.Exit(1)

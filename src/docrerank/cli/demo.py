@@ -11,9 +11,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from docrerank.cli.export import print_summary
-from docrerank.cli.generate import spread_sample
+from docrerank.cli.generate import select_pages
 from docrerank.cli.ingest import print_report
 from docrerank.cli.stats import stats_command
 from docrerank.pages import IngestSettings, PageStore, ingest
@@ -56,8 +57,8 @@ def demo_command(
     except SamplesUnavailableError as exc:
         if not fallback.is_dir():
             raise typer.BadParameter(f"{exc}; and the fallback folder {fallback} does not exist") from None
-        console.print(f"[yellow]sample packages unavailable:[/yellow] {exc}")
-        console.print(f"falling back to the real pages committed in {fallback}")
+        console.print(f"[yellow]sample packages unavailable:[/yellow] {escape(str(exc))}", soft_wrap=True)
+        console.print(f"falling back to the real pages committed in {escape(str(fallback))}")
         inputs = [fallback]
     report = ingest(inputs, out / "pages", IngestSettings(), workers=workers)
     print_report(report)
@@ -68,6 +69,7 @@ def demo_command(
     store = PageStore.open(out / "pages")
     config = PipelineConfig()
     console.print(f"[bold]generating[/bold] for {generate_pages} page(s) with the embedded default (all stages)")
-    run = run_pipeline(store, config, out / "run", page_ids=spread_sample(store, generate_pages, config.seed))
+    page_ids = select_pages(store, out / "pages", None, generate_pages, config.seed)
+    run = run_pipeline(store, config, out / "run", page_ids=page_ids)
     stats_command(run.run_dir)
     print_summary(export_run(run.run_dir, store, "hf", out / "dataset", overwrite=True))

@@ -7,8 +7,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from docrerank.cli.files import print_skipped
 from docrerank.cli.progress import progress_bar
 from docrerank.cli.rerank import RERANKERS, make_reranker
 from docrerank.errors import DocrerankError
@@ -39,6 +41,11 @@ def _benchmark(source: str, kind: str, split: str, queries: Path | None, qrels: 
     """``--benchmark`` in the ``--format`` given, or guessed from the folder (``auto``: a local folder only)."""
     path = Path(source)
     if kind == "auto":
+        if not path.exists():
+            raise DocrerankError(
+                f"{source}: no such folder: give a BEIR folder, a page store or a ViDoRe folder (or --format vidore "
+                "or realmm with a Hub dataset id)"
+            )
         guesses = {"beir": path / "corpus.jsonl", "store": path / "pages.parquet", "vidore": path / "corpus"}
         kind = next((name for name, marker in guesses.items() if marker.exists()), "")
         if not kind:
@@ -59,21 +66,24 @@ def _benchmark(source: str, kind: str, split: str, queries: Path | None, qrels: 
     raise DocrerankError(f"--format {kind!r}: use one of {', '.join(BENCHMARK_FORMATS)}")
 
 
-def _first_stage(benchmark: Benchmark, spec: str, k: int, model: str | None) -> Run:
+def _first_stage(benchmark: Benchmark, spec: str, k: int, model: str | None) -> tuple[Run, int]:
+    """The first stage's rankings, and how many lines of its run file were bad (skipped)."""
     if Path(spec).is_file():
         run, errors = read_trec(Path(spec))
-        for error in errors:
-            stderr.print(f"[yellow]skipped[/yellow] {error}")
+        print_skipped(errors, stderr)
         unknown = {p for ranking in run.values() for p, _ in ranking if p not in benchmark.corpus}
         if unknown:
-            stderr.print(f"[yellow]{len(unknown)} page ids of {spec} are not in the corpus[/yellow]: left out")
-        return {q: [(p, s) for p, s in ranking if p in benchmark.corpus] for q, ranking in run.items()}
+            stderr.print(
+                f"[yellow]{len(unknown)} page ids of {escape(spec)} are not in the corpus[/yellow]: left out",
+                soft_wrap=True,
+            )
+        return {q: [(p, s) for p, s in ranking if p in benchmark.corpus] for q, ranking in run.items()}, len(errors)
     if spec.split("+")[0].partition(":")[0] not in RETRIEVER_NAMES:
         raise DocrerankError(f"--first-stage {spec!r}: not a run file, nor one of {', '.join(RETRIEVER_NAMES)}")
     retriever = make_retriever(spec, benchmark.corpus, model)
     queries = benchmark.judged_queries
     rankings = retriever.search([benchmark.queries[q] for q in queries], k)
-    return dict(zip(queries, rankings, strict=True))
+    return dict(zip(queries, rankings, strict=True)), 0
 
 
 def _reranker_spec(spec: str, config: Path | None, backend: str):
@@ -123,14 +133,16 @@ def evaluate_command(
     ] = None,
 ) -> None:
     """Rerank a first stage's top --k with each reranker; print the paper-style table and write the results
-    and the report (report.html, report.md)."""
+    and the report (report.html, report.md). A bad line of a benchmark or run file is named and left out
+    (exit code 1)."""
     read_quality(report_run, verifier_report, mined_report)  # a wrong path fails now, not after the evaluation
     data = _benchmark(benchmark, benchmark_format, split, queries, qrels, rephrase_level)
+    print_skipped(data.skipped, stderr)
     for note in data.notes:
-        stderr.print(f"[yellow]{data.name}[/yellow]: {note}")
+        stderr.print(f"[yellow]{escape(data.name)}[/yellow]: {escape(note)}", soft_wrap=True)
     specs = [s.strip() for given in rerankers or [] for s in given.split(",") if s.strip()]
     engines = {spec: _reranker_spec(spec, config, backend) for spec in specs}
-    run = _first_stage(data, first_stage, k, retriever_model)
+    run, bad_run_lines = _first_stage(data, first_stage, k, retriever_model)
     out.mkdir(parents=True, exist_ok=True)
     with progress_bar() as bar:
         task = bar.add_task("rerank (pairs)", total=None)
@@ -140,11 +152,15 @@ def evaluate_command(
         )  # fmt: skip
     write_evaluation(result, out)
     header, rows = table_rows(result)
-    table = Table(title=f"{data.name}: {result.queries} queries, top {k} reranked (* p<0.05, ** p<0.01)")
+    table = Table(title=f"{escape(data.name)}: {result.queries} queries, top {k} reranked (* p<0.05, ** p<0.01)")
     for column in header:
-        table.add_column(column)
+        table.add_column(escape(column))
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(escape(str(cell)) for cell in row))
     stdout.print(table)
     write_report([out], out / "report.html", run=report_run, verifier=verifier_report, mined=mined_report)
-    stdout.print(f"written to {out} (report.html, report.md, table.md, summary.json, per_query.jsonl, runs/)")
+    where = escape(str(out))
+    stdout.print(f"written to {where} (report.html, report.md, table.md, summary.json, per_query.jsonl, runs/)")
+    if data.skipped or bad_run_lines:
+        stderr.print(f"[yellow]{len(data.skipped) + bad_run_lines} bad line(s) left out[/yellow] (named above)")
+        raise typer.Exit(1)

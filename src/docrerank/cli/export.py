@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from docrerank.pages import PageStore
@@ -31,9 +32,9 @@ def print_summary(summary: ExportSummary) -> None:
     ):
         table.add_row(label, str(value))
     for generator, count in sorted(summary.negatives_by_generator.items()):
-        table.add_row(f"  negatives {generator}", str(count))
+        table.add_row(f"  negatives {escape(generator)}", str(count))
     stdout.print(table)
-    stdout.print(f"written to {summary.out}")
+    stdout.print(f"written to {escape(str(summary.out))}")
 
 
 def export_command(

@@ -9,15 +9,18 @@ from typing import Annotated
 
 import typer
 
+from docrerank.cli.files import pipeline_config
 from docrerank.cli.stats import print_stats
+from docrerank.errors import DocrerankError
 from docrerank.pages import PageStore
-from docrerank.pipeline.config import PipelineConfig
 from docrerank.pipeline.generate import run_pipeline
 
-__all__ = ["generate_command", "spread_sample"]
+__all__ = ["generate_command", "select_pages", "spread_sample"]
+
+SAMPLE_MIN_CHARS = 500
 
 
-def spread_sample(store: PageStore, n: int, seed: int, min_chars: int = 500) -> list[str]:
+def spread_sample(store: PageStore, n: int, seed: int, min_chars: int = SAMPLE_MIN_CHARS) -> list[str]:
     """``n`` page ids, one document after another, a random page of each (pages with real text only).
 
     A run on a few pages then sees several documents rather than the first pages of one.
@@ -36,6 +39,32 @@ def spread_sample(store: PageStore, n: int, seed: int, min_chars: int = 500) -> 
     return chosen
 
 
+def select_pages(
+    store: PageStore, where: Path, max_pages: int | None, sample: int | None, seed: int
+) -> list[str] | None:
+    """The page ids ``--max-pages`` or ``--sample`` choose (None: neither, the whole store). A count below 1,
+    both options at once, or a choice that finds no page is an error: never a run over the whole store."""
+    if max_pages is not None and sample is not None:
+        raise DocrerankError("give --sample N or --max-pages N, not both")
+    option, count = ("--sample", sample) if sample is not None else ("--max-pages", max_pages)
+    if count is None:
+        return None
+    if count < 1:
+        raise DocrerankError(f"{option} {count}: give a number of pages >= 1 (leave {option} out for every page)")
+    if sample is not None:
+        page_ids = spread_sample(store, sample, seed)
+        wanted = f"with >= {SAMPLE_MIN_CHARS} characters of text"
+    else:
+        page_ids = [p.page_id for p in store if p.text.strip()][:count]
+        wanted = "with text"
+    if not page_ids:
+        raise DocrerankError(
+            f"{option} {count} found no page {wanted} among the {len(store)} page(s) of {where}: ingest documents "
+            "with a text layer, or scans with OCR (`docrerank ingest ... --ocr auto`)"
+        )
+    return page_ids
+
+
 def generate_command(
     pages: Annotated[Path, typer.Option("--pages", help="a page store (docrerank ingest)")],
     run_dir: Annotated[Path, typer.Option("--run-dir", help="the run directory: output and cache")],
@@ -50,11 +79,7 @@ def generate_command(
 ) -> None:
     """Run (or resume) the DocReRank pipeline: positives, verification, negatives, verification, selection."""
     store = PageStore.open(pages)
-    settings = PipelineConfig.from_yaml(config) if config else PipelineConfig()
-    page_ids = None
-    if max_pages is not None:
-        page_ids = [p.page_id for p in store if p.text.strip()][:max_pages]
-    if sample is not None:
-        page_ids = spread_sample(store, sample, settings.seed)
+    settings = pipeline_config(config)
+    page_ids = select_pages(store, pages, max_pages, sample, settings.seed)
     report = run_pipeline(store, settings, run_dir, force=force, show_progress=progress, page_ids=page_ids)
     print_stats(json.loads((report.run_dir / "stats.json").read_text()))

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from docrerank.pages.settings import IngestSettings, OcrMode
 from docrerank.pipeline.colhnque import import_colhnque
@@ -34,10 +35,10 @@ def import_command(
         source, pages, positives, IngestSettings(ocr=ocr), split=split, limit=limit, show_progress=progress
     )
     stdout.print(
-        f"{summary.rows} rows: {summary.pages} pages into {pages}, {summary.positives} positives and "
-        f"{summary.negatives} given negatives into {positives}; {len(summary.errors)} errors"
+        f"{summary.rows} rows: {summary.pages} pages into {escape(str(pages))}, {summary.positives} positives and "
+        f"{summary.negatives} given negatives into {escape(str(positives))}; {len(summary.errors)} errors"
     )
     for error in summary.errors:
-        stdout.print(f"[red]error:[/red] {error}")
+        stdout.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
     if summary.errors:
         raise typer.Exit(1)

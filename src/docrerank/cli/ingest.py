@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from docrerank.pages import IngestReport, IngestSettings, OcrMode, ingest
@@ -18,7 +19,7 @@ stdout = Console()
 
 def print_report(report: IngestReport) -> None:
     """The summary of an ingest: pages, where their text came from, and one line per error."""
-    summary = Table(title=f"page store {report.store}", show_header=False, title_justify="left")
+    summary = Table(title=f"page store {escape(str(report.store))}", show_header=False, title_justify="left")
     summary.add_column(style="bold")
     summary.add_column(justify="right")
     rate = report.pages_new / report.elapsed_s if report.elapsed_s else 0.0
@@ -34,12 +35,12 @@ def print_report(report: IngestReport) -> None:
     summary.add_row("wall time", f"{report.elapsed_s:.1f} s")
     stdout.print(summary)
     if report.errors:
-        errors = Table(title=f"errors (also in {report.store / 'errors.jsonl'})", title_justify="left")
+        errors = Table(title=f"errors (also in {escape(str(report.store / 'errors.jsonl'))})", title_justify="left")
         errors.add_column("file", overflow="fold")
         errors.add_column("reason", overflow="fold")
         errors.add_column("what to do", overflow="fold")
         for error in report.errors:
-            errors.add_row(error.item, error.reason, error.fix)
+            errors.add_row(escape(error.item), escape(error.reason), escape(error.fix))
         stdout.print(errors)
 
 

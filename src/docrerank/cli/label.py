@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from docrerank.cli.files import print_skipped
 from docrerank.cli.progress import progress_bar
 from docrerank.cli.rerank import llm_reranker
 from docrerank.pages import PageStore
@@ -58,12 +60,12 @@ def label_command(
             progress=lambda done, total: bar.update(task, completed=done, total=total),
             details=details,
         )
-    for error in summary.errors:
-        stderr.print(f"[yellow]skipped[/yellow] {error}")
+    print_skipped(summary.errors, stderr)
     stdout.print(
         f"{summary.pairs} pairs of {summary.groups} groups: {summary.cached} cached, {summary.scored} scored, "
-        f"{summary.unscored} without a teacher score ({summary.seconds:.0f} s); written to {out / EXAMPLES}"
+        f"{summary.unscored} without a teacher score ({summary.seconds:.0f} s); "
+        f"written to {escape(str(out / EXAMPLES))}"
     )
-    stdout.print(f"train on it: docrerank train --data {out} --targets teacher --out STUDENT")
+    stdout.print(f"train on it: docrerank train --data {escape(str(out))} --targets teacher --out STUDENT")
     if summary.errors:
         raise typer.Exit(1)

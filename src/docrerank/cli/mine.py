@@ -14,8 +14,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from docrerank.cli.files import pipeline_config, print_skipped
 from docrerank.cli.progress import progress_bar
 from docrerank.cli.retrieve import ModelOption, QueriesOption, RetrieverOption, open_queries, searched
 from docrerank.errors import DocrerankError
@@ -41,19 +43,20 @@ stderr = Console(stderr=True)
 
 def _from_run(run_path: Path, items: list[RetrievalQuery], top_n: int, store: PageStore):
     run, errors = read_trec(run_path)
-    for error in errors:
-        stderr.print(f"[yellow]skipped[/yellow] {error}")
+    print_skipped(errors, stderr)
     unknown = {page for ranking in run.values() for page, _ in ranking if page not in store}
     if unknown:
         stderr.print(
-            f"[yellow]{len(unknown)} page ids of {run_path} are not in the store[/yellow] (e.g. {min(unknown)!r}): "
+            f"[yellow]{len(unknown)} page ids of {escape(str(run_path))} are not in the store[/yellow] "
+            f"(e.g. {escape(repr(min(unknown)))}): "
             "left out; --pages must name the store the run was made from"
         )
         run = {query: [(p, s) for p, s in ranking if p in store] for query, ranking in run.items()}
     missing = [q.query_id for q in items if q.query_id not in run]
     if missing:
         stderr.print(
-            f"[yellow]{len(missing)} queries have no ranking in {run_path}[/yellow] (e.g. {missing[0]!r}): "
+            f"[yellow]{len(missing)} queries have no ranking in {escape(str(run_path))}[/yellow] "
+            f"(e.g. {escape(repr(missing[0]))}): "
             "the run's query ids must be the queries' query_id"
         )
     rankings = [run.get(q.query_id, [])[:top_n] for q in items]
@@ -96,7 +99,7 @@ def _print_summary(summary: dict) -> None:
         f"positive in the top {summary['settings']['top_n']}: {counts['positive_in_top_n']}"
     )
     for reason, n in summary["skipped"].items():
-        stdout.print(f"  no negative for {n}: {reason}")
+        stdout.print(f"  no negative for {n}: {escape(reason)}")
     rates = summary.get("false_negatives")
     if rates and rates["judged"]:
         stdout.print(
@@ -154,7 +157,7 @@ def mine_command(
     items = [q for q in items if q.positives]
     if not items:
         raise DocrerankError(f"no query of {queries} names its positive page: give page_id on each line")
-    pipeline_config = PipelineConfig.from_yaml(config) if config else PipelineConfig()  # checked before the work
+    verify_config = pipeline_config(config)  # checked before the work
     out.mkdir(parents=True, exist_ok=True)
     if run is not None:
         rankings, positive_scores, bad_lines = _from_run(run, items, top_n, store)
@@ -166,7 +169,7 @@ def mine_command(
         write_trec({q.query_id: r for q, r in zip(items, rankings, strict=True)}, out / "run.trec", tag=engine.name)
         source = {"retriever": retriever, "settings": engine.settings()}
     examples = mine(items, rankings, positive_scores, settings)
-    unjudged = verify_mined(examples, store, pipeline_config, cache or out / "cache.sqlite") if verify else 0
+    unjudged = verify_mined(examples, store, verify_config, cache or out / "cache.sqlite") if verify else 0
     write_mined(examples, out / "mined.jsonl")
     summary = {
         "pages": str(pages),
@@ -188,6 +191,6 @@ def mine_command(
         summary["false_negatives"] = {**false_negative_rates(examples), "unjudged": unjudged}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _print_summary(summary)
-    stdout.print(f"written to {out / 'mined.jsonl'}")
+    stdout.print(f"written to {escape(str(out / 'mined.jsonl'))}")
     if skipped:
         raise typer.Exit(1)

@@ -6,13 +6,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
+from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from docrerank.cli.files import read_yaml, validation_summary
+from docrerank.errors import DocrerankError
 from docrerank.pages import PageStore
 from docrerank.pipeline.export import FORMATS
 from docrerank.pipeline.mixture import RECIPES, MixSummary, mix
+from docrerank.pipeline.mixture import recipe as mix_recipe
 
 __all__ = ["mix_command"]
 
@@ -33,8 +37,8 @@ def _print(summary: MixSummary) -> None:
     table.add_row("examples with fewer negatives than asked", str(summary.short_examples))
     stdout.print(table)
     for note in summary.notes:
-        stdout.print(f"[yellow]note[/yellow]: {note}")
-    stdout.print(f"written to {summary.out}")
+        stdout.print(f"[yellow]note[/yellow]: {escape(note)}")
+    stdout.print(f"written to {escape(str(summary.out))}")
 
 
 def mix_command(
@@ -52,8 +56,15 @@ def mix_command(
     overwrite: Annotated[bool, typer.Option(help="replace a non-empty --out folder")] = False,
 ) -> None:
     """Mix mined negative pages and generated negative queries into one training set, by example."""
-    overrides = (yaml.safe_load(config.read_text()) or {}) if config else {}
+    overrides = read_yaml(config, "a mixture config (YAML)") if config else {}
     overrides = overrides.get("mix", overrides)
+    if not isinstance(overrides, dict):
+        raise DocrerankError(f"{config}: 'mix:' holds 'key: value' lines of the recipe's fields")
     overrides.update({k: v for k, v in {"total": total, "seed": seed}.items() if v is not None})
+    try:
+        mix_recipe(recipe, overrides)  # the config's fields checked before any work
+    except ValidationError as exc:
+        where = f"{config}: " if config else ""
+        raise DocrerankError(f"{where}bad recipe fields: {validation_summary(exc)}; fix these fields") from None
     summary = mix(PageStore.open(pages), run or [], mined or [], recipe, out, format, overrides, overwrite)
     _print(summary)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from docrerank.evaluation.report import write_report
 
@@ -33,4 +34,4 @@ def report_command(
 ) -> None:
     """Write one HTML page (no external resources) with each benchmark's table, charts and worst/best queries."""
     html, md = write_report(evaluations, out, run=run, verifier=verifier, mined=mined)
-    stdout.print(f"report written to {html} (summary: {md})")
+    stdout.print(f"report written to {escape(str(html))} (summary: {escape(str(md))})")

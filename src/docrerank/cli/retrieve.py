@@ -8,8 +8,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from docrerank.cli.files import print_skipped
 from docrerank.cli.progress import progress_bar
+from docrerank.errors import DocrerankError
 from docrerank.pages import PageStore
 from docrerank.retrieval import (
     FIRST_STAGE,
@@ -52,13 +55,15 @@ ModelOption = Annotated[
 def open_queries(pages: Path, queries: Path) -> tuple[PageStore, list[RetrievalQuery], int]:
     """The store, the usable queries, and how many were skipped (each named on stderr with its fix)."""
     store = PageStore.open(pages)
+    if not queries.exists():
+        raise DocrerankError(f"{queries}: no such file or folder: give a queries JSONL file or a generation run")
     items, errors = read_queries(queries, store)
-    for error in errors:
-        stderr.print(f"[yellow]skipped[/yellow] {error}")
+    print_skipped(errors, stderr)
     without_text = sum(not page.text.strip() for page in store)
     if without_text:
         stderr.print(
-            f"[yellow]{without_text} page(s) of {pages} have no text[/yellow]: text retrievers cannot find them; "
+            f"[yellow]{without_text} page(s) of {escape(str(pages))} have no text[/yellow]: "
+            "text retrievers cannot find them; "
             "re-ingest with OCR (`docrerank ingest ... --ocr auto`)"
         )
     return store, items, len(errors)
@@ -98,7 +103,7 @@ def retrieve_command(
     engine, rankings = searched(retriever, store, model, [q.text for q in items], k)
     write_trec({q.query_id: r for q, r in zip(items, rankings, strict=True)}, out, tag=retriever)
     indexes = ", ".join(str(folder) for folder in engine.indexes())
-    stdout.print(f"{len(items)} queries, top {k} pages each, written to {out} (index: {indexes})")
+    stdout.print(f"{len(items)} queries, top {k} pages each, written to {escape(str(out))} (index: {escape(indexes)})")
     judged = [(q, r) for q, r in zip(items, rankings, strict=True) if q.positives]
     if judged:
         hits = [next((i for i, (pid, _) in enumerate(r, 1) if pid in q.positives), None) for q, r in judged]

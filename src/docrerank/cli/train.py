@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
+from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
+from docrerank.cli.files import read_yaml, validation_summary
 from docrerank.errors import DocrerankError
 from docrerank.pages import PageStore
 from docrerank.rerankers import CrossEncoderReranker, Reranker
@@ -78,8 +80,10 @@ def train_command(
     seed: Annotated[int | None, typer.Option(help="seed of the split, the negatives and the order")] = None,
 ) -> None:
     """Train a reranker; rerun with the same --out to resume after a kill."""
-    fields = (yaml.safe_load(config.read_text()) or {}) if config else {}
+    fields = read_yaml(config, "a training config (YAML)") if config else {}
     fields = fields.get("train", fields)
+    if not isinstance(fields, dict):
+        raise DocrerankError(f"{config}: 'train:' holds 'key: value' lines of training settings")
     given = {
         "targets": targets,
         "loss": loss,
@@ -98,8 +102,9 @@ def train_command(
     fields.update({k: v for k, v in given.items() if v is not None})
     try:
         settings = TrainSettings(**fields)
-    except ValueError as exc:
-        raise DocrerankError(f"bad training settings: {exc}") from None
+    except ValidationError as exc:
+        where = f"{config}: " if config else ""
+        raise DocrerankError(f"{where}bad training settings: {validation_summary(exc)}; fix these fields") from None
     store = PageStore.open(pages) if pages else None
     engine = _reranker(reranker, model, store)
     groups = read_groups(data, store, images="image" in engine.uses)
@@ -118,4 +123,5 @@ def train_command(
         stdout.print(f"held out: {summary.held_out_groups} queries of {len(summary.held_out_documents)} documents")
         stdout.print(f"  before: {_metrics(summary.before)}")
         stdout.print(f"  after:  {_metrics(summary.after)}")
-    stdout.print(f"saved to {out} (load with Reranker.load, or `docrerank rerank --reranker saved --model {out}`)")
+    where = escape(str(out))
+    stdout.print(f"saved to {where} (load with Reranker.load, or `docrerank rerank --reranker saved --model {where}`)")

@@ -9,13 +9,14 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from docrerank.cli.files import pipeline_config, print_skipped, read_text
 from docrerank.cli.progress import progress_bar
 from docrerank.errors import DocrerankError, InputError
 from docrerank.pages import PageStore
-from docrerank.pipeline.config import PipelineConfig
-from docrerank.pipeline.pairs import VerifiedPair, read_pairs, verifier_for, verify_pairs, write_results
+from docrerank.pipeline.pairs import VerifiedPair, parse_pairs, verifier_for, verify_pairs, write_results
 from docrerank.pipeline.verifier_eval import evaluate_verifier, write_calibration_plot
 from docrerank.pipeline.verify import Expectation
 
@@ -38,10 +39,10 @@ def _run(
     if role not in _EXPECT:
         raise typer.BadParameter(f"--as must be negative or positive, not {role!r}")
     store = PageStore.open(pages)
-    settings = PipelineConfig.from_yaml(config) if config else PipelineConfig()
-    pairs, errors = read_pairs(pairs_path, store)
-    for error in errors:
-        stderr.print(f"[yellow]skipped[/yellow] {error}")
+    settings = pipeline_config(config)
+    text = read_text(pairs_path, "a pairs JSONL file")
+    pairs, errors = parse_pairs(text.splitlines(), str(pairs_path), store)
+    print_skipped(errors, stderr)
     expect = _EXPECT[role]
     verifier = verifier_for(settings, expect, cache)
     with progress_bar(disable=not progress) as bar:
@@ -80,7 +81,7 @@ def verify_command(
     accepted = sum(r.accepted for r in results)
     stdout.print(
         f"{len(results)} pairs verified: {counts['answerable']} answerable, {counts['undecided']} undecided, "
-        f"{counts['unanswerable']} unanswerable; {accepted} accepted as {role}s. Written to {out}"
+        f"{counts['unanswerable']} unanswerable; {accepted} accepted as {role}s. Written to {escape(str(out))}"
     )
     if errors:
         stderr.print(f"[yellow]{len(errors)} line(s) skipped[/yellow] (see above)")
@@ -145,7 +146,7 @@ def print_verifier_report(report: dict[str, Any]) -> None:
         kinds.add_column(column)
     for kind, row in report["by_kind"].items():
         label = "answerable" if row["answerable"] else "unanswerable"
-        kinds.add_row(kind, str(row["n"]), label, f"{row['accepted_as_negative']:.0%}")
+        kinds.add_row(escape(kind), str(row["n"]), label, f"{row['accepted_as_negative']:.0%}")
     stdout.print(kinds)
 
     reliability = Table(title="reliability (mean P(yes) of the prompts)", title_justify="left")
@@ -175,9 +176,10 @@ def evaluate_verifier_command(
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     print_verifier_report(report)
     try:
-        stdout.print(f"reliability plot: {write_calibration_plot(report, out / 'calibration.png')}")
+        plot = write_calibration_plot(report, out / "calibration.png")
+        stdout.print(f"reliability plot: {escape(str(plot))}")
     except DocrerankError as exc:  # matplotlib missing: the report stands without its plot
-        stderr.print(f"[yellow]no plot[/yellow]: {exc}")
-    stdout.print(f"written to {out}")
+        stderr.print(f"[yellow]no plot[/yellow]: {escape(str(exc))}", soft_wrap=True)
+    stdout.print(f"written to {escape(str(out))}")
     if errors:
         raise typer.Exit(1)

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from docrerank.errors import InputError
 from docrerank.pages import PageStore
 from docrerank.prompts.requests import PageContent, PageLike
 from docrerank.samples import default_cache_dir
@@ -56,6 +57,7 @@ class Benchmark:
     qrels: dict[str, dict[str, int]]
     notes: list[str] = field(default_factory=list)  # what loading left out, and why
     source: dict[str, str] = field(default_factory=dict)  # how to load it again: {"format", "path", ...}
+    skipped: list[InputError] = field(default_factory=list)  # bad lines of its files (FILE:LINE), left out
 
     def page(self, page_id: str, image: bool = False) -> PageLike:
         """The page as rerankers take it: a store's ``Page`` (with its image loaded when ``image``, for the

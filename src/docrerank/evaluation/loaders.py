@@ -15,23 +15,24 @@ Page images of the image benchmarks become a page store (``docrerank ingest`` of
 default), kept under ``$DOCRERANK_CACHE/benchmarks/``, so their text comes from the same machinery as every
 other page's and is computed once: a second load reuses the store.
 
-Every bad line is named with its file and line and the fix; loading stops only when nothing usable is left.
+Every bad line is named with its file and line and the fix, left out and kept in ``Benchmark.skipped``;
+loading stops only when nothing usable is left (or a file is not in its format at all: no BEIR qrels header).
 Queries without a judged relevant page are kept out of the metrics (BEIR's convention) and counted in
 ``Benchmark.notes``.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import re
 import tempfile
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from docrerank.errors import DocrerankError, import_optional
+from docrerank.errors import DocrerankError, InputError, import_optional
 from docrerank.evaluation.benchmark import Benchmark, TextCorpus
 from docrerank.pages import IngestSettings, PageStore, ingest
 from docrerank.pipeline.colhnque import png_bytes
@@ -41,16 +42,36 @@ from docrerank.samples import default_cache_dir
 __all__ = ["load_beir", "load_realmm", "load_store", "load_vidore", "read_trec_qrels"]
 
 
-def _jsonl(path: Path) -> list[tuple[str, dict]]:
-    rows = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
+def _lines(path: Path, skipped: list[InputError] | None) -> Iterator[tuple[int, str]]:
+    """``(number, text)`` of each non-blank line, without its line break; a line that is not UTF-8 goes to
+    ``skipped`` (or raises)."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
             try:
-                rows.append((f"{path}:{number}", json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise DocrerankError(f"{path}:{number}: not a JSON line ({exc.msg}); fix or remove it") from None
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                error = InputError(f"{path}:{number}", "not UTF-8 text", "save the file as UTF-8 or remove the line")
+                if skipped is None:
+                    raise error from None
+                skipped.append(error)
+                continue
+            if line.strip():
+                yield number, line
+
+
+def _jsonl(path: Path, skipped: list[InputError]) -> list[tuple[str, dict]]:
+    """``(FILE:LINE, object)`` of each JSON object line; every other non-blank line goes to ``skipped``."""
+    rows = []
+    for number, line in _lines(path, skipped):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            skipped.append(InputError(f"{path}:{number}", f"not a JSON line ({exc.msg})", "fix or remove it"))
+            continue
+        if not isinstance(row, dict):
+            skipped.append(InputError(f"{path}:{number}", "not a JSON object", "write one {...} a line"))
+            continue
+        rows.append((f"{path}:{number}", row))
     return rows
 
 
@@ -61,9 +82,15 @@ def _need(path: Path, what: str) -> Path:
 
 
 def _finish(
-    name: str, corpus, queries: dict[str, str], qrels: dict[str, dict[str, int]], source: dict, notes=None
+    name: str,
+    corpus,
+    queries: dict[str, str],
+    qrels: dict[str, dict[str, int]],
+    source: dict,
+    notes=None,
+    skipped: list[InputError] | None = None,
 ) -> Benchmark:
-    notes = list(notes or [])
+    notes, skipped = list(notes or []), list(skipped or [])
     unknown_pages = sum(1 for judged in qrels.values() for pid in judged if pid not in corpus)
     if unknown_pages:
         notes.append(f"{unknown_pages} judgements name pages the corpus does not hold (left out)")
@@ -71,60 +98,69 @@ def _finish(
     unknown_queries = [q for q in qrels if q not in queries]
     if unknown_queries:
         notes.append(f"{len(unknown_queries)} judged query ids are not among the queries (left out)")
-    benchmark = Benchmark(name, corpus, queries, {q: j for q, j in qrels.items() if q in queries}, notes, source)
+    judged = {q: j for q, j in qrels.items() if q in queries}
+    benchmark = Benchmark(name, corpus, queries, judged, notes, source, skipped)
     unjudged = len(queries) - len(benchmark.judged_queries)
     if unjudged:
         notes.append(f"{unjudged} queries have no relevant page judged: not scored")
     if not benchmark.judged_queries:
-        raise DocrerankError(f"{name}: no query has a relevant page in the corpus: check the qrels' ids")
+        bad = f" ({len(skipped)} bad lines left out, the first: {skipped[0]})" if skipped else ""
+        raise DocrerankError(f"{name}: no query has a relevant page in the corpus{bad}: check the qrels' ids")
     return benchmark
 
 
 def load_beir(folder: str | Path, split: str = "test") -> Benchmark:
     """A BEIR-format folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``)."""
     folder = Path(folder)
-    pages = []
-    for where, row in _jsonl(_need(folder / "corpus.jsonl", "a BEIR folder holds corpus.jsonl")):
+    pages, skipped = [], []
+    for where, row in _jsonl(_need(folder / "corpus.jsonl", "a BEIR folder holds corpus.jsonl"), skipped):
         if "_id" not in row or "text" not in row:
-            raise DocrerankError(f"{where}: a BEIR corpus line needs _id and text")
+            skipped.append(InputError(where, "a BEIR corpus line needs _id and text", "add them or remove the line"))
+            continue
         title = (row.get("title") or "").strip()
         text = f"{title}\n\n{row['text']}" if title else row["text"]
         pages.append(PageContent(text=text, page_id=str(row["_id"])))
     queries = {}
-    for where, row in _jsonl(_need(folder / "queries.jsonl", "a BEIR folder holds queries.jsonl")):
+    for where, row in _jsonl(_need(folder / "queries.jsonl", "a BEIR folder holds queries.jsonl"), skipped):
         if "_id" not in row or "text" not in row:
-            raise DocrerankError(f"{where}: a BEIR query line needs _id and text")
+            skipped.append(InputError(where, "a BEIR query line needs _id and text", "add them or remove the line"))
+            continue
         queries[str(row["_id"])] = row["text"]
     qrels_path = _need(folder / "qrels" / f"{split}.tsv", f"no qrels for the split {split!r} (--split)")
     qrels: dict[str, dict[str, int]] = defaultdict(dict)
-    with qrels_path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t")
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header[:2]] != ["query-id", "corpus-id"]:
-            raise DocrerankError(f"{qrels_path}:1: BEIR qrels start with the header 'query-id corpus-id score'")
-        for number, fields in enumerate(reader, 2):
-            if not fields:
-                continue
-            try:
-                query_id, page_id, grade = fields[0], fields[1], int(fields[2])
-            except (IndexError, ValueError):
-                raise DocrerankError(f"{qrels_path}:{number}: want 'query-id<TAB>corpus-id<TAB>score'") from None
-            qrels[query_id][page_id] = grade
-    source = {"format": "beir", "path": str(folder.resolve()), "split": split}
-    return _finish(folder.name, TextCorpus(pages), queries, dict(qrels), source)
-
-
-def read_trec_qrels(path: str | Path) -> dict[str, dict[str, int]]:
-    """A TREC qrels file: ``query_id iteration page_id grade`` a line."""
-    qrels: dict[str, dict[str, int]] = defaultdict(dict)
-    for number, line in enumerate(_need(Path(path), "give a TREC qrels file").read_text().splitlines(), 1):
-        if not line.strip():
+    lines = _lines(qrels_path, skipped)
+    first, header = next(lines, (1, ""))
+    if [h.strip() for h in header.split("\t")[:2]] != ["query-id", "corpus-id"]:
+        raise DocrerankError(f"{qrels_path}:{first}: BEIR qrels start with the header 'query-id corpus-id score'")
+    for number, line in lines:
+        fields = line.split("\t")
+        try:
+            query_id, page_id, grade = fields[0], fields[1], int(fields[2])
+        except (IndexError, ValueError):
+            fix = "write 'query-id<TAB>corpus-id<TAB>score' (an integer score) or remove the line"
+            skipped.append(InputError(f"{qrels_path}:{number}", "not a qrels line", fix))
             continue
+        qrels[query_id][page_id] = grade
+    source = {"format": "beir", "path": str(folder.resolve()), "split": split}
+    return _finish(folder.name, TextCorpus(pages), queries, dict(qrels), source, skipped=skipped)
+
+
+def read_trec_qrels(path: str | Path, skipped: list[InputError] | None = None) -> dict[str, dict[str, int]]:
+    """A TREC qrels file: ``query_id iteration page_id grade`` a line. A bad line goes to ``skipped`` when it is
+    given (the rest is read), else it is a ``DocrerankError``."""
+    qrels: dict[str, dict[str, int]] = defaultdict(dict)
+    for number, line in _lines(_need(Path(path), "give a TREC qrels file"), skipped):
         fields = line.split()
         try:
             query_id, _, page_id, grade = fields[0], fields[1], fields[2], int(fields[3])
         except (IndexError, ValueError):
-            raise DocrerankError(f"{path}:{number}: want four columns 'query_id 0 page_id grade'") from None
+            error = InputError(
+                f"{path}:{number}", "want four columns 'query_id 0 page_id grade'", "fix or remove the line"
+            )
+            if skipped is None:
+                raise error from None
+            skipped.append(error)
+            continue
         qrels[query_id][page_id] = grade
     return dict(qrels)
 
@@ -132,14 +168,16 @@ def read_trec_qrels(path: str | Path) -> dict[str, dict[str, int]]:
 def load_store(store: str | Path | PageStore, queries: str | Path, qrels: str | Path) -> Benchmark:
     """A page store with a queries JSONL (``query_id``, ``query``) and TREC qrels over its page ids."""
     store = store if isinstance(store, PageStore) else PageStore.open(store)
-    texts = {}
-    for where, row in _jsonl(_need(Path(queries), "give a queries JSONL file")):
+    texts, skipped = {}, []
+    for where, row in _jsonl(_need(Path(queries), "give a queries JSONL file"), skipped):
         if "query_id" not in row or "query" not in row:
-            raise DocrerankError(f"{where}: a query line needs query_id and query")
+            skipped.append(InputError(where, "a query line needs query_id and query", "add them or remove the line"))
+            continue
         texts[str(row["query_id"])] = row["query"]
     source = {"format": "store", "path": str(Path(store.root).resolve())}
     source |= {"queries": str(Path(queries).resolve()), "qrels": str(Path(qrels).resolve())}
-    return _finish(Path(store.root).name, store, texts, read_trec_qrels(qrels), source)
+    judged = read_trec_qrels(qrels, skipped)
+    return _finish(Path(store.root).name, store, texts, judged, source, skipped=skipped)
 
 
 def _table(source: str, name: str | None, split: str):

@@ -28,7 +28,7 @@ def per_query(
     run: Run, qrels: dict[str, dict[str, int]], queries: list[str], measures: tuple[str, ...] = MEASURES
 ) -> dict[str, dict[str, float]]:
     """``{measure: {query_id: value}}`` for every query in ``queries`` (0 where the run has nothing)."""
-    ir_measures = import_optional("ir_measures", "train")
+    ir_measures = import_optional("ir_measures", "eval")
     parsed = {str(ir_measures.parse_measure(m)): m for m in measures}
     judged = [ir_measures.Qrel(q, p, g) for q in queries for p, g in qrels.get(q, {}).items()]
     scored = [
@@ -51,7 +51,7 @@ def paired_p_value(a: dict[str, float], b: dict[str, float], resamples: int = 10
     """Two-sided p-value that the per-query values ``a`` and ``b`` (same queries) have the same mean."""
     import numpy as np
 
-    scipy_stats = import_optional("scipy.stats", "train")
+    scipy_stats = import_optional("scipy.stats", "eval")
     queries = sorted(a)
     x, y = np.array([a[q] for q in queries]), np.array([b[q] for q in queries])
     if len(queries) < 2 or np.allclose(x, y):
