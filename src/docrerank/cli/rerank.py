@@ -7,12 +7,13 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from docrerank.backends import load_backend
+from docrerank.cli.files import pipeline_config, print_skipped
 from docrerank.cli.progress import progress_bar
 from docrerank.cli.retrieve import QueriesOption, open_queries
 from docrerank.errors import DocrerankError
-from docrerank.pipeline.config import PipelineConfig
 from docrerank.prompts.requests import DEFAULT_MAX_PAGE_CHARS
 from docrerank.rerankers import CascadeReranker, CrossEncoderReranker, LLMReranker, Reranker
 from docrerank.retrieval import Ranking, read_trec, write_trec
@@ -47,7 +48,7 @@ CascadeTopOption = Annotated[
 def llm_reranker(config: Path | None, backend: str, max_page_chars: int = DEFAULT_MAX_PAGE_CHARS) -> LLMReranker:
     """The zero-shot LLM reranker over the config's backend ``backend`` (default config: the embedded 1.5B):
     `--reranker llm`, the cascade's teacher and `docrerank label`'s teacher."""
-    settings = PipelineConfig.from_yaml(config) if config else PipelineConfig()
+    settings = pipeline_config(config)
     if backend not in settings.backends:
         where = config or "the built-in config"
         raise DocrerankError(f"no backend named {backend!r} in {where}: one of {', '.join(settings.backends)}")
@@ -92,8 +93,7 @@ def rerank_command(
     """Rerank the top ``--depth`` pages of each query in a first-stage run; with known positives, report MRR."""
     store, items, skipped = open_queries(pages, queries)
     first, errors = read_trec(run)
-    for error in errors:
-        stderr.print(f"[yellow]skipped[/yellow] {error}")
+    print_skipped(errors, stderr)
     engine = make_reranker(reranker, model, config, backend, cascade_top)
     reranked, unknown = {}, set()
     with progress_bar() as bar:
@@ -106,13 +106,16 @@ def rerank_command(
             bar.advance(task)
     missing = [q.query_id for q in items if q.query_id not in first]
     if missing:
-        stderr.print(f"[yellow]{len(missing)} queries have no ranking in {run}[/yellow] (e.g. {missing[0]!r})")
+        shown = f"{len(missing)} queries have no ranking in {run}"
+        stderr.print(f"[yellow]{escape(shown)}[/yellow] (e.g. {escape(repr(missing[0]))})", soft_wrap=True)
     if unknown:
         stderr.print(
-            f"[yellow]{len(unknown)} page ids of {run} are not in the store[/yellow]: left out (wrong --pages?)"
+            f"[yellow]{len(unknown)} page ids of {escape(str(run))} are not in the store[/yellow]: "
+            "left out (wrong --pages?)"
         )
     write_trec(reranked, out, tag=f"rerank-{reranker}")
-    stdout.print(f"{len(reranked)} queries reranked ({reranker}, top {depth} of the first stage), written to {out}")
+    where = escape(str(out))
+    stdout.print(f"{len(reranked)} queries reranked ({reranker}, top {depth} of the first stage), written to {where}")
     positives = {q.query_id: q.positives for q in items if q.positives}
     if positives:
         before = {q: first.get(q, [])[:depth] for q in positives}
