@@ -2,8 +2,12 @@
 
 It is not a model: it answers chat completions with a canned text after a fixed latency, or misbehaves
 on purpose (429 with and without Retry-After, 500, a hang past the client's timeout, a dropped
-connection, a body that is not JSON), following a script. The tests use it to check retries and error
-recording; bench/backends.py uses it to measure how close the HTTP backend gets to ideal concurrency.
+connection, a body that is not JSON, a reply with empty or cut-off content, an error that echoes the
+request's credentials), following a script in arrival order or a ``plan`` that decides per request body
+(so that a fault follows its request across retries and runs). The tests use it to check retries and
+error recording, and its ``on_request`` hook to time orchestration (the reliability suite SIGKILLs a
+client when its Nth request arrives); bench/backends.py uses it to measure how close the HTTP backend
+gets to ideal concurrency.
 Real model servers are tested with the real ``llama_cpp.server``.
 
 It speaks just enough HTTP/1.1 (keep-alive, Content-Length bodies) on a raw asyncio server in a thread,
@@ -19,14 +23,24 @@ import json
 import multiprocessing
 import threading
 import time
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
-__all__ = ["FakeOpenAIServer", "schema_answer"]
+__all__ = ["FAULTS", "FakeOpenAIServer", "body_key", "schema_answer"]
 
 # Script actions: "ok", "429", "429:<seconds>" (with Retry-After), "500" (or any other status code, e.g.
-# "400"), "hang", "drop", "malformed".
+# "400"), "hang", "drop", "malformed" (an HTTP body of cut-off JSON), "empty" (200, empty content),
+# "truncated" (200, the answer's content cut in half, finish_reason "length"), "echo-auth" (401 whose error
+# message repeats the Authorization header, as a careless proxy might). "empty" and "truncated" carry no
+# logprobs, so a choice request fails on them too.
+FAULTS = ("429", "500", "hang", "drop", "malformed", "empty", "truncated", "echo-auth")
+
+
+def body_key(body: dict) -> str:
+    """A short stable key of a request body, to count requests per body at the server."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -36,6 +50,7 @@ class _Log:
     bodies: list[dict] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)  # request headers, names in lower case
     times: list[float] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)  # body_key of each request, in arrival order
 
 
 def _schema_instance(schema: dict, root: dict, key: str) -> object:
@@ -68,15 +83,15 @@ def schema_answer(body: dict) -> str:
     return json.dumps(_schema_instance(schema, schema, f"item x{digest}"))
 
 
-def _completion(body: dict, text: str) -> dict:
+def _completion(body: dict, text: str, finish_reason: str = "stop", logprobs: bool = True) -> dict:
     result: dict = {
         "id": "fake",
         "object": "chat.completion",
         "model": body.get("model", "fake"),
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}],
         "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
     }
-    if body.get("logprobs"):
+    if body.get("logprobs") and logprobs:
         top = [{"token": "yes", "logprob": -0.2}, {"token": "no", "logprob": -1.8}, {"token": "Yes", "logprob": -3.0}]
         result["choices"][0]["logprobs"] = {"content": [{"token": "yes", "logprob": -0.2, "top_logprobs": top}]}
     return result
@@ -95,6 +110,10 @@ class FakeOpenAIServer:
             the server; its strings are questions that differ per request, not meaningful ones.
         separate_process: serve from a child process, so that the server does not share the GIL with the
             client being measured (for benchmarks; ``log`` then stays empty).
+        plan: instead of the script, the action for each request from its decoded body and how many times
+            that body arrived before (0 the first time): a fault bound to a request, not to an arrival slot.
+        on_request: called with the request's arrival number (1-based) and its body as it arrives, before
+            any answer: the hook that times orchestration (e.g. kill the client at its Nth request).
     """
 
     def __init__(
@@ -105,8 +124,13 @@ class FakeOpenAIServer:
         text: str = "ok",
         separate_process: bool = False,
         answer_schemas: bool = False,
+        plan: Callable[[dict, int], str] | None = None,
+        on_request: Callable[[int, dict], None] | None = None,
     ):
         self.answer_schemas = answer_schemas
+        self.plan = plan
+        self.on_request = on_request
+        self._seen: Counter[str] = Counter()
         self._script = list(script) or ["ok"]
         self.latency_s = latency_s
         self.hang_s = hang_s
@@ -152,21 +176,32 @@ class FakeOpenAIServer:
                         headers_in[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
                 length = int(headers_in.get("content-length", 0))
                 raw = await reader.readexactly(length) if length else b""
-                action = self._action()
                 body: dict = {}
                 if (
-                    self.record or b'"logprobs"' in raw or (self.answer_schemas and b'"response_format"' in raw)
+                    self.record
+                    or self.plan is not None
+                    or b'"logprobs"' in raw
+                    or (self.answer_schemas and b'"response_format"' in raw)
                 ):  # decoding every body would make the server the bottleneck
                     try:
                         body = json.loads(raw or b"{}")
                     except json.JSONDecodeError:
                         pass
+                if self.plan is not None:
+                    key = body_key(body)
+                    action = self.plan(body, self._seen[key])
+                    self._seen[key] += 1
+                else:
+                    action = self._action()
                 if self.record:
                     self.log.requests += 1
                     self.log.actions.append(action)
                     self.log.times.append(time.perf_counter())
                     self.log.bodies.append(body)
                     self.log.headers.append(headers_in)
+                    self.log.keys.append(body_key(body))
+                if self.on_request is not None:
+                    self.on_request(self.log.requests, body)
                 if self.latency_s:
                     await asyncio.sleep(self.latency_s)
                 if action == "hang":
@@ -183,6 +218,15 @@ class FakeOpenAIServer:
                     payload = json.dumps(_completion(body, text)).encode()
                 elif action == "malformed":
                     payload = b'{"choices": [ {"message": '
+                elif action in ("empty", "truncated"):
+                    schema = self.answer_schemas and "json_schema" in body.get("response_format", {})
+                    full = schema_answer(body) if schema else self.text
+                    text, finish = ("", "stop") if action == "empty" else (full[: len(full) // 2], "length")
+                    payload = json.dumps(_completion(body, text, finish, logprobs=False)).encode()
+                elif action == "echo-auth":
+                    status = 401
+                    message = f"invalid credentials: {headers_in.get('authorization', '(none)')}"
+                    payload = json.dumps({"error": {"message": message}}).encode()
                 elif action.startswith("429"):
                     status, payload = 429, b'{"error": {"message": "rate limited"}}'
                     if ":" in action:
