@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from docrerank.cli.app import EXIT_INPUTS_FAILED, EXIT_INTERNAL, EXIT_USAGE
+from docrerank.cli.app import EXIT_INPUTS_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE
 from tests.cli.common import error_line
 from tests.helpers import ROOT
 
@@ -206,3 +206,15 @@ def test_an_internal_error_is_exit_3_with_the_traceback_in_a_file(tmp_path, docr
     verbose = docrerank("-vv", "report", tmp_path, "--out", tmp_path / "report.html")
     assert verbose.exit_code == EXIT_INTERNAL
     assert "Traceback (most recent call last)" in verbose.stderr and "in broken" in verbose.stderr
+
+
+def test_ctrl_c_is_exit_130_not_the_code_of_failed_inputs(tmp_path, docrerank, monkeypatch):
+    import docrerank.cli.report as report_cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # what Ctrl-C raises in the main thread
+
+    monkeypatch.setattr(report_cli, "write_report", interrupted)
+    result = docrerank("report", tmp_path, "--out", tmp_path / "report.html")
+    assert result.exit_code == EXIT_INTERRUPTED != EXIT_INPUTS_FAILED
+    assert "interrupted: rerun the same command" in result.stderr and "Traceback" not in result.stderr

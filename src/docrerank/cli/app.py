@@ -11,6 +11,7 @@ Exit codes, the same for every command:
   the file or setting and the fix.
 - 3: an internal error (a bug in docrerank): one line, and the traceback written to a file (printed too
   with ``-vv``) to report.
+- 130: interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 import traceback
 from typing import Annotated
 
+import click
 import typer
 import yaml
 from pydantic import ValidationError
@@ -50,9 +52,9 @@ from docrerank.cli.train import train_command
 from docrerank.cli.verify import evaluate_verifier_command, verify_command
 from docrerank.errors import DocrerankError
 
-__all__ = ["EXIT_INPUTS_FAILED", "EXIT_INTERNAL", "EXIT_OK", "EXIT_USAGE", "app", "main"]
+__all__ = ["EXIT_INPUTS_FAILED", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "app", "main"]
 
-EXIT_OK, EXIT_INPUTS_FAILED, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_OK, EXIT_INPUTS_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 console = Console(stderr=True)
 
@@ -147,10 +149,29 @@ def _internal_error(exc: Exception) -> None:
     )
 
 
+def _interrupted(exc: BaseException) -> bool:
+    """Whether an exit comes from Ctrl-C (Typer exits 130 on it; older Typers exit 1 through click's Abort)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (KeyboardInterrupt, click.exceptions.Abort)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def main() -> None:
     """Entry point: the exit codes of the module docstring; every error is one line, never a traceback."""
     try:
         app()
+    except SystemExit as exc:
+        if exc.code in (EXIT_INPUTS_FAILED, EXIT_INTERRUPTED) and _interrupted(exc):
+            console.print(
+                "[yellow]interrupted[/yellow]: rerun the same command (ingest, generate, label and train resume "
+                "where they stopped)",
+                soft_wrap=True,
+            )
+            raise SystemExit(EXIT_INTERRUPTED) from None
+        raise
     except DocrerankError as exc:
         _error(str(exc))
         raise SystemExit(EXIT_USAGE) from None
