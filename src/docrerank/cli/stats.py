@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from docrerank.embeddings import DEFAULT_EMBEDDER
@@ -34,7 +35,7 @@ def print_stats(stats: dict[str, Any]) -> None:
     for stage in STAGES:
         row = stats["stages"][stage]
         kinds = ", ".join(f"{n} {k}" for k, n in row["kept_by_kind"].items())
-        reasons = "; ".join(f"{n}× {r}" for r, n in list(row["rejection_reasons"].items())[:3])
+        reasons = escape("; ".join(f"{n}× {r}" for r, n in list(row["rejection_reasons"].items())[:3]))
         table.add_row(
             stage, f"{row['kept']} ({kinds})" if kinds else "0", str(row["rejected"]), _rate(row["pass_rate"]), reasons
         )
@@ -50,7 +51,7 @@ def print_stats(stats: dict[str, Any]) -> None:
         yields.add_column(column, justify="left" if column == "property" else "right")
     for name, counts in stats["negatives_by_property"].items():
         cells = [str(counts.get(key, 0)) for key in ("made", "negative_candidates", "negatives_verified", "selected")]
-        yields.add_row(name, *cells, _rate(counts["yield"]))
+        yields.add_row(escape(name), *cells, _rate(counts["yield"]))
     stdout.print(yields)
     if "wall_time_s" in stats:
         stdout.print(f"wall time {stats['wall_time_s']:.0f} s, {stats['requests_per_s']} requests/s")
