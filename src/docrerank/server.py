@@ -419,8 +419,12 @@ class RerankBatcher:
                 break
 
     def _take(self) -> list[_Slice]:
-        """The next batch: each waiting job's share in turn, then the room left to the next in turn."""
-        jobs = [job for job in self._rotation if not job.future.done()]
+        """The next batch: each waiting job's share in turn, then the room left to the next in turn. The next
+        batch starts with the first job that got nothing in this one (with more jobs than room, each waits for
+        its turn, not for the jobs ahead of it to finish), or with the second when all got some."""
+        for job in [job for job in self._rotation if job.left == 0 or job.future.done()]:
+            self._rotation.remove(job)
+        jobs = list(self._rotation)
         room, share = self.max_batch_pairs, math.ceil(self.max_batch_pairs / max(1, len(jobs)))
         slices: dict[_Job, _Slice] = {}
         for fill in (False, True):  # first everyone's share, then the rest of the room in turn
@@ -433,17 +437,15 @@ class RerankBatcher:
                     size = job.left  # whole, and alone when it is over the room
                 else:
                     size = min(job.left, room if fill else share, room)
-                if size <= 0:
-                    continue
                 if job in slices:
                     slices[job].end += size
                 else:
                     slices[job] = _Slice(job, job.handed, job.handed + size)
                 job.handed += size
                 room -= size
-        if self._rotation:
-            self._rotation.rotate(-1)  # the next batch starts with the next request
-        for job in [job for job in self._rotation if job.left == 0 or job.future.done()]:
+        first_unserved = next((n for n, job in enumerate(jobs) if job not in slices), 0)
+        self._rotation.rotate(-(first_unserved or 1))
+        for job in [job for job in self._rotation if job.left == 0]:
             self._rotation.remove(job)
         return list(slices.values())
 
