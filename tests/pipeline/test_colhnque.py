@@ -122,13 +122,14 @@ def test_the_datasets_negatives_are_verified_with_the_generated_ones(store, tmp_
     )
     run_pipeline(store, PipelineConfig.model_validate(config), tmp_path / "run", show_progress=False)
     run = RunDir(tmp_path / "run")
-    kept = run.read_shard("negative_candidates", "shard-00000", QueryRecord)
-    rejected = run.read_shard("negative_candidates", "shard-00000", Rejection, rejected=True)
+    (shard,) = run.shards("negative_candidates")
+    kept = run.read_shard("negative_candidates", shard, QueryRecord)
+    rejected = run.read_shard("negative_candidates", shard, Rejection, rejected=True)
     negatives = [r for r in kept if r.kind == "negative"]
     assert [(r.text, r.generator) for r in negatives] == [("What does the breakpoint test ignore?", "given")]
     assert [r.reason.split(":")[0] for r in rejected] == ["filter identical_to_positive"]
-    verified = run.read_shard("negatives_verified", "shard-00000", QueryRecord)
+    verified = run.read_shard("negatives_verified", shard, QueryRecord)
     checked = [r for r in verified if r.kind == "negative"]
-    dropped = (run.root / "stages" / "negatives_verified" / "shard-00000.rejected.jsonl").read_text()
+    dropped = (run.root / "stages" / "negatives_verified" / f"{shard}.rejected.jsonl").read_text()
     assert checked or "What does the breakpoint test ignore?" in dropped  # it was put to the verifier
     assert all(r.verdict is not None for r in checked)

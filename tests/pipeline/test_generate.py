@@ -64,7 +64,8 @@ def finished_run(store, tmp_path_factory) -> Path:
 def _records(run: Path, stage: str) -> list[QueryRecord]:
     return [
         QueryRecord.model_validate_json(line)
-        for path in sorted((run / "stages" / stage).glob("shard-*[0-9].jsonl"))
+        for path in sorted((run / "stages" / stage).glob("shard-*.jsonl"))
+        if not path.name.endswith(".rejected.jsonl")
         for line in path.read_text().splitlines()
     ]
 

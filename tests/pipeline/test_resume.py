@@ -12,6 +12,7 @@ import json
 from collections import Counter
 
 import pytest
+import yaml
 
 from docrerank.errors import DocrerankError, SettingsMismatchError
 from docrerank.pages import PageStore
@@ -21,6 +22,7 @@ from docrerank.pipeline.generate import STAGES, run_pipeline
 from docrerank.pipeline.records import Rejection
 from docrerank.pipeline.rundir import RunDir, RunLockedError
 from docrerank.testing.fake_server import FakeOpenAIServer, body_key
+from tests.helpers import invoke_cli
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -164,3 +166,17 @@ def test_a_second_writer_is_refused_and_changes_nothing(pages, tmp_path):
         assert server.log.requests == 0
         assert not (run.root / "stages").exists()
         run_pipeline(store, _config(server), run.root, show_progress=False, page_ids=ids)  # free again
+
+
+def test_generate_exits_1_while_requests_failed_and_0_once_a_rerun_got_them(pages, tmp_path):
+    store, ids = pages
+    with FakeOpenAIServer(answer_schemas=True, plan=lambda body, seen: "500") as server:
+        config = tmp_path / "config.yaml"
+        config.write_text(yaml.safe_dump(_config(server).model_dump(mode="json")))
+        args = ["generate", "--pages", store.root, "--run-dir", tmp_path / "run", "--config", config, "--max-pages", 1]
+        failing = invoke_cli(*args, "--no-progress")
+        server.plan = None
+        answered = invoke_cli(*args, "--no-progress")
+    assert failing.exit_code == 1, failing.stdout
+    assert "got no answer" in failing.stdout and "run the same command again" in failing.stdout
+    assert answered.exit_code == 0, answered.stdout

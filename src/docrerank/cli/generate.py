@@ -83,3 +83,5 @@ def generate_command(
     page_ids = select_pages(store, pages, max_pages, sample, settings.seed)
     report = run_pipeline(store, settings, run_dir, force=force, show_progress=progress, page_ids=page_ids)
     print_stats(json.loads((report.run_dir / "stats.json").read_text()))
+    if report.failed:  # requests that got no answer: the rest is done, a rerun retries them
+        raise typer.Exit(1)

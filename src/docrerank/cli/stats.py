@@ -30,16 +30,31 @@ def _rate(value: float | None) -> str:
 def print_stats(stats: dict[str, Any]) -> None:
     """Counts and pass rates per stage, top rejection reasons, verifier agreement, per-property yield."""
     table = Table(title="generation run", title_justify="left")
-    for column in ("stage", "kept", "rejected", "pass rate", "top rejection reasons"):
+    for column in ("stage", "kept", "rejected", "failed", "pass rate", "top rejection reasons"):
         table.add_column(column, overflow="fold")
+    failed = 0
     for stage in STAGES:
         row = stats["stages"][stage]
         kinds = ", ".join(f"{n} {k}" for k, n in row["kept_by_kind"].items())
         reasons = escape("; ".join(f"{n}× {r}" for r, n in list(row["rejection_reasons"].items())[:3]))
+        failed += row.get("failed", 0)  # stats.json of older runs had no failure count
         table.add_row(
-            stage, f"{row['kept']} ({kinds})" if kinds else "0", str(row["rejected"]), _rate(row["pass_rate"]), reasons
+            stage,
+            f"{row['kept']} ({kinds})" if kinds else "0",
+            str(row["rejected"]),
+            str(row.get("failed", 0)),
+            _rate(row["pass_rate"]),
+            reasons,
         )
     stdout.print(table)
+    if failed:
+        reasons = {r: n for row in stats["stages"].values() for r, n in row.get("failure_reasons", {}).items()}
+        top = "; ".join(f"{n}× {r}" for r, n in sorted(reasons.items(), key=lambda item: -item[1])[:3])
+        stdout.print(
+            f"{failed} items got no answer from their model ({top}): run the same command again to retry them "
+            "(answered requests come from the run's cache)",
+            markup=False,
+        )
     agreement = ", ".join(
         f"{stage}: {v['prompts_agree']:.0%} of {v['pairs']}"
         for stage, v in stats["verifier_agreement"].items()
