@@ -73,3 +73,5 @@ def demo_command(
     run = run_pipeline(store, config, out / "run", page_ids=page_ids)
     stats_command(run.run_dir)
     print_summary(export_run(run.run_dir, store, "hf", out / "dataset", overwrite=True))
+    if run.failed:  # stats printed them; rerunning the demo asks them again
+        raise typer.Exit(1)
