@@ -12,7 +12,7 @@ import yaml
 from docrerank.errors import DocrerankError
 from docrerank.prompts.requests import PageLike
 from docrerank.rerankers import CascadeReranker, CrossEncoderReranker, LLMReranker, Reranker
-from docrerank.rerankers.base import page_text
+from docrerank.rerankers.base import UNSCORED, PairScore, page_text
 from docrerank.retrieval import read_trec, write_trec
 from tests.helpers import run_cli
 
@@ -64,6 +64,19 @@ def test_ties_are_stable_teacher_ties_keep_the_students_order_and_student_ties_t
     assert _order(CascadeReranker(student, failing, top=3), "q", pages) == ["a", "b", "d", "c", "e"]
 
 
+def test_a_pair_the_student_cannot_score_ranks_last_with_why_and_never_reaches_the_teacher():
+    pages = ["a", "b", "c", "d"]
+    student = TableReranker({"a": 0.9, "b": float("-inf"), "c": 0.5, "d": 0.7})  # b: no score
+    teacher = TableReranker({"b": 1.0, "c": 0.5})  # it would put b first
+    cascade = CascadeReranker(student, teacher, top=4)
+    results = cascade.score_results([("q", p) for p in pages])
+    assert [r.ok for r in results] == [True, False, True, True] and "no score" in results[1].error
+    assert [r.score for r in results] == [2.0, UNSCORED, 3.0, 1.0]  # c a d (the teacher's order), then b
+    assert ("q", "b") not in teacher.seen
+    assert _order(cascade, "q", pages) == ["c", "a", "d", "b"]
+    assert cascade.score_set_results([[("q", "b")], [("q", "a")]]) == [[results[1]], [PairScore(1.0)]]
+
+
 def test_each_query_of_a_call_and_each_set_of_score_sets_is_its_own_candidate_set():
     student = TableReranker({("q1", "a"): 0.9, ("q1", "b"): 0.1, ("q2", "a"): 0.1, ("q2", "b"): 0.9})
     teacher = TableReranker({("q1", "b"): 1.0, ("q2", "b"): 1.0})
@@ -107,6 +120,9 @@ def test_a_saved_cascade_points_at_its_student_and_holds_the_teachers_backend_co
     assert loaded.score([(query, p) for p in pages]) == cascade.score([(query, p) for p in pages])
     ranked = loaded.rank(query, pages)
     assert sorted(s for _, s in ranked) == [1.0, 2.0, 3.0]
+    results = loaded.score_results([(query, p) for p in [" ", *pages]])  # a page without text: last, with why
+    assert [r.ok for r in results] == [False, True, True, True] and "has no text" in results[0].error
+    assert results[0].score == UNSCORED and sorted(r.score for r in results[1:]) == [1.0, 2.0, 3.0]
 
 
 def test_rerank_command_with_the_cascade(student_folder, vignette_store, tmp_path):

@@ -3,12 +3,16 @@ True/False reranker (SmolLM2 via llama.cpp: plumbing, not quality), saving and l
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import yaml
 
 from docrerank.backends import load_backend
 from docrerank.errors import DocrerankError
 from docrerank.pipeline.config import PipelineConfig
-from docrerank.rerankers import CrossEncoderReranker, LLMReranker, Reranker
+from docrerank.rerankers import CascadeReranker, CrossEncoderReranker, LLMReranker, Reranker
+from docrerank.rerankers.base import UNSCORED, UntrustedRerankerError
 from docrerank.retrieval import BM25Retriever, read_queries, read_trec, write_trec
 from docrerank.retrieval.dense import chunk_words
 from tests.helpers import run_cli
@@ -45,16 +49,38 @@ def test_the_fresh_head_is_seeded_and_a_saved_reranker_loads_with_the_same_score
         Reranker.load(tmp_path)
 
 
-def test_zero_shot_reranker_scores_p_true_and_names_a_page_without_text(vignette_store):
+def test_zero_shot_reranker_scores_p_true_and_a_page_without_text_is_a_per_pair_failure_ranked_last(vignette_store):
+    """One page without text used to stop the whole call (and `docrerank rerank` with it)."""
     config = PipelineConfig.model_validate({"backends": {"generator": TINY, "verifier": TINY}})
     reranker = LLMReranker(load_backend(config.backends["verifier"]), max_page_chars=800)
     pages = [vignette_store[p] for p in vignette_store.page_ids]
-    ranked = reranker.rank("At which observation is the structural break detected?", pages)
+    query = "At which observation is the structural break detected?"
+    ranked = reranker.rank(query, pages)
     assert len(ranked) == 3 and all(0.0 <= s <= 1.0 for _, s in ranked)
     assert [s for _, s in ranked] == sorted((s for _, s in ranked), reverse=True)
-    empty = pages[0].model_copy(update={"text": " "})
-    with pytest.raises(DocrerankError, match="has no text"):
-        reranker.score([("a question", empty)])
+    empty = pages[1].model_copy(update={"text": " \n"})
+    results = reranker.score_results([(query, empty), (query, pages[0])])  # one pair reaches the model
+    assert [r.ok for r in results] == [False, True]
+    assert results[0].score == UNSCORED and "has no text" in results[0].error and empty.page_id in results[0].error
+    assert results[1].score == pytest.approx(reranker.score([(query, pages[0])])[0], abs=1e-4)  # as if alone
+    reordered, failed = reranker.rank_results(query, [empty])
+    assert reordered == [(empty.page_id, UNSCORED)] and failed == {empty.page_id: results[0].error}
+
+
+def test_cross_encoder_a_page_without_text_is_a_per_pair_failure_ranked_last(cross_encoder, vignette_store):
+    pages = [vignette_store[p] for p in vignette_store.page_ids]
+    empty = pages[1].model_copy(update={"text": ""})
+    query = "At which observation is the structural break detected?"
+    results = cross_encoder.score_results([(query, pages[0]), (query, empty), (query, pages[2])])
+    assert [r.ok for r in results] == [True, False, True] and "has no text" in results[1].error
+    alone = cross_encoder.score([(query, pages[0]), (query, pages[2])])
+    assert [results[0].score, results[2].score] == pytest.approx(alone)
+    assert cross_encoder.rank(query, [empty, pages[0]])[-1] == (empty.page_id, UNSCORED)
+    # only pages without text: a failure each (the old code scored the empty text as if it were a page)
+    assert cross_encoder.score([(query, ""), (query, "  ")]) == [UNSCORED, UNSCORED]
+    # and through a reranker's candidate sets (what a server batches)
+    sets = cross_encoder.score_set_results([[(query, pages[0])], [(query, empty), (query, pages[2])]])
+    assert [[r.ok for r in s] for s in sets] == [[True], [False, True]]
 
 
 def test_rerank_command_reorders_the_first_stage_and_names_unknown_pages(sample_pages, mining_queries, tmp_path):
@@ -89,3 +115,132 @@ def test_rerank_command_reorders_the_first_stage_and_names_unknown_pages(sample_
         assert len(ranking) == 3 and {p for p, _ in ranking} <= {p for p, _ in run[query_id]} - {"f" * 32}
     assert "MRR@6 over 10 queries" in result.stdout
     assert all(0 < s < 1 for r in reranked.values() for _, s in r)  # the cross-encoder's sigmoid, not BM25's
+
+
+@pytest.fixture(scope="module")
+def store_with_an_empty_page(tmp_path_factory):
+    """Two text pages and a blank one (no text layer, no OCR): a page no text reranker can score."""
+    from docrerank.pages import IngestSettings, PageStore, ingest
+    from tests.helpers import make_pdf, text_page
+
+    folder = tmp_path_factory.mktemp("empty-page")
+    pdf = make_pdf(
+        folder / "doc.pdf",
+        [
+            "The structural break is detected at observation 42 of the series.\n" + text_page("Breaks"),
+            "",
+            "Bananas are yellow when ripe.\n" + text_page("Fruit"),
+        ],
+    )
+    ingest([pdf], folder / "store", IngestSettings(ocr="never"), show_progress=False)
+    store = PageStore.open(folder / "store")
+    assert sorted(bool(p.text.strip()) for p in store) == [False, True, True]
+    return store
+
+
+def _first_stage(store, tmp_path):
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text(json.dumps({"query_id": "q1", "query": "At which observation is the break detected?"}) + "\n")
+    blank = next(p.page_id for p in store if not p.text.strip())
+    order = [blank] + [p.page_id for p in store if p.page_id != blank]  # the blank page first
+    write_trec({"q1": [(p, 1.0 / (i + 1)) for i, p in enumerate(order)]}, tmp_path / "first.trec")
+    return queries, tmp_path / "first.trec", blank
+
+
+def test_rerank_command_with_the_default_llm_reranker_ranks_a_page_without_text_last(
+    store_with_an_empty_page, tmp_path
+):
+    store = store_with_an_empty_page
+    queries, first, blank = _first_stage(store, tmp_path)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"backends": {"generator": TINY, "verifier": TINY}}))
+    out = tmp_path / "reranked.trec"
+    result = run_cli(
+        "rerank", "--pages", store.root, "--queries", queries, "--run", first, "--out", out, "--config", config
+    )  # the default reranker: llm
+    assert result.exit_code == 1, result.stderr[-2000:]
+    assert "ranked last" in result.stderr and blank in result.stderr and "has no text" in result.stderr
+    reranked, errors = read_trec(out)
+    assert not errors and [p for p, _ in reranked["q1"]][-1] == blank and len(reranked["q1"]) == 3
+    assert reranked["q1"][-1][1] == float("-inf") and all(0 <= s <= 1 for _, s in reranked["q1"][:-1])
+
+
+REMOTE = {
+    "type": "openai",
+    "base_url": "http://192.0.2.1:9/v1",  # TEST-NET-1: never routed
+    "model": "m",
+    "api_key_env": "DOCRERANK_TEST_KEY",
+    "timeout_s": 2,
+    "max_retries": 0,
+}
+
+
+def test_a_saved_reranker_that_sends_a_key_off_this_machine_or_runs_remote_code_needs_allow_remote(tmp_path):
+    LLMReranker(load_backend(REMOTE)).save(tmp_path / "remote")
+    with pytest.raises(UntrustedRerankerError) as refused:
+        Reranker.load(tmp_path / "remote")
+    message = str(refused.value)
+    assert str(tmp_path / "remote") in message and "$DOCRERANK_TEST_KEY" in message and REMOTE["base_url"] in message
+    assert "--trust-reranker" in message and "allow_remote=True" in message
+    loaded = Reranker.load(tmp_path / "remote", allow_remote=True)
+    assert isinstance(loaded, LLMReranker) and loaded.backend.config.base_url == REMOTE["base_url"]
+
+    # this machine, or no key: nothing to allow
+    for name, update in {
+        "loopback": {"base_url": "http://127.0.0.1:8000/v1"},
+        "localhost": {"base_url": "http://localhost:8000/v1"},
+        "ipv6": {"base_url": "http://[::1]:8000/v1"},
+        "no-key": {"api_key_env": None},
+    }.items():
+        LLMReranker(load_backend({**REMOTE, **update})).save(tmp_path / name)
+        assert isinstance(Reranker.load(tmp_path / name), LLMReranker)
+
+    code = {"type": "vllm", "model": "someone/model-with-code", "trust_remote_code": True}  # loads on first use
+    LLMReranker(load_backend(code)).save(tmp_path / "code")
+    with pytest.raises(UntrustedRerankerError, match="someone/model-with-code.*trust_remote_code.*--trust-reranker"):
+        Reranker.load(tmp_path / "code")
+    assert Reranker.load(tmp_path / "code", allow_remote=True).backend.config.trust_remote_code
+
+    # in a cascade: the inline teacher, and the student's folder
+    local = LLMReranker(load_backend({**REMOTE, "api_key_env": None}))
+    CascadeReranker(local, loaded, top=2).save(tmp_path / "teacher-remote")
+    CascadeReranker(loaded, local, top=2).save(tmp_path / "student-remote")
+    for name in ("teacher-remote", "student-remote"):
+        with pytest.raises(UntrustedRerankerError, match="DOCRERANK_TEST_KEY"):
+            Reranker.load(tmp_path / name)
+        assert isinstance(Reranker.load(tmp_path / name, allow_remote=True), CascadeReranker)
+
+
+def test_a_hand_edited_reranker_json_is_checked_and_its_errors_name_the_file(tmp_path):
+    folder = tmp_path / "edited"
+    folder.mkdir()
+    (folder / "reranker.json").write_text(json.dumps({"kind": "llm", "backend": {**REMOTE, "base_url": "https://x.example/v1"}}))
+    with pytest.raises(UntrustedRerankerError, match="https://x.example/v1"):
+        Reranker.load(folder)
+    (folder / "reranker.json").write_text(json.dumps({"kind": "llm", "backend": REMOTE, "unknown_setting": 1}))
+    with pytest.raises(DocrerankError, match="reranker.json: bad llm reranker settings"):
+        Reranker.load(folder, allow_remote=True)
+    (folder / "reranker.json").write_text("{not json")
+    with pytest.raises(DocrerankError, match="not readable JSON"):
+        Reranker.load(folder)
+
+
+def test_rerank_command_refuses_an_untrusted_saved_reranker_without_the_flag(
+    store_with_an_empty_page, tmp_path, monkeypatch
+):
+    store = store_with_an_empty_page
+    queries, first, blank = _first_stage(store, tmp_path)
+    LLMReranker(load_backend(REMOTE)).save(tmp_path / "remote")
+    args = ["rerank", "--pages", store.root, "--queries", queries, "--run", first, "--out", tmp_path / "out.trec"]
+    args += ["--reranker", "saved", "--model", tmp_path / "remote"]
+    refused = run_cli(*args)
+    assert refused.exit_code != 0 and not (tmp_path / "out.trec").exists()
+    assert "--trust-reranker" in refused.stderr and "DOCRERANK_TEST_KEY" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    # with the flag it loads and runs; the unreachable server fails each pair, which ranks last and is named
+    monkeypatch.setenv("DOCRERANK_TEST_KEY", "test-key-not-secret")
+    trusted = run_cli(*args, "--trust-reranker")
+    assert trusted.exit_code == 1, trusted.stderr[-2000:]
+    assert trusted.stderr.count("ranked last") == 3 and "has no text" in trusted.stderr
+    reranked, _ = read_trec(tmp_path / "out.trec")
+    assert all(s == float("-inf") for _, s in reranked["q1"])

@@ -16,6 +16,7 @@ from docrerank.backends.messages import ImagePart
 from docrerank.errors import DocrerankError
 from docrerank.prompts.requests import PageContent
 from docrerank.rerankers import Reranker, TrueFalseReranker
+from docrerank.rerankers.base import UNSCORED
 from docrerank.rerankers.true_false import LORA_TARGETS
 
 torch = pytest.importorskip("torch", reason='needs the gpu extra: pip install "docrerank[gpu]"')
@@ -207,16 +208,24 @@ def test_a_causal_lm_reads_the_page_text(causal, vignette_store):
     head = "word " * 45
     same = causal.score([("q", head + "tail " * 10), ("q", head + "other " * 30)])
     assert same[0] == pytest.approx(same[1], abs=1e-6)
+    # a page without text is that pair's failure, the others are scored
+    results = causal.score_results([("Is it about xts?", " "), pairs[2]])
+    assert [r.ok for r in results] == [False, True] and "has no text" in results[0].error
+    assert results[1].score == pytest.approx(scores[2], abs=1e-5)
 
 
-def test_a_vlm_needs_the_page_image(vlm_path, vlm, vignette_store):
-    with pytest.raises(DocrerankError, match="page p-no-image has no image"):
-        vlm.score([("q", PageContent(text="text only", page_id="p-no-image"))])
+def test_a_vlm_needs_the_page_image(vlm_path, vlm, vignette_store, pairs):
+    # scoring: a page without an image is that pair's failure (ranked last, with why); the others are scored
+    without = [("q", PageContent(text="text only", page_id="p-no-image")), ("q", "a page as text")]
+    results = vlm.score_results([without[0], pairs[0], without[1]])
+    assert [r.ok for r in results] == [False, True, False] and results[0].score == results[2].score == UNSCORED
+    assert "page p-no-image has no image" in results[0].error and "has no image" in results[2].error
+    assert results[1].score == pytest.approx(vlm.score([pairs[0]])[0], abs=1e-5)
+    assert vlm.score(without) == [UNSCORED, UNSCORED]
+    # training inputs: an error
     page = vignette_store[vignette_store.page_ids[0]]
     with pytest.raises(DocrerankError, match=f"page {page.page_id} has no image.*store="):
         vlm.encode([("q", page)])
-    with pytest.raises(DocrerankError, match="has no image"):
-        vlm.score([("q", "a page as text")])
     with_store = TrueFalseReranker(model=str(vlm_path), store=vignette_store)
     direct = PageContent.from_page(page, vignette_store, image=True)
     assert with_store.score([("q", page)]) == pytest.approx(vlm.score([("q", direct)]), abs=1e-6)

@@ -18,7 +18,15 @@ from docrerank.prompts.requests import DEFAULT_MAX_PAGE_CHARS
 from docrerank.rerankers import CascadeReranker, CrossEncoderReranker, LLMReranker, Reranker
 from docrerank.retrieval import Ranking, read_trec, write_trec
 
-__all__ = ["DEFAULT_RERANKER", "RERANKERS", "CascadeTopOption", "llm_reranker", "make_reranker", "rerank_command"]
+__all__ = [
+    "DEFAULT_RERANKER",
+    "RERANKERS",
+    "CascadeTopOption",
+    "TrustRerankerOption",
+    "llm_reranker",
+    "make_reranker",
+    "rerank_command",
+]
 
 stdout = Console()
 stderr = Console(stderr=True)
@@ -43,6 +51,13 @@ BackendOption = Annotated[str, typer.Option("--backend", help="the config's back
 CascadeTopOption = Annotated[
     int, typer.Option("--cascade-top", min=1, help="--reranker cascade: pages of the student's top the LLM re-scores")
 ]
+TrustRerankerOption = Annotated[
+    bool,
+    typer.Option(
+        "--trust-reranker",
+        help="load a saved reranker (--model) even if it sends an API key to another host or runs remote code",
+    ),
+]
 
 
 def llm_reranker(config: Path | None, backend: str, max_page_chars: int = DEFAULT_MAX_PAGE_CHARS) -> LLMReranker:
@@ -55,17 +70,20 @@ def llm_reranker(config: Path | None, backend: str, max_page_chars: int = DEFAUL
     return LLMReranker(load_backend(settings.backends[backend]), max_page_chars=max_page_chars)
 
 
-def make_reranker(kind: str, model: str | None, config: Path | None, backend: str, cascade_top: int = 5) -> Reranker:
+def make_reranker(
+    kind: str, model: str | None, config: Path | None, backend: str, cascade_top: int = 5, trust: bool = False
+) -> Reranker:
     """The reranker `--reranker KIND --model ... [--config --backend --cascade-top]` names (`rerank`, `serve`).
 
     ``cascade``: the saved reranker ``--model`` (a student, e.g. trained on teacher scores) scores every
-    candidate, and the LLM of ``--config``/``--backend`` re-scores its top ``--cascade-top``."""
+    candidate, and the LLM of ``--config``/``--backend`` re-scores its top ``--cascade-top``. ``trust``
+    (``--trust-reranker``): load a saved folder that sends an API key off this machine or runs remote code."""
     if kind == "cross-encoder":
         return CrossEncoderReranker(model=model)
     if kind in ("saved", "cascade"):
         if model is None:
             raise DocrerankError(f"--reranker {kind} needs --model FOLDER (a reranker saved by `docrerank train`)")
-        saved = Reranker.load(model)
+        saved = Reranker.load(model, allow_remote=trust)
         return CascadeReranker(saved, llm_reranker(config, backend), cascade_top) if kind == "cascade" else saved
     if kind == "llm":
         return llm_reranker(config, backend)
@@ -87,6 +105,7 @@ def rerank_command(
     config: ConfigOption = None,
     backend: BackendOption = "verifier",
     cascade_top: CascadeTopOption = 5,
+    trust_reranker: TrustRerankerOption = False,
     depth: Annotated[int, typer.Option(min=1, help="first-stage pages reranked per query")] = 20,
     top_k: Annotated[int | None, typer.Option(min=1, help="pages written per query (default: all reranked)")] = None,
 ) -> None:
@@ -94,15 +113,20 @@ def rerank_command(
     store, items, skipped = open_queries(pages, queries)
     first, errors = read_trec(run)
     print_skipped(errors, stderr)
-    engine = make_reranker(reranker, model, config, backend, cascade_top)
-    reranked, unknown = {}, set()
+    engine = make_reranker(reranker, model, config, backend, cascade_top, trust=trust_reranker)
+    reranked, unknown, unscored = {}, set(), 0
     with progress_bar() as bar:
         task = bar.add_task("rerank", total=len(items))
         for query in items:
             candidates = [page for page, _ in first.get(query.query_id, [])[:depth]]
             unknown.update(page for page in candidates if page not in store)
             known = [store[page] for page in candidates if page in store]
-            reranked[query.query_id] = engine.rank(query.text, known, top_k) if known else []
+            ranked, failed = engine.rank_results(query.text, known, top_k) if known else ([], {})
+            reranked[query.query_id] = ranked
+            for page, why in failed.items():  # a page that could not be scored: ranked last, named
+                shown = escape(f"{query.query_id}, {page}: {why}")
+                stderr.print(f"[yellow]ranked last[/yellow] {shown}", soft_wrap=True)
+            unscored += len(failed)
             bar.advance(task)
     missing = [q.query_id for q in items if q.query_id not in first]
     if missing:
@@ -122,5 +146,5 @@ def rerank_command(
         after = {q: reranked[q] for q in positives}
         mrr = f"first stage {_mrr(before, positives):.3f}, reranked {_mrr(after, positives):.3f}"
         stdout.print(f"MRR@{depth} over {len(positives)} queries: {mrr}")
-    if skipped or errors or missing or unknown:
+    if skipped or errors or missing or unknown or unscored:
         raise typer.Exit(1)

@@ -21,7 +21,7 @@ from docrerank.backends.transformers_local import PreparedChat, TransformersBack
 from docrerank.errors import DocrerankError, import_optional
 from docrerank.pages.record import Page
 from docrerank.prompts.requests import DEFAULT_MAX_PAGE_CHARS, PageContent, PageLike, cut_page_text
-from docrerank.rerankers.base import Reranker
+from docrerank.rerankers.base import PairScore, Reranker, missing_text, page_name
 
 if TYPE_CHECKING:
     from docrerank.pages.store import PageStore
@@ -218,24 +218,44 @@ class TrueFalseReranker(Reranker):
         return logits[:, self.true_id] - logits[:, self.false_id]
 
     def score(self, pairs: Sequence[tuple[str, PageLike]]) -> list[float]:
-        """P(True) per pair, in order; pairs of similar length share a batch of ``batch_size``."""
+        """P(True) per pair, in order; pairs of similar length share a batch of ``batch_size``. A pair that
+        cannot be scored gets -inf (``score_results`` says why)."""
+        return [result.score for result in self.score_results(pairs)]
+
+    def score_results(self, pairs: Sequence[tuple[str, PageLike]]) -> list[PairScore]:
+        """P(True) per pair, or why it could not be scored (a VLM's page without an image, a text model's page
+        without text, a prompt over the model's length); the other pairs are scored."""
         import torch
 
-        if not pairs:
-            return []
-        prepared = self._prepare(pairs)
-        scores = [0.0] * len(pairs)
-        training = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                for batch in self.backend.batches(prepared):
-                    margins = self.margins(self.backend.model_inputs(batch))
-                    for item, value in zip(batch, torch.sigmoid(margins).tolist(), strict=True):
-                        scores[item.index] = value
-        finally:
-            self.model.train(training)  # scoring in the middle of training leaves it in train mode
-        return scores
+        results: list[PairScore | None] = [None] * len(pairs)
+        chats, asked = [], []
+        for index, (query, page) in enumerate(pairs):
+            problem = None if self.is_vlm else missing_text(page)
+            if problem is None:
+                try:
+                    chats.append(self._chat(query, page))
+                    asked.append(index)
+                    continue
+                except (DocrerankError, OSError) as exc:  # no image, an image file that cannot be read
+                    problem = str(exc)
+            results[index] = PairScore.failed(problem)
+        if chats:
+            prepared = self.backend.prepare(chats)
+            for item in prepared:
+                if item.error is not None:
+                    index = asked[item.index]
+                    results[index] = PairScore.failed(f"{page_name(pairs[index][1])}: {item.error}")
+            training = self.model.training
+            self.model.eval()
+            try:
+                with torch.no_grad():
+                    for batch in self.backend.batches(prepared):
+                        margins = self.margins(self.backend.model_inputs(batch))
+                        for item, value in zip(batch, torch.sigmoid(margins).tolist(), strict=True):
+                            results[asked[item.index]] = PairScore(value)
+            finally:
+                self.model.train(training)  # scoring in the middle of training leaves it in train mode
+        return [r for r in results if r is not None]
 
     # -- saving ---------------------------------------------------------------------------------------
 

@@ -11,19 +11,17 @@ It holds no weights: ``save`` writes the backend's config and the prompt setting
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
 from docrerank.backends import Backend
 from docrerank.backends.base import Capability
+from docrerank.errors import DocrerankError
 from docrerank.prompts.library import PromptTemplate
 from docrerank.prompts.requests import DEFAULT_MAX_PAGE_CHARS, PageLike, rerank_request
-from docrerank.rerankers.base import Reranker
+from docrerank.rerankers.base import PairScore, Reranker, page_name
 
 __all__ = ["LLMReranker"]
-
-log = logging.getLogger(__name__)
 
 
 class LLMReranker(Reranker):
@@ -51,16 +49,25 @@ class LLMReranker(Reranker):
         }
 
     def score(self, pairs: Sequence[tuple[str, PageLike]]) -> list[float]:
-        """P(True) per pair; a pair the backend could not score gets -inf (logged), so it ranks last."""
-        requests = [
-            rerank_request(page, query, self.template, self.use_image, max_page_chars=self.max_page_chars)
-            for query, page in pairs
-        ]
-        scores = []
-        for (query, _), result in zip(pairs, self.backend.score_choices(requests), strict=True):
+        """P(True) per pair; a pair that could not be scored gets -inf, so it ranks last (``score_results``)."""
+        return [result.score for result in self.score_results(pairs)]
+
+    def score_results(self, pairs: Sequence[tuple[str, PageLike]]) -> list[PairScore]:
+        """P(True) per pair, or why it could not be scored: a page with nothing to show (no text, or no image
+        with ``use_image``), or the backend's error on that request. The other pairs are scored."""
+        results: list[PairScore | None] = [None] * len(pairs)
+        requests, asked = [], []
+        for index, (query, page) in enumerate(pairs):
+            try:
+                request = rerank_request(page, query, self.template, self.use_image, max_page_chars=self.max_page_chars)
+            except DocrerankError as exc:
+                results[index] = PairScore.failed(str(exc))
+                continue
+            requests.append(request)
+            asked.append(index)
+        for index, result in zip(asked, self.backend.score_choices(requests) if requests else [], strict=True):
             if result.ok:
-                scores.append(float(result.probs["True"]))
+                results[index] = PairScore(float(result.probs["True"]))
             else:
-                log.warning("zero-shot reranking could not score a page for %r: %s", query, result.error)
-                scores.append(float("-inf"))
-        return scores
+                results[index] = PairScore.failed(f"{page_name(pairs[index][1])}: {result.error}")
+        return [r for r in results if r is not None]
