@@ -1,9 +1,18 @@
 """Rerankers: score (query, page) pairs and reorder a first-stage run."""
 
-from docrerank.rerankers.base import Reranker
+from docrerank.rerankers.base import UNSCORED, PairScore, Reranker, UntrustedRerankerError
 from docrerank.rerankers.cascade import CascadeReranker
 from docrerank.rerankers.cross_encoder import CrossEncoderReranker
 from docrerank.rerankers.true_false import TrueFalseReranker
 from docrerank.rerankers.zero_shot import LLMReranker
 
-__all__ = ["CascadeReranker", "CrossEncoderReranker", "LLMReranker", "Reranker", "TrueFalseReranker"]
+__all__ = [
+    "UNSCORED",
+    "CascadeReranker",
+    "CrossEncoderReranker",
+    "LLMReranker",
+    "PairScore",
+    "Reranker",
+    "TrueFalseReranker",
+    "UntrustedRerankerError",
+]
