@@ -23,6 +23,7 @@ from docrerank.cli.rerank import (
     ConfigOption,
     ModelOption,
     RerankerOption,
+    TrustRerankerOption,
     make_reranker,
 )
 from docrerank.errors import DocrerankError, import_optional
@@ -80,6 +81,7 @@ def serve_command(
     config: ConfigOption = None,
     backend: BackendOption = "verifier",
     cascade_top: CascadeTopOption = 5,
+    trust_reranker: TrustRerankerOption = False,
     host: Annotated[
         str,
         typer.Option(
@@ -185,7 +187,7 @@ def serve_command(
     )
     warnings = _server_warnings(host, key)
     app = create_app(
-        make_reranker(reranker, model, config, backend, cascade_top), settings, warnings
+        make_reranker(reranker, model, config, backend, cascade_top, trust=trust_reranker), settings, warnings
     )
     url = _url(host, port)
     stdout.print(
