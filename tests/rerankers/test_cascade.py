@@ -77,6 +77,20 @@ def test_a_pair_the_student_cannot_score_ranks_last_with_why_and_never_reaches_t
     assert cascade.score_set_results([[("q", "b")], [("q", "a")]]) == [[results[1]], [PairScore(1.0)]]
 
 
+class ReverseEachSet(TableReranker):
+    """A set-wise reranker that implements ``score_sets`` alone: the last candidate of each set first."""
+
+    pairwise = False
+
+    def score_sets(self, sets):
+        return [[float(i) for i in range(len(candidates))] for candidates in sets]
+
+
+def test_the_default_set_results_of_a_setwise_reranker_read_its_score_sets():
+    sets = ReverseEachSet({}).score_set_results([[("q", "a"), ("q", "b")], [("q", "c")]])
+    assert sets == [[PairScore(0.0), PairScore(1.0)], [PairScore(0.0)]]
+
+
 def test_each_query_of_a_call_and_each_set_of_score_sets_is_its_own_candidate_set():
     student = TableReranker({("q1", "a"): 0.9, ("q1", "b"): 0.1, ("q2", "a"): 0.1, ("q2", "b"): 0.9})
     teacher = TableReranker({("q1", "b"): 1.0, ("q2", "b"): 1.0})

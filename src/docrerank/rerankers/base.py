@@ -114,7 +114,12 @@ class Reranker(ABC):
         return split_sets(self.score([pair for candidates in sets for pair in candidates]), sets)
 
     def score_set_results(self, sets: Sequence[Sequence[tuple[str, PageLike]]]) -> list[list[PairScore]]:
-        """``score_sets`` with a ``PairScore`` per pair: the score, or why the pair could not be scored."""
+        """``score_sets`` with a ``PairScore`` per pair: the score, or why the pair could not be scored.
+
+        This default scores a pairwise reranker's pairs as one batch (``score_results``), and reads another's
+        ``score_sets`` (a score that is not finite is a failure)."""
+        if not self.pairwise:
+            return [_results_from_scores(scores) for scores in self.score_sets(sets)]
         return split_sets(self.score_results([pair for candidates in sets for pair in candidates]), sets)
 
     def rank(self, query: str, pages: Sequence[PageLike], top_k: int | None = None) -> list[tuple[str, float]]:
