@@ -167,7 +167,7 @@ def test_rerank_command_with_the_default_llm_reranker_ranks_a_page_without_text_
 
 REMOTE = {
     "type": "openai",
-    "base_url": "http://192.0.2.1:9/v1",  # TEST-NET-1: never routed
+    "base_url": "http://reranker-host.invalid:9/v1",  # RFC 6761: never resolves, so nothing is ever sent to it
     "model": "m",
     "api_key_env": "DOCRERANK_TEST_KEY",
     "timeout_s": 2,
