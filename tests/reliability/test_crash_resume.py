@@ -19,6 +19,7 @@ yet written). Each trial checks, against the uninterrupted reference run:
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -181,18 +182,25 @@ def test_a_run_killed_twice_resumes_to_the_uninterrupted_output(
 # -- the real model ----------------------------------------------------------------------------------------
 
 TINY = {"type": "llamacpp", "model": "smollm2-135m-instruct", "n_ctx": 4096, "n_threads": 1}
+GIVEN = {  # page index in the vignette -> a question the page answers, with values the rule-based edits change
+    1: "Which error correction model from Hansen (1992b) is used for the consumption function in 1985?",
+    2: "At which observation was the structural break of December 1991 detected?",
+}
 
 
-def _tiny_config() -> dict:
-    """SmolLM2-135M on two one-page shards; thresholds that let its candidates through (test_generate.py)."""
+def _tiny_config(given: Path) -> dict:
+    """SmolLM2-135M verifying rule-based negatives of given positives on two one-page shards: 8 requests.
+
+    Its verification answers (logits, no sampling) are what this trial resumes; generation with the JSON
+    grammar costs ~10 s a request on a busy 2-core machine, so the generated stages are left to the FAKE
+    server's trials (the resume path is the same for both operations: the cache, the markers)."""
     return {
         "pages_per_shard": 1,
-        "max_page_chars": 1000,
+        "max_page_chars": 300,
         "backends": {"generator": TINY, "verifier": TINY},
-        "positives": {"n": 2, "max_tokens": 120},
-        "positive_verification": {"threshold": 0.01},
+        "positives": {"given": str(given)},
         "rephrase": {"enabled": False},
-        "negatives_freeform": {"m": 2, "max_tokens": 120},
+        "negatives_freeform": {"enabled": False},
         "negatives_controlled": {"enabled": False},
         "negatives_rulebased": {"m": 2},
         "negative_verification": {"threshold": 0.99},
@@ -204,28 +212,31 @@ def _tiny_config() -> dict:
 def test_a_killed_generate_on_the_real_smollm2_bundle_resumes_to_the_uninterrupted_output(
     vignette_store, launcher, tmp_path, monkeypatch
 ):
-    """The embedded llama.cpp backend (SmolLM2-135M bundle): killed after its 3rd answered request (the
-    second shard not started), resumed; equal to an uninterrupted run, no cached answer asked again."""
+    """The embedded llama.cpp backend (SmolLM2-135M bundle): killed after its 3rd answered request (inside the
+    first shard's negative verification), resumed; equal to an uninterrupted run, no cached answer asked
+    again."""
     pytest.importorskip("llama_cpp", reason='needs the llamacpp extra: pip install "docrerank[llamacpp]"')
-    config = write_config(tmp_path / "config.yaml", _tiny_config())
-    args = generate_args(vignette_store.root, config, tmp_path / "reference", "--max-pages", "2")
-    result = invoke_cli(*args)
+    pages = {p.page_index: p.page_id for p in vignette_store}
+    given = tmp_path / "given.jsonl"
+    given.write_text("".join(json.dumps({"page_id": pages[i], "query": q}) + "\n" for i, q in GIVEN.items()))
+    config = write_config(tmp_path / "config.yaml", _tiny_config(given))
+    result = invoke_cli(*generate_args(vignette_store.root, config, tmp_path / "reference"))
     assert result.exit_code == 0, (result.stdout, result.exception)
     reference = run_records(tmp_path / "reference")
-    assert reference.kept["selected"]
+    assert sum(reference.kept["negatives_verified"].values()) > len(GIVEN)
 
     run = tmp_path / "run"
     log = tmp_path / "requests.log"
-    args = generate_args(vignette_store.root, config, run, "--max-pages", "2")
+    args = generate_args(vignette_store.root, config, run)
     process = launcher.start(args, env={"DOCRERANK_REQUEST_LOG": str(log)})
     try:
-        assert wait_for(lambda: len(logged_keys(log)) >= 3, process, timeout=240, step=0.05)
+        assert wait_for(lambda: len(logged_keys(log)) >= 3, process, timeout=240, step=0.02)
     finally:
         kill9(process)
         process.wait(60)
     assert process.returncode == -9, "the run finished before the kill"
     at_kill = cached_keys(run)
-    assert not (run / "stats.json").exists()
+    assert at_kill and not (run / "stats.json").exists()
 
     resumed_log = tmp_path / "resumed.log"
     monkeypatch.setenv("DOCRERANK_REQUEST_LOG", str(resumed_log))
@@ -235,6 +246,7 @@ def test_a_killed_generate_on_the_real_smollm2_bundle_resumes_to_the_uninterrupt
     lost, extra = records_lost(reference, records), records_extra(reference, records)
     assert (lost, extra) == (0, 0)
     assert not set(logged_keys(resumed_log)) & at_kill, "an answer cached before the kill was asked again"
-    assert Counter(logged_keys(log) + logged_keys(resumed_log)).most_common(1)[0][1] <= 2
+    answered = Counter(logged_keys(log) + logged_keys(resumed_log))
+    assert max(answered.values()) <= 2 and sum(n == 2 for n in answered.values()) <= 1  # one request in flight
     COUNTS["crash trials (real SmolLM2 bundle, SIGKILL)"] += 1
     COUNTS["records lost or duplicated after resume"] += lost + extra
