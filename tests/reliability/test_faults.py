@@ -83,9 +83,7 @@ def _failure_text(rejection: Rejection) -> str:
     return " | ".join([rejection.reason, *errors])
 
 
-def test_a_run_against_a_failing_server_records_every_failure_and_a_rerun_retries_exactly_those(
-    reference, tmp_path
-):
+def test_a_run_against_a_failing_server_records_every_failure_and_a_rerun_retries_exactly_those(reference, tmp_path):
     plan = FaultPlan()
     with FakeOpenAIServer(answer_schemas=True, plan=plan, hang_s=2) as server:
         backend = fake_backend(server, max_retries=1, timeout_s=1, backoff_base_s=0.01, backoff_max_s=0.05)
@@ -119,7 +117,11 @@ def test_a_run_against_a_failing_server_records_every_failure_and_a_rerun_retrie
     # a generation failure is one request; a verifier failure holds one error per failed prompt, and the same
     # (page, query) verified twice (two negatives with one text, or a later stage) is the same request
     generation = sum(1 for r in failures if not (r.record and r.record.verdict))
-    verification = {(r.record.page_id, r.record.text): len(r.record.verdict.errors) for r in failures if r.record and r.record.verdict}
+    verification = {
+        (r.record.page_id, r.record.text): len(r.record.verdict.errors)
+        for r in failures
+        if r.record and r.record.verdict
+    }
     errors = generation + sum(verification.values())
     assert errors == len(failed), f"{errors} request errors recorded for {len(failed)} failed requests"
     texts = " || ".join(_failure_text(r) for r in failures)
