@@ -85,8 +85,8 @@ def _failure_text(rejection: Rejection) -> str:
 
 def test_a_run_against_a_failing_server_records_every_failure_and_a_rerun_retries_exactly_those(reference, tmp_path):
     plan = FaultPlan()
-    with FakeOpenAIServer(answer_schemas=True, plan=plan, hang_s=2) as server:
-        backend = fake_backend(server, max_retries=1, timeout_s=1, backoff_base_s=0.01, backoff_max_s=0.05)
+    with FakeOpenAIServer(answer_schemas=True, plan=plan, hang_s=3) as server:
+        backend = fake_backend(server, max_retries=1, timeout_s=2, backoff_base_s=0.01, backoff_max_s=0.05)
         config = write_config(tmp_path / "config.yaml", fake_pipeline_config(backend))
         run = tmp_path / "run"
         first = invoke_cli(*generate_args(reference.store, config, run))
