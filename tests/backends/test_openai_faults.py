@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from docrerank.backends import ChatRequest, ChoiceRequest, Message, SamplingParams, load_backend
+from docrerank.backends import ChatRequest, ChoiceRequest, Message, ResponseCache, SamplingParams, load_backend
 from docrerank.backends.openai_http import OpenAIBackend, OpenAIConfig
 from docrerank.errors import DocrerankError
 from docrerank.prompts import output_schema, parse_output
@@ -216,3 +216,25 @@ def test_the_fake_server_answers_a_json_schema_with_a_valid_instance():
     assert len(parsed.queries) == 3 and len({q.query for q in parsed.queries}) == 3
     assert len(parse_output(ControlledNegatives, controlled).queries) == 3
     assert parse_output(PositiveQueries, other).queries[0].query != parsed.queries[0].query  # per request
+
+
+def test_a_server_that_echoes_the_api_key_never_gets_it_into_an_error(monkeypatch):
+    monkeypatch.setenv("DOCRERANK_FAULT_KEY", "sk-test-0123456789")
+    with FakeOpenAIServer(script=["echo-auth"]) as server:
+        [result] = backend_for(server, api_key_env="DOCRERANK_FAULT_KEY").generate([chat()])
+    assert server.log.headers[0]["authorization"] == "Bearer sk-test-0123456789"  # it was sent, and echoed
+    assert not result.ok and "HTTP 401" in result.error
+    assert "sk-test-0123456789" not in result.error + result.text
+    assert "[API key removed]" in result.error
+
+
+def test_output_that_does_not_parse_is_an_answer_cached_not_a_failure_retried(tmp_path):
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    request = ChatRequest(messages=[Message(role="user", content="JSON?")], sampling=SamplingParams(max_tokens=4))
+    request = request.model_copy(update={"json_schema": schema})
+    with FakeOpenAIServer(script=["ok", "500"], text="no JSON here") as server:
+        backend = load_backend({**server.backend_config(1), "max_retries": 0}, cache=ResponseCache(tmp_path / "c"))
+        [first] = backend.generate([request])
+        [again] = backend.generate([request])
+    assert first.error.startswith("structured output:") and first.answered
+    assert again.cached and again.answered and server.log.requests == 1

@@ -180,3 +180,13 @@ def test_generate_exits_1_while_requests_failed_and_0_once_a_rerun_got_them(page
     assert failing.exit_code == 1, failing.stdout
     assert "got no answer" in failing.stdout and "run the same command again" in failing.stdout
     assert answered.exit_code == 0, answered.stdout
+
+
+def test_the_writer_clears_half_written_files_a_killed_run_left(pages, tmp_path):
+    store, ids = pages
+    leftover = tmp_path / "run" / "stages" / "positives" / ".shard-abc.jsonl.x1y2.tmp"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_text('{"half": ')
+    with FakeOpenAIServer(answer_schemas=True) as server:
+        run_pipeline(store, _config(server), tmp_path / "run", show_progress=False, page_ids=ids[:1])
+    assert not leftover.exists()

@@ -274,7 +274,7 @@ class Backend(ABC):
                 _log_answered(operation, todo_keys[position])
                 if operation == "generate":
                     parse_structured(todo_requests[position], result)
-                if self.cache is not None and result.error is None:
+                if self.cache is not None and (result.error is None or getattr(result, "output_error", False)):
                     value = result.model_dump(mode="json", exclude={"id", "cached"})
                     self.cache.put_many([(todo_keys[position], operation, value)])
 

@@ -172,7 +172,10 @@ class Usage(BaseModel):
 class Generation(BaseModel):
     """A generation result. On failure ``error`` says why and ``text`` keeps whatever raw text came back.
 
-    ``parsed`` holds the decoded JSON when the request had a ``json_schema`` and the output parsed.
+    ``parsed`` holds the decoded JSON when the request had a ``json_schema`` and the output parsed. An
+    ``error`` with ``output_error`` set is about the model's answer (it did not parse), not about getting one:
+    that answer is cached like any other and a rerun does not ask again; any other error is a request
+    that got no answer, which is never cached, so a rerun retries it.
     """
 
     id: str | None = None
@@ -181,6 +184,7 @@ class Generation(BaseModel):
     finish_reason: str | None = None
     usage: Usage = Usage()
     error: str | None = None
+    output_error: bool = False
     cached: bool = False
     attempts: int = 1
     latency_s: float = 0.0
@@ -188,6 +192,11 @@ class Generation(BaseModel):
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def answered(self) -> bool:
+        """The model answered (its output may still be unusable): nothing to ask again."""
+        return self.error is None or self.output_error
 
 
 class ChoiceScores(BaseModel):

@@ -171,6 +171,12 @@ class OpenAIBackend(Backend):
             )
         return {"Authorization": f"Bearer {key}"}
 
+    def _redact(self, text: str) -> str:
+        """``text`` without the API key: a server or proxy may echo the request's credentials in an error,
+        and errors and raw bodies are written to the run directory and logs."""
+        key = os.environ.get(self.config.api_key_env) if self.config.api_key_env else None
+        return text.replace(key, "[API key removed]") if key else text
+
     def _session(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(limit=self.config.max_concurrency, ttl_dns_cache=300)
         return aiohttp.ClientSession(
@@ -221,9 +227,9 @@ class OpenAIBackend(Backend):
                     except ValueError:
                         raise _Retryable(f"the server sent a body that is not JSON: {raw[:200]!r}") from None
         except _Retryable as exc:
-            return None, f"{exc} (gave up after {attempts} attempts)", attempts, raw
+            return None, self._redact(f"{exc} (gave up after {attempts} attempts)"), attempts, self._redact(raw)
         except _Fatal as exc:
-            return None, str(exc), attempts, raw
+            return None, self._redact(str(exc)), attempts, self._redact(raw)
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- operations -----------------------------------------------------------------------------------

@@ -120,4 +120,5 @@ def parse_structured(request: ChatRequest, result: Generation) -> Generation:
         result.parsed = parse_json_output(result.text)
     except JsonParseError as exc:
         result.error = f"structured output: {exc}; raw text kept"
+        result.output_error = True
     return result

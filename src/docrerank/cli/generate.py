@@ -83,5 +83,10 @@ def generate_command(
     page_ids = select_pages(store, pages, max_pages, sample, settings.seed)
     report = run_pipeline(store, settings, run_dir, force=force, show_progress=progress, page_ids=page_ids)
     print_stats(json.loads((report.run_dir / "stats.json").read_text()))
+    if report.skipped:
+        typer.echo(
+            f"{len(report.skipped)} page(s) without text left out (the verifier reads page text): "
+            "ingest their documents with OCR (--ocr auto) to include them"
+        )
     if report.failed:  # requests that got no answer: the rest is done, a rerun retries them
         raise typer.Exit(1)

@@ -23,7 +23,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -53,6 +53,7 @@ class RunReport:
     shards: int = 0
     shards_resumed: int = 0
     failed: int = 0  # items whose requests got no answer (see stats.json); a rerun retries them
+    skipped: list[str] = field(default_factory=list)  # selected pages without text, left out
     elapsed_s: float = 0.0
 
 
@@ -99,7 +100,7 @@ def _parse(model: type[BaseModel], generation, page_id: str, stage: str) -> tupl
     try:
         return parse_output(model, generation), None
     except OutputError as exc:
-        failed = generation.error is not None or None  # no answer at all: retried by a rerun
+        failed = not generation.answered or None  # no answer at all: retried by a rerun
         return None, Rejection(stage=stage, reason=exc.reason, page_id=page_id, raw=exc.raw or None, failed=failed)
 
 
@@ -117,11 +118,40 @@ class GivenQueries:
     rejected: list[Rejection]
 
 
+# a given query longer than this is not a question (and would overflow a small model's context)
+MAX_GIVEN_QUERY_CHARS = 2000
+
+
+def _given_line_problem(item: object) -> str | None:
+    """Why a line of given positives is not ``{page_id: str, query: str, answer?: str, negatives?: [str]}``."""
+    if not isinstance(item, dict):
+        return "not a JSON object with page_id, query (and negatives as a list of strings)"
+    for key in ("page_id", "query"):
+        if not isinstance(item.get(key), str):
+            got = "missing" if key not in item else f"a {type(item[key]).__name__}"
+            return f"{key} must be a string ({got}): write it as a JSON string"
+    if not isinstance(item.get("answer") or "", (str, int, float)):
+        return "answer must be a string"
+    negatives = item.get("negatives") or []
+    if not isinstance(negatives, list) or not all(isinstance(q, str) for q in negatives):
+        return "negatives must be a list of strings"
+    text = item["query"].strip()
+    if not text:
+        return "empty query"
+    if not any(ch.isalnum() for ch in text):
+        return "the query has no letter or digit: write it as text"
+    if len(text) > MAX_GIVEN_QUERY_CHARS:
+        return f"the query has {len(text)} characters, more than {MAX_GIVEN_QUERY_CHARS}: give a question"
+    return None
+
+
 def read_given_positives(path: Path, store: PageStore) -> GivenQueries:
     """Existing positives from a JSONL file (``{page_id, query, answer?, negatives?}`` a line).
 
     ``negatives`` (a list of query texts, e.g. a ColHNQue row's negative queries) join the positive's
-    negative candidates and are filtered and verified like the generated ones (generator ``given``).
+    negative candidates and are filtered and verified like the generated ones (generator ``given``). A line
+    that is not of that shape, names a page the store lacks or a page without text (the verifier reads page
+    text) is rejected with its line number and the fix; the other lines go on.
     """
     by_page: dict[str, list[QueryRecord]] = defaultdict(list)
     negatives: dict[str, list[str]] = {}
@@ -131,17 +161,21 @@ def read_given_positives(path: Path, store: PageStore) -> GivenQueries:
             continue
         try:
             item = json.loads(line)
-            page_id, text = str(item["page_id"]), str(item["query"]).strip()
-            given_negatives = [str(q).strip() for q in item.get("negatives") or [] if str(q).strip()]
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-            reason = f"{path}:{number}: not a JSON object with page_id, query (and negatives as a list of strings)"
-            rejected.append(Rejection(stage="positives", reason=reason))
+        except json.JSONDecodeError:
+            item = None
+        problem = _given_line_problem(item)
+        if problem:
+            page_id = item.get("page_id") if isinstance(item, dict) and isinstance(item.get("page_id"), str) else None
+            rejected.append(Rejection(stage="positives", reason=f"{path}:{number}: {problem}", page_id=page_id))
             continue
+        page_id, text = item["page_id"], item["query"].strip()
+        given_negatives = [q.strip() for q in item.get("negatives") or [] if q.strip()]
         if page_id not in store:
             reason = f"{path}:{number}: page {page_id!r} is not in the store; ingest its document first"
             rejected.append(Rejection(stage="positives", reason=reason, page_id=page_id))
-        elif not text:
-            rejected.append(Rejection(stage="positives", reason=f"{path}:{number}: empty query", page_id=page_id))
+        elif not store.get(page_id).text.strip():
+            reason = f"{path}:{number}: page {page_id} has no text; ingest its document with OCR (--ocr auto)"
+            rejected.append(Rejection(stage="positives", reason=reason, page_id=page_id))
         else:
             record = QueryRecord(
                 query_id=query_id(page_id, "positive", text),
@@ -498,9 +532,13 @@ def _run(store, config, run: RunDir, force, show_progress, page_ids) -> RunRepor
     if page_ids is None and config.positives.given is not None:
         page_ids = [pid for pid in store.page_ids if pid in ctx.given.positives]
         run.write_json("given_positives_rejected.json", [r.model_dump(exclude_none=True) for r in ctx.given.rejected])
-    pages = [store.get(pid) for pid in page_ids] if page_ids is not None else [p for p in store if p.text.strip()]
+    pages = [store.get(pid) for pid in page_ids] if page_ids is not None else list(store)
+    report.skipped = [p.page_id for p in pages if not p.text.strip()]  # the verifier reads page text
+    pages = [p for p in pages if p.text.strip()]
     if not pages:
-        raise DocrerankError(f"no page to run on: the store {store.root} has no page with text")
+        raise DocrerankError(
+            f"no page to run on: no selected page of the store {store.root} has text; ingest with OCR (--ocr auto)"
+        )
     shards = plan_shards(run, store, pages, config.pages_per_shard)
     report.shards = len(shards)
     progress = Progress(

@@ -83,6 +83,8 @@ class RunDir:
                 "wait for it to finish, or use another --run-dir"
             ) from None
         try:
+            for leftover in self.root.glob("**/.*.tmp"):  # half-written files of a killed writer: never read
+                leftover.unlink(missing_ok=True)
             yield
         finally:
             lock.release()
