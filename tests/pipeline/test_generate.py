@@ -8,12 +8,7 @@ these tests check the plumbing (stages, run directory, resume, fingerprints, rec
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -139,45 +134,7 @@ def test_changed_settings_stop_the_run_unless_forced(store, tmp_path):
     assert stats["backends"]["generator"]["requests_sent"] == 0  # only selection was redone: it asks no model
 
 
-@pytest.mark.slow
-def test_kill_9_then_resume_gives_the_same_output_and_no_answered_request_twice(store, tmp_path):
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump(_config()))
-    command = [
-        sys.executable,
-        "-m",
-        "docrerank.cli.app",
-        "generate",
-        "--pages",
-        str(store.root),
-        "--config",
-        str(config_path),
-        "--no-progress",
-    ]
-
-    reference = tmp_path / "reference"
-    subprocess.run([*command, "--run-dir", str(reference)], check=True, capture_output=True)
-
-    run = tmp_path / "killed"
-    log = tmp_path / "requests.log"
-    env = {**os.environ, "DOCRERANK_REQUEST_LOG": str(log)}
-    process = subprocess.Popen(
-        [*command, "--run-dir", str(run)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not list((run / "stages" / "negative_candidates").glob("*.done")):
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    done_before = len(list((run / "stages" / "selected").glob("*.done")))
-    assert done_before < len(store), "the run finished before it could be killed; kill it earlier"
-
-    subprocess.run([*command, "--run-dir", str(run)], env=env, check=True, capture_output=True)
-    for stage in STAGES:
-        for path in sorted((reference / "stages" / stage).glob("*.jsonl")):
-            assert (run / "stages" / stage / path.name).read_text() == path.read_text(), f"{stage}/{path.name}"
-    answered = Counter(log.read_text().splitlines())
-    assert answered and max(answered.values()) == 1, "a request that had been answered was sent again"
+# A run killed with SIGKILL and resumed: tests/reliability/test_crash_resume.py (fake server and SmolLM2).
 
 
 @pytest.mark.parametrize(
