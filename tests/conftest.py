@@ -52,6 +52,18 @@ def sample_pages(tmp_path_factory) -> PageStore:
 
 
 @pytest.fixture(scope="session")
+def all_sample_pages(tmp_path_factory) -> PageStore:
+    """Every pinned sample package (839 pages), fetched and ingested once for the session (~1-2 min): the
+    training sets and the quality benchmark's test set read it (page ids are content hashes, so any store of
+    these documents names the same pages)."""
+    from docrerank.samples import fetch_samples
+
+    root = tmp_path_factory.mktemp("all-sample-pages")
+    ingest(fetch_samples(), root, show_progress=False)
+    return PageStore.open(root)
+
+
+@pytest.fixture(scope="session")
 def mining_queries(sample_pages, tmp_path_factory) -> Path:
     """tests/data/mining-queries.jsonl with each query's page (file, page index) as the store's page id."""
     pages = {(Path(p.source_path).name, p.page_index): p.page_id for p in sample_pages}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from docrerank.pages import PageStore, ingest
+from docrerank.pages import PageStore
 from tests.helpers import ROOT
 
 DATA = ROOT / "bench" / "data"
@@ -103,20 +103,17 @@ def test_every_query_and_twin_has_the_same_judgements_with_its_page_graded_2():
 
 
 @pytest.fixture(scope="module")
-def quality_store(tmp_path_factory) -> PageStore:
-    """The pages of the split's documents: ``$DOCRERANK_QUALITY_STORE``, else the sample packages ingested."""
+def quality_store(request) -> PageStore:
+    """The pages of the split's documents: ``$DOCRERANK_QUALITY_STORE``, else the session's store of every
+    sample package (which holds them)."""
     if os.environ.get("DOCRERANK_QUALITY_STORE"):
         return PageStore.open(Path(os.environ["DOCRERANK_QUALITY_STORE"]))
-    from docrerank.samples import SamplesUnavailableError, fetch_samples
+    from docrerank.samples import SamplesUnavailableError
 
-    packages = sorted({d["file"].split("/")[0].split("_")[0] for d in _documents().values()})
     try:
-        pdfs = fetch_samples(names=packages)
+        return request.getfixturevalue("all_sample_pages")
     except SamplesUnavailableError as error:
         pytest.skip(f"sample packages unavailable: {error}")
-    root = tmp_path_factory.mktemp("quality-store")
-    ingest(pdfs, root, show_progress=False)
-    return PageStore.open(root)
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from docrerank.pages import PageStore, ingest
+from docrerank.pages import PageStore
 from tests.helpers import ROOT, invoke_cli
 
 LABELED_RUN = ROOT / "bench" / "data" / "labeled-run.yaml"
@@ -38,22 +38,19 @@ def _cli(*args) -> None:
 
 
 @pytest.fixture(scope="session")
-def training_sets(tmp_path_factory) -> TrainingSets:
-    from docrerank.samples import fetch_samples
-
+def training_sets(all_sample_pages, tmp_path_factory) -> TrainingSets:
     root = tmp_path_factory.mktemp("training-sets")
-    ingest(fetch_samples(), root / "pages", show_progress=False)
-    store = PageStore.open(root / "pages")
+    store = all_sample_pages
     config = yaml.safe_load(LABELED_RUN.read_text())
     config["positives"]["given"] = str(ROOT / config["positives"]["given"])  # the file names it from the repo root
     (root / "config.yaml").write_text(yaml.safe_dump(config))
     run = root / "run"
-    _cli("generate", "--pages", root / "pages", "--run-dir", run, "--config", root / "config.yaml", "--no-progress")
+    _cli("generate", "--pages", store.root, "--run-dir", run, "--config", root / "config.yaml", "--no-progress")
     for fmt, name in (("hf", "export"), ("jsonl", "export-jsonl"), ("sentence-transformers", "pairs")):
-        _cli("export", run, "--pages", root / "pages", "--out", root / name, "--format", fmt)
-    _cli("mine", "--pages", root / "pages", "--queries", run, "--out", root / "mined")
+        _cli("export", run, "--pages", store.root, "--out", root / name, "--format", fmt)
+    _cli("mine", "--pages", store.root, "--queries", run, "--out", root / "mined")
     for fmt, name in (("hf", "mixture"), ("jsonl", "mixture-jsonl")):
-        mix = ("mix", "--pages", root / "pages", "--run", run, "--mined", root / "mined", "--recipe", "full")
+        mix = ("mix", "--pages", store.root, "--run", run, "--mined", root / "mined", "--recipe", "full")
         _cli(*mix, "--format", fmt, "--out", root / name)
     return TrainingSets(
         store=store,
