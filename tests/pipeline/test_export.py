@@ -8,6 +8,7 @@ real pages of the committed PDF); one exports a real tiny run (SmolLM2 via llama
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -17,13 +18,13 @@ import pytest
 from PIL import Image
 
 from docrerank.errors import DocrerankError
-from docrerank.pages import PageStore, ingest
+from docrerank.pages import PageStore
 from docrerank.pipeline.config import PipelineConfig
 from docrerank.pipeline.export import export_run, read_selected
 from docrerank.pipeline.generate import run_pipeline
 from docrerank.pipeline.records import QueryRecord, Verdict, query_id
 from docrerank.pipeline.rundir import RunDir
-from tests.helpers import PDF3, invoke_cli, run_cli
+from tests.helpers import invoke_cli, run_cli
 from tests.pipeline.test_generate import _config
 
 COLUMNS = {
@@ -44,10 +45,8 @@ COLUMNS = {
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> PageStore:
-    root = tmp_path_factory.mktemp("store")
-    ingest([PDF3], root, show_progress=False)
-    return PageStore.open(root)
+def store(vignette_store) -> PageStore:
+    return vignette_store  # the committed 3-page PDF, ingested once per session
 
 
 def _record(page_id: str, kind: str, text: str, parent: QueryRecord | None = None, **extra) -> QueryRecord:
@@ -239,9 +238,12 @@ def test_cli_export_subprocess(hand_run, store, tmp_path):
     assert missing.exit_code == 2 and "not a run directory" in missing.stderr
 
 
-def test_real_tiny_run_exports_to_hf(store, tmp_path_factory):
+@pytest.mark.slow
+def test_real_tiny_run_exports_to_hf(store, finished_run, tmp_path_factory):
     run = tmp_path_factory.mktemp("real-run")
     run_pipeline(
+    # the session's run of the same config on all 3 pages asked this page's requests: its answers are reused
+    shutil.copy2(finished_run / "cache.sqlite", run / "cache.sqlite")
         store, PipelineConfig.model_validate(_config()), run, show_progress=False, page_ids=store.page_ids[1:2]
     )
     out = tmp_path_factory.mktemp("real-export") / "hf"

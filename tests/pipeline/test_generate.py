@@ -8,6 +8,7 @@ these tests check the plumbing (stages, run directory, resume, fingerprints, rec
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from collections import Counter
 from pathlib import Path
@@ -49,11 +50,7 @@ def store(vignette_store) -> PageStore:
     return vignette_store
 
 
-@pytest.fixture(scope="module")
-def finished_run(store, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("run")
-    run_pipeline(store, PipelineConfig.model_validate(_config()), run, show_progress=False)
-    return run
+# finished_run: the real run of _config() over the 3 pages, made once per session (tests/pipeline/conftest.py)
 
 
 def _records(run: Path, stage: str) -> list[QueryRecord]:
@@ -118,11 +115,11 @@ def test_rerun_sends_no_request_and_changes_nothing(finished_run, store):
     assert {p: p.read_bytes() for p in (finished_run / "stages").rglob("*.jsonl")} == before
 
 
-def test_changed_settings_stop_the_run_unless_forced(store, tmp_path):
+@pytest.mark.slow
+def test_changed_settings_stop_the_run_unless_forced(finished_run, store, tmp_path):
     run = tmp_path / "run"
-    small = _config(negatives_controlled={"enabled": False}, rephrase={"enabled": False})
-    run_pipeline(store, PipelineConfig.model_validate(small), run, show_progress=False)
-    changed = PipelineConfig.model_validate({**small, "selection": {"k": 1}})
+    shutil.copytree(finished_run, run)  # a run finished with k=2 (a copy: the session's run stays as it is)
+    changed = PipelineConfig.model_validate(_config(selection={"k": 1}))
     with pytest.raises(SettingsMismatchError, match="selected"):
         run_pipeline(store, changed, run, show_progress=False)
     run_pipeline(store, changed, run, force=True, show_progress=False)
