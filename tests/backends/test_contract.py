@@ -69,6 +69,7 @@ def cache_attached(backend: Backend, path: Path) -> Iterator[ResponseCache]:
         cache.close()
 
 
+@pytest.mark.slow
 def test_generate_returns_text_in_order_with_the_ids(backend):
     # Prompts that want long answers, each with its own token limit: a result that landed on another
     # request's slot shows up as the wrong completion length. llamacpp runs them sorted by text.

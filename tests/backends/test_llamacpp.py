@@ -34,6 +34,7 @@ def ask(question: str, id: str) -> ChoiceRequest:
     return ChoiceRequest(messages=[YES_NO, Message(role="user", content=question)], id=id)
 
 
+@pytest.mark.slow
 def test_a_true_statement_gets_more_yes_than_its_false_twin(llama):
     requests = [
         ask(q, f"{i}-{kind}") for i, pair in enumerate(TRUE_AND_FALSE) for kind, q in zip("tf", pair, strict=True)
@@ -48,6 +49,7 @@ def test_a_true_statement_gets_more_yes_than_its_false_twin(llama):
         assert true.prob("yes") > false.prob("yes") + 0.15, pair
 
 
+@pytest.mark.slow
 def test_greedy_arithmetic_and_structured_answer(llama):
     question = "What is 2+2? Answer with just the number."
     requests = [
@@ -64,6 +66,7 @@ def test_greedy_arithmetic_and_structured_answer(llama):
     assert structured.ok and structured.parsed == {"answer": 4}, structured
 
 
+@pytest.mark.slow
 def test_prefix_reuse_between_requests_changes_no_score(llamacpp_backend):
     # llamacpp keeps the evaluated prefix and evaluates only what differs: a request must score the same
     # whatever ran before it (a shared page prefix, another chat, a generation in between). Up to numerics:

@@ -86,6 +86,7 @@ def test_a_fault_is_retried_and_the_request_recovers(fault):
     assert backend.stats.retries == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_a_fault_that_persists_ends_as_a_recorded_error(fault):
     with FakeOpenAIServer(script=[fault], hang_s=3) as server:

@@ -78,6 +78,7 @@ def mixed_chats(scan: ImagePart, small: ImagePart) -> list[list[Message]]:
     ]
 
 
+@pytest.mark.slow
 def test_generate_text_and_two_pages_in_order(vlm, scan, small):
     requests = [
         ChatRequest(messages=user("What is a structural change test?"), sampling=GREEDY, id="text"),
@@ -203,6 +204,7 @@ def test_capabilities_and_identity(vlm, tiny_qwen2vl):
     assert forced.identity()["max_pixels"] == 28 * 28 * 16
 
 
+@pytest.mark.slow
 def test_a_text_model_refuses_images_and_runs_text(causal, scan):
     assert causal.kind == "causal"
     assert causal.capabilities == frozenset({Capability.LOGPROBS})

@@ -39,6 +39,7 @@ def test_corrupt_pdf(tmp_path, good_pdf):
     assert "qpdf --check" in entry["fix"]
 
 
+@pytest.mark.slow
 def test_corrupt_pdf_subprocess(tmp_path, good_pdf):
     bad = tmp_path / "corrupt.pdf"
     # A real PDF's header and trailer around a garbage body.
@@ -67,6 +68,7 @@ def _encrypt(path, password: str):
     return path
 
 
+@pytest.mark.slow
 def test_encrypted_pdf_without_password(tmp_path, good_pdf):
     bad = _encrypt(tmp_path / "encrypted.pdf", "s3cret")
     store = tmp_path / "store"
@@ -83,6 +85,7 @@ def test_encrypted_pdf_with_wrong_password(tmp_path, good_pdf):
     assert "--password" in entry["fix"]
 
 
+@pytest.mark.slow
 def test_encrypted_pdf_with_the_right_password_is_ingested(tmp_path, good_pdf):
     pdf = _encrypt(tmp_path / "encrypted.pdf", "s3cret")
     store = tmp_path / "store"
@@ -116,6 +119,7 @@ def test_text_file_named_pdf(tmp_path, good_pdf):
     assert "rename" in entry["fix"]
 
 
+@pytest.mark.slow
 def test_png_named_pdf(tmp_path, good_pdf):
     bad = tmp_path / "scan.pdf"
     shutil.copy2(SCAN, bad)
@@ -125,6 +129,7 @@ def test_png_named_pdf(tmp_path, good_pdf):
     assert "extension" in entry["fix"]
 
 
+@pytest.mark.slow
 def test_decompression_bomb_image(tmp_path, good_pdf):
     bad = tmp_path / "bomb.png"
     Image.new("1", (20000, 12000)).save(bad, optimize=True)  # 240 million pixels in a tiny file
@@ -172,6 +177,7 @@ def _bad_utf8_pdf(folder) -> bytes:
     return path
 
 
+@pytest.mark.slow
 def test_file_name_not_utf8_in_a_folder(tmp_path):
     folder = tmp_path / "in"
     _bad_utf8_pdf(folder)
@@ -182,6 +188,7 @@ def test_file_name_not_utf8_in_a_folder(tmp_path):
     assert "rename" in entry["fix"]
 
 
+@pytest.mark.slow
 def test_file_name_not_utf8_given_directly(tmp_path, good_pdf):
     bad = _bad_utf8_pdf(tmp_path / "in")
     store = tmp_path / "store"
@@ -198,6 +205,7 @@ def _without_read_override() -> list[str]:
     return DROP_READ_OVERRIDE
 
 
+@pytest.mark.slow
 def test_unreadable_file(tmp_path, good_pdf):
     bad = tmp_path / "locked.pdf"
     shutil.copy2(PDF3, bad)
@@ -212,6 +220,7 @@ def test_unreadable_file(tmp_path, good_pdf):
     assert "chmod" in entry["fix"]
 
 
+@pytest.mark.slow
 def test_unreadable_file_in_a_folder(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
@@ -228,6 +237,7 @@ def test_unreadable_file_in_a_folder(tmp_path):
     assert_bad_input_run(result, store, str(bad), {good: 1}, ("permission denied",))
 
 
+@pytest.mark.slow
 def test_dangling_symlink(tmp_path, good_pdf):
     bad = tmp_path / "link.pdf"
     bad.symlink_to(tmp_path / "gone.pdf")

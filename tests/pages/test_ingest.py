@@ -93,6 +93,7 @@ def test_a_rerun_skips_everything(tmp_path, good_pdf):
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "store" / "images").rglob("*.png")} == images_before
 
 
+@pytest.mark.slow
 def test_adding_a_document_to_a_store(tmp_path, good_pdf):
     store_dir = tmp_path / "store"
     assert _ingest([PDF3], store_dir).pages_new == 3
@@ -121,6 +122,7 @@ def test_a_store_refuses_other_settings(tmp_path):
     assert len(PageStore.open(store_dir)) == 3
 
 
+@pytest.mark.slow
 def test_settings_that_do_not_change_the_output_may_differ(tmp_path, good_pdf):
     store_dir = tmp_path / "store"
     _ingest([PDF3], store_dir, IngestSettings(ocr=OcrMode.NEVER, pages_per_unit=2))

@@ -30,6 +30,7 @@ def _pdf_pages(store):
 # --- the committed pages (ingested once, OCR auto) ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_committed_pdf_gives_three_text_layer_pages(committed_store):
     pages = _pdf_pages(committed_store)
     assert [p.page_index for p in pages] == [0, 1, 2]
@@ -94,6 +95,7 @@ def test_scanned_png_without_ocr_has_no_text(tmp_path):
     assert page.text == ""
 
 
+@pytest.mark.slow
 def test_ocr_always_reads_pdf_pages_with_tesseract(tmp_path):
     first = tmp_path / "first-page.pdf"
     writer = PdfWriter()

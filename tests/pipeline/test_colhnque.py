@@ -29,6 +29,7 @@ def _lines(path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_an_exported_run_imports_back_to_the_same_pages_and_queries(store, hand_run, tmp_path):  # noqa: F811
     run_dir, records = hand_run
     export_run(run_dir, store, "hf", tmp_path / "hf")
@@ -51,6 +52,7 @@ def test_an_exported_run_imports_back_to_the_same_pages_and_queries(store, hand_
     assert again.positives == 3 and len(PageStore.open(tmp_path / "store")) == 2
 
 
+@pytest.mark.slow
 def test_bad_rows_are_named_and_the_rest_is_imported(store, tmp_path):  # noqa: F811
     page = store.get(store.page_ids[0])
     data = datasets.Dataset.from_dict(
@@ -104,6 +106,7 @@ def test_a_source_without_the_colhnque_columns_is_refused(tmp_path):
         import_colhnque(str(tmp_path / "notes.txt"), tmp_path / "store", tmp_path / "p.jsonl")
 
 
+@pytest.mark.slow
 def test_the_datasets_negatives_are_verified_with_the_generated_ones(store, tmp_path):  # noqa: F811
     page = store.get(store.page_ids[0])
     given = tmp_path / "positives.jsonl"

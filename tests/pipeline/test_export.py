@@ -228,6 +228,7 @@ def test_unfinished_run_and_non_empty_out_are_refused(hand_run, store, tmp_path)
         export_run(run, store, "csv", tmp_path / "csv")
 
 
+@pytest.mark.slow
 def test_cli_export_subprocess(hand_run, store, tmp_path):
     run, _ = hand_run
     result = run_cli("export", run, "--pages", store.root, "--format", "jsonl", "--out", tmp_path / "cli")
@@ -241,9 +242,9 @@ def test_cli_export_subprocess(hand_run, store, tmp_path):
 @pytest.mark.slow
 def test_real_tiny_run_exports_to_hf(store, finished_run, tmp_path_factory):
     run = tmp_path_factory.mktemp("real-run")
-    run_pipeline(
     # the session's run of the same config on all 3 pages asked this page's requests: its answers are reused
     shutil.copy2(finished_run / "cache.sqlite", run / "cache.sqlite")
+    run_pipeline(
         store, PipelineConfig.model_validate(_config()), run, show_progress=False, page_ids=store.page_ids[1:2]
     )
     out = tmp_path_factory.mktemp("real-export") / "hf"

@@ -62,6 +62,7 @@ def _records(run: Path, stage: str) -> list[QueryRecord]:
     ]
 
 
+@pytest.mark.slow
 def test_every_stage_writes_every_shard_with_a_marker(finished_run, store):
     for stage in STAGES:
         folder = finished_run / "stages" / stage
@@ -71,6 +72,7 @@ def test_every_stage_writes_every_shard_with_a_marker(finished_run, store):
     assert set(json.loads((finished_run / "fingerprints.json").read_text())) == set(STAGES)
 
 
+@pytest.mark.slow
 def test_final_records_link_negatives_to_kept_positives(finished_run):
     selected = _records(finished_run, "selected")
     positives = {r.query_id: r for r in selected if r.kind == "positive"}
@@ -90,6 +92,7 @@ def test_final_records_link_negatives_to_kept_positives(finished_run):
     assert "llm" in generators or "rule" in generators
 
 
+@pytest.mark.slow
 def test_rejections_keep_the_stage_and_a_reason(finished_run):
     for stage in STAGES:
         for path in (finished_run / "stages" / stage).glob("*.rejected.jsonl"):
@@ -99,6 +102,7 @@ def test_rejections_keep_the_stage_and_a_reason(finished_run):
                 assert rejection.reason
 
 
+@pytest.mark.slow
 def test_stats_count_each_stage(finished_run):
     stats = json.loads((finished_run / "stats.json").read_text())
     assert set(stats["stages"]) == set(STAGES)
@@ -107,6 +111,7 @@ def test_stats_count_each_stage(finished_run):
     assert stats["backends"]["generator"]["requests_sent"] > 0
 
 
+@pytest.mark.slow
 def test_rerun_sends_no_request_and_changes_nothing(finished_run, store):
     before = {p: p.read_bytes() for p in (finished_run / "stages").rglob("*.jsonl")}
     run_pipeline(store, PipelineConfig.model_validate(_config()), finished_run, show_progress=False)
@@ -165,6 +170,7 @@ def test_controlled_edits_must_change_the_named_value(old, new, text, problem):
     assert (found is None) if problem is None else (problem in found)
 
 
+@pytest.mark.slow
 def test_given_positives_start_the_run_at_negative_generation(store, tmp_path):
     page = store.get(store.page_ids[1])
     given = tmp_path / "positives.jsonl"
@@ -230,6 +236,7 @@ def _cached_answers(cache: Path) -> int:
         return db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
 
 
+@pytest.mark.slow
 def test_verify_command_is_the_pipelines_verification_stage(finished_run, store, tmp_path):
     """``docrerank verify`` on the run's own negatives, with the run's config and cache, gives the verdicts
     the run recorded, from cached answers only (the same requests: prompts, page cut, backend, threshold)."""

@@ -16,18 +16,23 @@ from docrerank.pipeline.mixture import mix, recipe
 from docrerank.retrieval import read_mined
 from tests.helpers import invoke_cli
 
+pytestmark = pytest.mark.slow  # a SmolLM2 generation run over the sample pages (~2-4 min), shared by the module
+
 TINY = {"type": "llamacpp", "model": "smollm2-135m-instruct", "n_ctx": 4096, "n_threads": 1}
 
 
 @pytest.fixture(scope="module")
 def generated(sample_pages, mining_queries, tmp_path_factory):
     """A generation run from the committed queries as given positives: rephrasings, free-form, property and
-    rule-based negatives; thresholds loose enough for SmolLM2's candidates to reach the selection."""
+    rule-based negatives; thresholds loose enough for SmolLM2's candidates to reach the selection. Four of the
+    ten queries (two pages, two queries each): every kind of record the recipes mix, at 40% of the model time."""
+    given = tmp_path_factory.mktemp("mix") / "given.jsonl"
+    given.write_text("".join(mining_queries.read_text().splitlines(keepends=True)[:4]))
     config = {
         "pages_per_shard": 4,
         "max_page_chars": 1200,
         "backends": {"generator": TINY, "verifier": TINY},
-        "positives": {"given": str(mining_queries)},
+        "positives": {"given": str(given)},
         "positive_verification": {"threshold": 0.01},  # rephrasings are verified as positives
         "rephrase": {"fraction": 1.0},
         "negatives_freeform": {"m": 2, "max_tokens": 200},

@@ -151,6 +151,7 @@ def _count(outcome: dict, kill: Kill) -> None:
     COUNTS["kills that left a shard half-written (files without marker, temp files)"] += outcome["partial"] > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill", TRIALS, ids=str)
 def test_a_killed_generate_resumes_to_the_uninterrupted_output(
     kill, reference, fake_server, launcher, tmp_path, monkeypatch
@@ -166,6 +167,7 @@ def test_a_killed_generate_resumes_to_the_uninterrupted_output(
     _count(outcome, kill)
 
 
+@pytest.mark.slow
 def test_a_run_killed_twice_resumes_to_the_uninterrupted_output(
     reference, fake_server, launcher, tmp_path, monkeypatch
 ):

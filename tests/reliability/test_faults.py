@@ -83,6 +83,7 @@ def _failure_text(rejection: Rejection) -> str:
     return " | ".join([rejection.reason, *errors])
 
 
+@pytest.mark.slow
 def test_a_run_against_a_failing_server_records_every_failure_and_a_rerun_retries_exactly_those(reference, tmp_path):
     plan = FaultPlan()
     with FakeOpenAIServer(answer_schemas=True, plan=plan, hang_s=3) as server:

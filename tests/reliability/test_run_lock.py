@@ -20,6 +20,7 @@ from tests.reliability.harness import (
 pytestmark = pytest.mark.timeout(300)
 
 
+@pytest.mark.slow
 def test_a_second_generate_on_a_run_being_written_refuses_and_corrupts_nothing(
     reference, fake_server, launcher, tmp_path
 ):
@@ -52,6 +53,7 @@ def test_a_second_generate_on_a_run_being_written_refuses_and_corrupts_nothing(
     COUNTS["second writers refused"] += 1
 
 
+@pytest.mark.slow
 def test_a_killed_writer_leaves_no_lock_that_blocks_the_next_run(reference, fake_server, launcher, tmp_path):
     run = tmp_path / "run"
     args = generate_args(reference.store, reference.config, run)

@@ -64,6 +64,7 @@ def _some_faults(body: dict, seen: int) -> str:
     return ("500", "drop", "malformed", "empty")[digest % 4] if digest % 10 == 0 and seen < 2 else "ok"
 
 
+@pytest.mark.slow
 def test_no_file_log_or_message_of_a_run_contains_the_api_key(reference, launcher, tmp_path):
     key, blobs, server = _run_with_key(reference, launcher, tmp_path, _some_faults)
     assert any(b"rejected" in name.encode() for name in blobs), "the run wrote no rejected records to search"
@@ -74,6 +75,7 @@ def test_no_file_log_or_message_of_a_run_contains_the_api_key(reference, launche
     COUNTS["API key leaks"] += len(leaks)
 
 
+@pytest.mark.slow
 def test_a_server_that_echoes_the_key_in_its_error_does_not_leak_it_into_the_run(reference, launcher, tmp_path):
     """A careless server or proxy answers 401 with the Authorization header in its message; the run records
     the failure (HTTP 401, its reason kept), but not the key."""

@@ -111,6 +111,7 @@ def student_folder(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_a_saved_cascade_points_at_its_student_and_holds_the_teachers_backend_config(student_folder, tmp_path):
     from docrerank.backends import load_backend
 
@@ -139,6 +140,7 @@ def test_a_saved_cascade_points_at_its_student_and_holds_the_teachers_backend_co
     assert results[0].score == UNSCORED and sorted(r.score for r in results[1:]) == [1.0, 2.0, 3.0]
 
 
+@pytest.mark.slow
 def test_rerank_command_with_the_cascade(student_folder, vignette_store, tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"backends": {"generator": TINY, "verifier": TINY}}))

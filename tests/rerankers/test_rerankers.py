@@ -25,6 +25,7 @@ def cross_encoder():
     return CrossEncoderReranker()
 
 
+@pytest.mark.slow
 def test_a_page_scores_as_its_best_chunk_and_rank_orders_by_score(cross_encoder, sample_pages):
     pages = [sample_pages[p] for p in sample_pages.page_ids[:4]]
     query = "Which structural change tests does strucchange implement?"
@@ -49,6 +50,7 @@ def test_the_fresh_head_is_seeded_and_a_saved_reranker_loads_with_the_same_score
         Reranker.load(tmp_path)
 
 
+@pytest.mark.slow
 def test_zero_shot_reranker_scores_p_true_and_a_page_without_text_is_a_per_pair_failure_ranked_last(vignette_store):
     """One page without text used to stop the whole call (and `docrerank rerank` with it)."""
     config = PipelineConfig.model_validate({"backends": {"generator": TINY, "verifier": TINY}})
@@ -83,6 +85,7 @@ def test_cross_encoder_a_page_without_text_is_a_per_pair_failure_ranked_last(cro
     assert [[r.ok for r in s] for s in sets] == [[True], [False, True]]
 
 
+@pytest.mark.slow
 def test_rerank_command_reorders_the_first_stage_and_names_unknown_pages(sample_pages, mining_queries, tmp_path):
     queries, _ = read_queries(mining_queries, sample_pages)
     first = BM25Retriever(sample_pages).search([q.text for q in queries], 5)
@@ -147,6 +150,7 @@ def _first_stage(store, tmp_path):
     return queries, tmp_path / "first.trec", blank
 
 
+@pytest.mark.slow
 def test_rerank_command_with_the_default_llm_reranker_ranks_a_page_without_text_last(
     store_with_an_empty_page, tmp_path
 ):
@@ -225,6 +229,7 @@ def test_a_hand_edited_reranker_json_is_checked_and_its_errors_name_the_file(tmp
         Reranker.load(folder)
 
 
+@pytest.mark.slow
 def test_rerank_command_refuses_an_untrusted_saved_reranker_without_the_flag(
     store_with_an_empty_page, tmp_path, monkeypatch
 ):

@@ -75,6 +75,7 @@ def pairs(pages) -> list[tuple[str, PageContent]]:
     return list(zip(queries, pages, strict=True))
 
 
+@pytest.mark.slow
 def test_a_batch_gives_what_one_pair_at_a_time_gives_in_input_order(vlm, pairs):
     batched = vlm.score(pairs)  # batch_size 2: sorted by length into three batches, left padded
     alone = [vlm.score([pair])[0] for pair in pairs]
@@ -148,6 +149,7 @@ def test_lora_goes_on_the_language_models_projections_only(vlm_path, pairs):
     assert model.training  # scoring mid-training leaves train mode on
 
 
+@pytest.mark.slow
 def test_a_saved_adapter_loads_with_the_same_scores(vlm_path, vlm, pairs, tmp_path):
     reranker = TrueFalseReranker(model=str(vlm_path), lora=True, batch_size=3)
     assert reranker.score(pairs) == pytest.approx(vlm.score(pairs), abs=1e-5)  # lora_B starts at zero
@@ -181,6 +183,7 @@ def test_a_saved_adapter_loads_with_the_same_scores(vlm_path, vlm, pairs, tmp_pa
         TrueFalseReranker(adapter=str(tmp_path))
 
 
+@pytest.mark.slow
 def test_a_model_without_lora_saves_whole(vlm, pairs, tmp_path):
     vlm.save(tmp_path / "whole")
     assert (tmp_path / "whole" / "model.safetensors").is_file()
@@ -189,6 +192,7 @@ def test_a_model_without_lora_saves_whole(vlm, pairs, tmp_path):
     assert loaded.score(pairs[:2]) == pytest.approx(vlm.score(pairs[:2]), abs=1e-5)
 
 
+@pytest.mark.slow
 def test_a_causal_lm_reads_the_page_text(causal, vignette_store):
     assert causal.uses == {"text"} and not causal.is_vlm
     page = vignette_store[vignette_store.page_ids[0]]

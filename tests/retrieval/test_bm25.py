@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from docrerank.retrieval import BM25Retriever, read_trec
 from tests.helpers import invoke_cli
 
@@ -52,6 +54,7 @@ def test_retrieve_writes_a_trec_run_and_names_bad_queries(vignette_store, tmp_pa
     assert "recall@2 1.000" in result.stdout
 
 
+@pytest.mark.slow
 def test_pages_without_text_are_named_with_the_ocr_fix(tmp_path):
     from docrerank.pages import IngestSettings, ingest
     from tests.helpers import PDF3, SCAN, run_cli

@@ -49,6 +49,7 @@ def _descending(ranking) -> bool:
     return scores == sorted(scores, reverse=True) and all(math.isfinite(s) for s in scores)
 
 
+@pytest.mark.slow
 def test_model_classes_come_from_the_name_or_the_local_config(tiny_colqwen2):
     assert model_classes("vidore/colqwen2-v1.0") == ("ColQwen2", "ColQwen2Processor")
     assert model_classes("vidore/colqwen2.5-v0.2") == ("ColQwen2_5", "ColQwen2_5_Processor")
@@ -60,6 +61,7 @@ def test_model_classes_come_from_the_name_or_the_local_config(tiny_colqwen2):
 
 
 def test_late_interaction_is_colpali_engines_maxsim_page_by_page(monkeypatch):
+    colpali._engine()  # colpali-engine imported as the retriever imports it (no torchvision needed)
     from colpali_engine.utils.processing_utils import BaseVisualRetrieverProcessor
 
     generator = torch.Generator().manual_seed(0)
@@ -76,6 +78,7 @@ def test_late_interaction_is_colpali_engines_maxsim_page_by_page(monkeypatch):
     assert late_interaction([], pages).shape == (0, 4)
 
 
+@pytest.mark.slow
 def test_search_ranks_the_pages_saves_its_index_and_scores_pairs_as_search_does(vignette_store, tiny_colqwen2):
     embedded = []
     retriever = ColPaliRetriever(
@@ -131,6 +134,7 @@ def test_scores_are_colpali_engines_own_for_one_page_at_a_time(vignette_store, t
     assert got == pytest.approx([float(e) for e in expected], rel=1e-3)  # the index keeps float16 vectors
 
 
+@pytest.mark.slow
 def test_an_interrupted_build_resumes_from_its_saved_parts(vignette_store, tiny_colqwen2, tmp_path, monkeypatch):
     monkeypatch.setattr(colpali, "PART_PAGES", 1)
     stores = []
@@ -171,6 +175,7 @@ def test_an_interrupted_build_resumes_from_its_saved_parts(vignette_store, tiny_
         assert np.array_equal(np.load(folder / name), np.load(fresh.index_dir / name))
 
 
+@pytest.mark.slow
 def test_retrieve_and_mine_commands_take_a_colpali_model_and_fuse_it_with_bm25(vignette_store, tiny_colqwen2, tmp_path):
     import json
 

@@ -39,6 +39,7 @@ def test_exact_search_is_brute_force_with_the_best_chunk_per_page():
     assert sorted(ids[0].tolist()) == list(range(50))
 
 
+@pytest.mark.slow
 def test_dense_finds_the_pages_saves_its_index_and_scores_pairs_as_search_does(sample_pages, mining_queries):
     rows = _queries(mining_queries)
     retriever = DenseRetriever(sample_pages)

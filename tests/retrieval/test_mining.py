@@ -69,6 +69,7 @@ def test_the_threshold_can_be_turned_off_and_sampling_is_seeded(retrieved):
     assert alone == loose[3:4]
 
 
+@pytest.mark.slow
 def test_mine_command_writes_the_set_the_run_and_a_summary_and_names_bad_queries(
     sample_pages, mining_queries, tmp_path
 ):
@@ -114,6 +115,7 @@ def test_mine_command_writes_the_set_the_run_and_a_summary_and_names_bad_queries
             assert a.skipped and "unknown" in a.skipped
 
 
+@pytest.mark.slow
 def test_a_run_file_in_the_wrong_format_is_named_line_by_line(sample_pages, mining_queries, tmp_path):
     queries, _ = read_queries(mining_queries, sample_pages)
     run = tmp_path / "run.trec"
@@ -129,6 +131,7 @@ def test_a_run_file_in_the_wrong_format_is_named_line_by_line(sample_pages, mini
     assert len(read_mined(tmp_path / "out")) == 10  # the good lines were mined
 
 
+@pytest.mark.slow
 def test_mine_verify_records_a_verdict_on_every_mined_page_and_the_false_negative_rate_by_rank(
     sample_pages, mining_queries, tmp_path
 ):
@@ -136,12 +139,12 @@ def test_mine_verify_records_a_verdict_on_every_mined_page_and_the_false_negativ
     tiny = {"type": "llamacpp", "model": "smollm2-135m-instruct", "n_ctx": 4096, "n_threads": 1}
     config = tmp_path / "config.yaml"
     config.write_text(json.dumps({"max_page_chars": 800, "backends": {"generator": tiny, "verifier": tiny}}))
-    out = tmp_path / "mined"
-    result = invoke_cli(
-        "mine", "--pages", sample_pages.root, "--queries", queries, "--out", out, "--verify", "--config", config
     # 4 of the 10 queries (2 pages, up to 12 mined pages): each mined page costs SmolLM2 a page of prompt
     queries = tmp_path / "queries.jsonl"
     queries.write_text("".join(mining_queries.read_text().splitlines(keepends=True)[:4]))
+    out = tmp_path / "mined"
+    result = invoke_cli(
+        "mine", "--pages", sample_pages.root, "--queries", queries, "--out", out, "--verify", "--config", config
     )
     assert result.exit_code == 0, result.stdout
     examples = read_mined(out)

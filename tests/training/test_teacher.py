@@ -143,6 +143,7 @@ def test_unknown_page_ids_are_named_and_the_rest_is_labeled(vignette_store, tmp_
     assert row["image_path"].endswith(".png") and row["page_id"] == known
 
 
+@pytest.mark.slow
 def test_label_command_with_the_embedded_smollm2_teacher_and_its_rerun_from_the_cache(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"backends": {"generator": TINY, "verifier": TINY}}))
@@ -167,6 +168,7 @@ def test_label_command_with_the_embedded_smollm2_teacher_and_its_rerun_from_the_
     assert unknown.exit_code == 2 and "no backend named 'judge'" in " ".join(unknown.stderr.split())
 
 
+@pytest.mark.slow
 def test_training_on_teacher_targets_without_teacher_scores_names_the_file_and_the_fix(tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(json.dumps({"query": "a question", "text": "a page", "label": 1}) + "\n")

@@ -24,7 +24,7 @@ from tests.helpers import docrerank_command, run_cli
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.timeout(1800)  # ~7 min on 2 idle cores: 3 epochs of training and three evaluations
+@pytest.mark.timeout(1800)  # ~5 min on 2 idle cores: 2 epochs of training and three evaluations
 def test_training_on_the_pipeline_data_learns_and_reports_held_out_documents(training_sets, tmp_path):
     """The mixture of the sample documents (hand-labeled positives and negatives, rule-based negatives, mined
     pages), 30% of the documents held out. Training must rank its own documents' candidates better than the
@@ -36,12 +36,12 @@ def test_training_on_the_pipeline_data_learns_and_reports_held_out_documents(tra
     positives than that to learn relevance that transfers (the teacher-labelled data of issue 11)."""
     out = tmp_path / "trained"
     config = tmp_path / "train.yaml"
-    settings = {"held_out": 0.3, "epochs": 3, "groups_per_batch": 4, "learning_rate": 2e-4, "depth": 10}
+    settings = {"held_out": 0.3, "epochs": 2, "groups_per_batch": 4, "learning_rate": 2e-4, "depth": 10}
     config.write_text(yaml.safe_dump({"train": {**settings, "save_steps": 1000}}))
     result = run_cli("train", "--data", training_sets.mixture, "--out", out, "--config", config, timeout=1500)
     assert result.exit_code == 0, result.stderr[-3000:]
     summary = json.loads((out / "training.json").read_text())
-    assert summary["held_out_groups"] >= 15 and summary["steps"] == 33
+    assert summary["held_out_groups"] >= 15 and summary["steps"] == 22
     before, after = summary["before"]["nDCG@5"], summary["after"]["nDCG@5"]
     assert "held out:" in result.stdout and f"nDCG@5 {before:.3f}" in result.stdout
     assert f"nDCG@5 {after:.3f}" in result.stdout
@@ -50,6 +50,7 @@ def test_training_on_the_pipeline_data_learns_and_reports_held_out_documents(tra
     assert {g.doc_id for g in held} == set(summary["held_out_documents"])
     own = HeldOutEvaluator(trained_on, depth=6)
     start, learned = own(CrossEncoderReranker())["nDCG@5"], own(Reranker.load(out))["nDCG@5"]
+    print(f"own documents nDCG@5: untrained {start:.3f}, trained {learned:.3f}")
     assert learned >= start + 0.15, (start, learned)
 
     # the saved reranker reranks a first-stage run of held-out queries (the README's next step)

@@ -47,6 +47,7 @@ def _loss(reranker: TrueFalseReranker, groups: list[TrainingGroup]) -> float:
     return group_loss(margins, labels, [len(r) for r in rows]).item()
 
 
+@pytest.mark.slow
 def test_the_vlm_learns_a_toy_set_and_ranks_by_the_margin_it_trained(tmp_path):
     from docrerank.testing.tiny_models import tiny_qwen2vl_path
 
@@ -76,6 +77,7 @@ def test_the_vlm_learns_a_toy_set_and_ranks_by_the_margin_it_trained(tmp_path):
     assert len(ranked) == 4
 
 
+@pytest.mark.slow
 def test_the_vlm_learns_teacher_scores_by_margin_mse(tmp_path):
     """The True/False path distils too: with teacher scores on the toy set (0.9 for the positive, 0.2 and 0.05
     for its negatives), ``targets="teacher"`` lowers the margin-MSE to the teacher's logits."""
