@@ -16,14 +16,19 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # a portable build (AVX2/FMA/F16C, no -march=native).
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: demo test bench bench-verify bench-mining bench-rerank lint system-deps clean
+.PHONY: demo test test-fast bench bench-verify bench-mining bench-rerank lint system-deps clean
 
 demo: $(VENV)/.installed-demo system-deps
 	$(BIN)/docrerank demo
 
+# the whole suite (the slowest tests listed at the end); `make test-fast`: the tests not marked slow
 test: $(VENV)/.installed-dev system-deps
 	scripts/system-deps.sh $(TEST_PACKAGES)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.installed-dev system-deps
+	scripts/system-deps.sh $(TEST_PACKAGES)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-dev system-deps
 	scripts/system-deps.sh $(BENCH_PACKAGES)
