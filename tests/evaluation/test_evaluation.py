@@ -31,7 +31,7 @@ from docrerank.prompts.requests import PageLike
 from docrerank.rerankers import CascadeReranker
 from docrerank.rerankers.base import Reranker
 from docrerank.retrieval import BM25Retriever
-from tests.helpers import ROOT, run_cli
+from tests.helpers import ROOT, invoke_cli
 
 BEIR = ROOT / "tests" / "data" / "beir-mini"
 
@@ -231,19 +231,19 @@ def test_a_cascade_of_cached_rerankers_scores_only_what_their_rows_did_not_and_r
 
 @pytest.mark.slow
 def test_evaluate_on_a_beir_folder_prints_the_table_and_caches_scores(tmp_path):
-    out = tmp_path / "eval"
-    result = run_cli("evaluate", "--benchmark", BEIR, "--first-stage", "bm25", "--k", "5", "--out", out)
-    assert result.exit_code == 0, result.stderr[-2000:]
+    out = tmp_path / "eval"  # the command in this process: what it writes is under test, not its process
+    result = invoke_cli("evaluate", "--benchmark", BEIR, "--first-stage", "bm25", "--k", "5", "--out", out)
+    assert result.exit_code == 0, (result.stdout[-2000:], result.exception)
     assert "beir-mini: 8 queries" in result.stdout and "NDCG@5" in result.stdout
     summary = json.loads((out / "summary.json").read_text())
     bm25 = summary["systems"]["bm25"]
     assert bm25["nDCG@5"] > 0.5  # the hand-written queries share words with their pages
 
-    rerun = run_cli(
+    rerun = invoke_cli(
         "evaluate", "--benchmark", BEIR, "--first-stage", "bm25", "--k", "5", "--out", out,
         "--rerankers", "cross-encoder",
     )  # fmt: skip
-    assert rerun.exit_code == 0, rerun.stderr[-2000:]
+    assert rerun.exit_code == 0, (rerun.stdout[-2000:], rerun.exception)
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["systems"]) == {"bm25", "cross-encoder"}
     assert summary["systems"]["bm25"] == bm25
@@ -258,7 +258,7 @@ def test_evaluate_on_a_beir_folder_prints_the_table_and_caches_scores(tmp_path):
     candidates = (out / "runs" / "bm25.trec").read_text().count("\n")  # BM25 returns only pages sharing a term
     assert cached == candidates and 8 <= candidates <= 8 * 5
     # the same reranker again: everything comes from the cache, nothing is scored twice
-    again = run_cli(
+    again = invoke_cli(
         "evaluate", "--benchmark", BEIR, "--first-stage", "bm25", "--k", "5", "--out", out,
         "--rerankers", "cross-encoder",
     )  # fmt: skip

@@ -20,7 +20,7 @@ from docrerank.errors import DocrerankError
 from docrerank.evaluation import LABELS, MEASURES
 from docrerank.evaluation.report import write_report
 from docrerank.evaluation.results import mark
-from tests.helpers import ROOT, run_cli
+from tests.helpers import ROOT, invoke_cli, run_cli
 
 BEIR = ROOT / "tests" / "data" / "beir-mini"
 QUALITY = ROOT / "tests" / "data" / "report"
@@ -64,10 +64,12 @@ class _Page(HTMLParser):
 
 
 def _evaluate(out: Path, *args) -> Path:
-    result = run_cli(
+    """``docrerank evaluate`` in this process (the report is under test, not the process: no second start of
+    torch and the cross-encoder)."""
+    result = invoke_cli(
         "evaluate", "--k", "5", "--first-stage", "bm25", "--rerankers", "cross-encoder", "--out", out, *args
     )
-    assert result.exit_code == 0, result.stderr[-2000:]
+    assert result.exit_code == 0, (result.stdout[-2000:], result.exception)
     assert "report.html" in result.stdout
     return out
 
