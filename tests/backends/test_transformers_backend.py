@@ -96,6 +96,7 @@ def test_generate_text_and_two_pages_in_order(vlm, scan, small):
     assert results[0].text != results[1].text
 
 
+@pytest.mark.slow  # ~7 s of generation on the tiny VLM
 def test_a_batch_gives_what_one_at_a_time_gives(vlm, scan, small):
     chats = mixed_chats(scan, small)
     generations = [ChatRequest(messages=m, sampling=GREEDY, id=str(i)) for i, m in enumerate(chats)]

@@ -39,6 +39,7 @@ def test_a_page_scores_as_its_best_chunk_and_rank_orders_by_score(cross_encoder,
     assert {p for p, _ in ranked} <= {page.page_id for page in pages}
 
 
+@pytest.mark.slow  # three cross-encoders loaded (~4 s)
 def test_the_fresh_head_is_seeded_and_a_saved_reranker_loads_with_the_same_scores(cross_encoder, tmp_path):
     pairs = [("What is a structural break?", "A structural break is a change in a regression's coefficients.")]
     assert CrossEncoderReranker().score(pairs) == pytest.approx(cross_encoder.score(pairs))
@@ -69,6 +70,7 @@ def test_zero_shot_reranker_scores_p_true_and_a_page_without_text_is_a_per_pair_
     assert reordered == [(empty.page_id, UNSCORED)] and failed == {empty.page_id: results[0].error}
 
 
+@pytest.mark.slow  # the vignette's pages through the cross-encoder (~6 s)
 def test_cross_encoder_a_page_without_text_is_a_per_pair_failure_ranked_last(cross_encoder, vignette_store):
     pages = [vignette_store[p] for p in vignette_store.page_ids]
     empty = pages[1].model_copy(update={"text": ""})

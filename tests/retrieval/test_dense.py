@@ -67,6 +67,7 @@ def test_fusion_adds_reciprocal_ranks():
     assert fused[0][1] == pytest.approx(1 / 62 + 1 / 61)
 
 
+@pytest.mark.slow  # builds the MiniLM index of the 46 sample pages (~15 s)
 def test_hybrid_of_bm25_and_dense(sample_pages, mining_queries):
     rows = _queries(mining_queries)
     hybrid = make_retriever("hybrid", sample_pages)
