@@ -29,7 +29,9 @@ def test_each_bad_line_is_rejected_with_its_line_and_the_rest_is_read(vignette_s
     given = read_given_positives(path, vignette_store)
     [kept] = given.positives[page]
     assert (kept.text, kept.answer, given.negatives[kept.query_id]) == (
-        "What does the test detect?", "42", ["What does it hide?"]
+        "What does the test detect?",
+        "42",
+        ["What does it hide?"],
     )
     lines = sorted(int(r.reason.split(":")[1]) for r in given.rejected)
     assert lines == list(range(2, len(rows) + 2))  # every bad line, once, by its number
