@@ -481,12 +481,11 @@ def plan_shards(run: RunDir, store: PageStore, pages: list[Page], per_shard: int
     known = run.shard_pages()
     owner = {page_id: shard for shard, page_ids in known.items() for page_id in page_ids}
     planned: dict[str, list[Page]] = {}
-    new: list[Page] = []
+    new: dict[str, Page] = {}  # pages no shard holds yet, by id, in order
     for page in pages:
         shard = owner.get(page.page_id)
         if shard is None:
-            if page.page_id not in {p.page_id for p in new}:
-                new.append(page)
+            new.setdefault(page.page_id, page)
         elif shard not in planned:
             missing = [pid for pid in known[shard] if pid not in store]
             if missing:
@@ -495,8 +494,9 @@ def plan_shards(run: RunDir, store: PageStore, pages: list[Page], per_shard: int
                     f"{store.root} lacks: pass the page store the run was made with (--pages), or use a new --run-dir"
                 )
             planned[shard] = [store.get(pid) for pid in known[shard]]
-    for start in range(0, len(new), per_shard):
-        chunk = new[start : start + per_shard]
+    unplanned = list(new.values())
+    for start in range(0, len(unplanned), per_shard):
+        chunk = unplanned[start : start + per_shard]
         planned[run.add_shard([p.page_id for p in chunk])] = chunk
     return list(planned.items())
 
@@ -575,7 +575,7 @@ def _run_shards(ctx: _Context, shards: list[tuple[str, list[Page]]], progress: P
                     kept, rejected = runner(ctx, shard_pages, upstream)
                     failed = sum(bool(r.failed) for r in rejected)
                     run.write_shard(stage, shard, kept, rejected, failed=failed)
+                    report.failed += failed
                     upstream = kept
-                report.failed += run.failed(stage, shard)
                 progress.advance(tasks[stage])
             report.shards_resumed += resumed
