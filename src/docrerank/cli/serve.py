@@ -7,7 +7,6 @@ uvicorn's messages and the access log).
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated
@@ -27,6 +26,7 @@ from docrerank.cli.rerank import (
     make_reranker,
 )
 from docrerank.errors import DocrerankError, import_optional
+from docrerank.rerankers.base import is_loopback_host
 from docrerank.server import ServerSettings, create_app
 
 __all__ = ["serve_command"]
@@ -43,13 +43,8 @@ def _url(host: str, port: int) -> str:
 
 
 def _loopback(host: str) -> bool:
-    """Whether ``host`` is this machine only (127.0.0.0/8, ::1, localhost)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    """Whether the server binds to this machine only."""
+    return is_loopback_host(host)
 
 
 def _server_warnings(host: str, key: str | None) -> list[str]:

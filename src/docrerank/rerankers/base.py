@@ -193,14 +193,16 @@ def split_sets(flat: Sequence[Any], sets: Sequence[Sequence[Any]]) -> list[list[
     return result
 
 
-def _is_loopback(url: str) -> bool:
-    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` (a name or an address, IPv6 bracketed or not) is this machine only: 127.0.0.0/8, ::1,
+    localhost. Any other name may resolve anywhere."""
+    host = host.strip("[]").rstrip(".").lower()
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
-        return False  # a name other than localhost: it may resolve anywhere
+        return False
 
 
 def remote_actions(backend: Any) -> list[str]:
@@ -215,7 +217,7 @@ def remote_actions(backend: Any) -> list[str]:
             return []  # not a backend config: building it fails with that error
     actions = []
     key, url = getattr(backend, "api_key_env", None), getattr(backend, "base_url", None)
-    if key and url is not None and not _is_loopback(url):
+    if key and url is not None and not is_loopback_host(urlsplit(url).hostname or ""):
         actions.append(f"send the API key in ${key} to {url}")
     if getattr(backend, "trust_remote_code", False):
         actions.append(f"run the code that comes with the model {backend.model!r} (trust_remote_code)")
