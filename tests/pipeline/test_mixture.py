@@ -14,11 +14,11 @@ from docrerank.pipeline.export import read_selected
 from docrerank.pipeline.generate import run_pipeline
 from docrerank.pipeline.mixture import mix, recipe
 from docrerank.retrieval import read_mined
-from tests.helpers import invoke_cli
+from tests.helpers import invoke_cli, tiny_llm
 
 pytestmark = pytest.mark.slow  # a SmolLM2 generation run over the sample pages (~2-4 min), shared by the module
 
-TINY = {"type": "llamacpp", "model": "smollm2-135m-instruct", "n_ctx": 4096, "n_threads": 1}
+TINY = tiny_llm()
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,9 @@ import yaml
 from docrerank.pages import PageStore
 from docrerank.pipeline.config import PipelineConfig
 from docrerank.pipeline.verifier_eval import precision_recall
-from tests.helpers import run_cli
+from tests.helpers import run_cli, tiny_llm
 
-TINY = {"type": "llamacpp", "model": "smollm2-135m-instruct", "n_ctx": 4096, "n_threads": 1}
+TINY = tiny_llm()
 
 # Page 13 of the strucchange vignette (the third page of the committed PDF) says a break was detected at
 # observation #72 (December 1991) and shows the ME monitoring with bandwidth h = 1.

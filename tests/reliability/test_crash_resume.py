@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from docrerank.pipeline.records import STAGES
-from tests.helpers import invoke_cli
+from tests.helpers import invoke_cli, tiny_llm
 from tests.reliability.harness import (
     CONCURRENCY,
     COUNTS,
@@ -183,7 +183,7 @@ def test_a_run_killed_twice_resumes_to_the_uninterrupted_output(
 
 # -- the real model ----------------------------------------------------------------------------------------
 
-TINY = {"type": "llamacpp", "model": "smollm2-135m-instruct", "n_ctx": 4096, "n_threads": 1}
+TINY = tiny_llm()
 GIVEN = {  # page index in the vignette -> a question the page answers, with values the rule-based edits change
     1: "Which error correction model from Hansen (1992b) is used for the consumption function in 1985?",
     2: "At which observation was the structural break of December 1991 detected?",

@@ -14,9 +14,9 @@ from docrerank.prompts.requests import PageLike
 from docrerank.rerankers import CascadeReranker, CrossEncoderReranker, LLMReranker, Reranker
 from docrerank.rerankers.base import UNSCORED, PairScore, page_text
 from docrerank.retrieval import read_trec, write_trec
-from tests.helpers import run_cli
+from tests.helpers import run_cli, tiny_llm
 
-TINY = {"type": "llamacpp", "model": "smollm2-135m-instruct", "n_ctx": 2048, "n_threads": 1}
+TINY = tiny_llm(2048)
 
 
 class TableReranker(Reranker):

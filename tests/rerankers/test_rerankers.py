@@ -15,9 +15,9 @@ from docrerank.rerankers import CascadeReranker, CrossEncoderReranker, LLMRerank
 from docrerank.rerankers.base import UNSCORED, UntrustedRerankerError
 from docrerank.retrieval import BM25Retriever, read_queries, read_trec, write_trec
 from docrerank.retrieval.dense import chunk_words
-from tests.helpers import run_cli
+from tests.helpers import run_cli, tiny_llm
 
-TINY = {"type": "llamacpp", "model": "smollm2-135m-instruct", "n_ctx": 4096, "n_threads": 1}
+TINY = tiny_llm()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from docrerank.retrieval import BM25Retriever, MiningSettings, mine, read_mined, read_queries, read_trec, write_trec
-from tests.helpers import invoke_cli, run_cli
+from tests.helpers import invoke_cli, run_cli, tiny_llm
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,7 @@ def test_mine_verify_records_a_verdict_on_every_mined_page_and_the_false_negativ
     sample_pages, mining_queries, tmp_path
 ):
     """The verifier is the pipeline's positive verification (here SmolLM2 via llama.cpp: plumbing, not quality)."""
-    tiny = {"type": "llamacpp", "model": "smollm2-135m-instruct", "n_ctx": 4096, "n_threads": 1}
+    tiny = tiny_llm()
     config = tmp_path / "config.yaml"
     config.write_text(json.dumps({"max_page_chars": 800, "backends": {"generator": tiny, "verifier": tiny}}))
     # 4 of the 10 queries (2 pages, up to 12 mined pages): each mined page costs SmolLM2 a page of prompt

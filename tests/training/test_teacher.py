@@ -16,9 +16,9 @@ from docrerank.prompts.requests import PageContent, PageLike
 from docrerank.rerankers.base import Reranker, page_text
 from docrerank.training import TrainingGroup, label_dataset, label_groups, read_groups
 from docrerank.training.teacher import CACHE, EXAMPLES
-from tests.helpers import run_cli
+from tests.helpers import run_cli, tiny_llm
 
-TINY = {"type": "llamacpp", "model": "smollm2-135m-instruct", "n_ctx": 2048, "n_threads": 1}
+TINY = tiny_llm(2048)
 
 
 class OverlapTeacher(Reranker):

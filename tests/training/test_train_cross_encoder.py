@@ -1,14 +1,12 @@
 """Training the CPU cross-encoder: it learns the pipeline data and reports held-out documents, the score it
-trains is the score it ranks by, checkpoints resume after a kill, and data-parallel training runs as 2 CPU
-processes (gloo)."""
+trains is the score it ranks by, and data-parallel training runs as 2 CPU processes (gloo). A killed training
+resuming from its checkpoint is tests/reliability/test_ingest_train_resume.py."""
 
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,36 +17,36 @@ from docrerank.rerankers import CrossEncoderReranker, Reranker
 from docrerank.retrieval import read_trec
 from docrerank.training import read_groups, split_by_document
 from docrerank.training.evaluator import HeldOutEvaluator
-from tests.helpers import docrerank_command, run_cli
+from tests.helpers import invoke_cli
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.timeout(1800)  # ~5 min on 2 idle cores: 2 epochs of training and three evaluations
+@pytest.mark.timeout(1200)  # ~2.5 min on 2 idle cores: one epoch, two held-out and two own-document evaluations
 def test_training_on_the_pipeline_data_learns_and_reports_held_out_documents(training_sets, tmp_path):
     """The mixture of the sample documents (hand-labeled positives and negatives, rule-based negatives, mined
     pages), 30% of the documents held out. Training must rank its own documents' candidates better than the
-    untrained start (the same ir-measures nDCG@5), and the held-out nDCG@5 before and after must be recorded
-    and printed.
+    untrained start (the same ir-measures nDCG@5, on 20 of its groups), and the held-out nDCG@5 before and
+    after must be recorded and printed.
 
     Not asserted: better nDCG@5 on the held-out documents. With the ~44 positives CI can afford it does not
     move beyond noise (measured 0.310 -> 0.336 on 19 queries); a fresh scoring head needs far more
     positives than that to learn relevance that transfers (the teacher-labelled data of issue 11)."""
     out = tmp_path / "trained"
     config = tmp_path / "train.yaml"
-    settings = {"held_out": 0.3, "epochs": 2, "groups_per_batch": 4, "learning_rate": 2e-4, "depth": 10}
+    settings = {"held_out": 0.3, "epochs": 1, "groups_per_batch": 4, "learning_rate": 2e-4, "depth": 4}
     config.write_text(yaml.safe_dump({"train": {**settings, "save_steps": 1000}}))
-    result = run_cli("train", "--data", training_sets.mixture, "--out", out, "--config", config, timeout=1500)
-    assert result.exit_code == 0, result.stderr[-3000:]
+    result = invoke_cli("train", "--data", training_sets.mixture, "--out", out, "--config", config)
+    assert result.exit_code == 0, result.stdout[-3000:]
     summary = json.loads((out / "training.json").read_text())
-    assert summary["held_out_groups"] >= 15 and summary["steps"] == 22
+    assert summary["held_out_groups"] >= 15 and summary["steps"] == 11
     before, after = summary["before"]["nDCG@5"], summary["after"]["nDCG@5"]
     assert "held out:" in result.stdout and f"nDCG@5 {before:.3f}" in result.stdout
     assert f"nDCG@5 {after:.3f}" in result.stdout
 
     trained_on, held = split_by_document(read_groups(training_sets.mixture), 0.3, seed=0)
     assert {g.doc_id for g in held} == set(summary["held_out_documents"])
-    own = HeldOutEvaluator(trained_on, depth=6)
+    own = HeldOutEvaluator(trained_on[:20], depth=4)
     start, learned = own(CrossEncoderReranker())["nDCG@5"], own(Reranker.load(out))["nDCG@5"]
     print(f"own documents nDCG@5: untrained {start:.3f}, trained {learned:.3f}")
     assert learned >= start + 0.15, (start, learned)
@@ -60,17 +58,15 @@ def test_training_on_the_pipeline_data_learns_and_reports_held_out_documents(tra
     held_rows = [r for r in rows if r["doc_id"] in held_docs][:6]
     queries.write_text("".join(json.dumps({"query": r["query"], "page_id": r["page_id"]}) + "\n" for r in held_rows))
     store = training_sets.store.root
-    assert (
-        run_cli(
-            "retrieve", "--pages", store, "--queries", queries, "--out", tmp_path / "bm25.trec", "--retriever", "bm25"
-        ).exit_code
-        == 0
+    retrieved = invoke_cli(
+        "retrieve", "--pages", store, "--queries", queries, "--out", tmp_path / "bm25.trec", "--retriever", "bm25"
     )
-    reranked = run_cli(
+    assert retrieved.exit_code == 0, retrieved.stdout
+    reranked = invoke_cli(
         "rerank", "--pages", store, "--queries", queries, "--run", tmp_path / "bm25.trec",
         "--out", tmp_path / "reranked.trec", "--reranker", "saved", "--model", out, "--depth", "5",
     )  # fmt: skip
-    assert reranked.exit_code == 0, reranked.stderr[-2000:]
+    assert reranked.exit_code == 0, reranked.stdout[-2000:]
     rankings, errors = read_trec(tmp_path / "reranked.trec")
     assert not errors and len(rankings) == len(held_rows) and all(len(r) == 5 for r in rankings.values())
     assert "MRR@5" in reranked.stdout
@@ -96,28 +92,6 @@ def _small_pairs(training_sets, path: Path, groups: int = 12) -> Path:
         lines.append(line)
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def test_a_killed_training_resumes_from_its_last_checkpoint(training_sets, tmp_path):
-    data = _small_pairs(training_sets, tmp_path / "pairs.jsonl")
-    out = tmp_path / "out"
-    args = ["train", "--data", data, "--out", out, "--batch", "2", "--max-steps", "4", "--save-steps", "1"]
-    args += ["--held-out", "0"]
-    process = subprocess.Popen([*docrerank_command(), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    state = out / "checkpoints" / "checkpoint-2" / "trainer_state.json"
-    deadline = time.monotonic() + 600
-    while not state.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert state.exists(), "no checkpoint was written before the kill"
-    assert not (out / "training.json").exists()  # it was killed before the end
-    result = run_cli(*args, timeout=900)
-    assert result.exit_code == 0, result.stderr[-3000:]
-    assert "resumed from" in result.stdout and "checkpoint-" in result.stdout
-    summary = json.loads((out / "training.json").read_text())
-    assert summary["steps"] == 4 and summary["resumed_from"].endswith(("checkpoint-2", "checkpoint-3"))
-    assert isinstance(Reranker.load(out), CrossEncoderReranker)
 
 
 def test_data_parallel_training_on_two_cpu_processes(training_sets, tmp_path):

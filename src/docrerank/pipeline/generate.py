@@ -64,12 +64,12 @@ class _Context:
         self.store = store
         self.config = config
         self.run = run
-        cache = ResponseCache(run.cache_path)
+        self.cache = ResponseCache(run.cache_path)
         self.backends: dict[str, Backend] = {}
         built: dict[str, Backend] = {}  # names with the same config share one backend (one model in memory)
         for name, backend_config in config.backends.items():
             key = backend_config.model_dump_json()
-            self.backends[name] = built.setdefault(key, load_backend(backend_config, cache=cache))
+            self.backends[name] = built.setdefault(key, load_backend(backend_config, cache=self.cache))
         self.positive_verifier = Verifier(
             self.backends[config.positive_verification.backend], config.positive_verification, config.max_page_chars
         )
@@ -553,6 +553,9 @@ def _run(store, config, run: RunDir, force, show_progress, page_ids) -> RunRepor
     finally:
         for backend in ctx.backends.values():
             backend.close()
+        # closing checkpoints SQLite's write-ahead log into cache.sqlite: the file alone holds every answer
+        # (copied, archived or opened read-only), with no cache.sqlite-wal beside it
+        ctx.cache.close()
     report.elapsed_s = time.perf_counter() - started
     run.write_json("stats.json", run_stats(run, ctx.backends, report.elapsed_s))
     return report
