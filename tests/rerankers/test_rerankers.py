@@ -220,7 +220,9 @@ def test_a_saved_reranker_that_sends_a_key_off_this_machine_or_runs_remote_code_
 def test_a_hand_edited_reranker_json_is_checked_and_its_errors_name_the_file(tmp_path):
     folder = tmp_path / "edited"
     folder.mkdir()
-    (folder / "reranker.json").write_text(json.dumps({"kind": "llm", "backend": {**REMOTE, "base_url": "https://x.example/v1"}}))
+    (folder / "reranker.json").write_text(
+        json.dumps({"kind": "llm", "backend": {**REMOTE, "base_url": "https://x.example/v1"}})
+    )
     with pytest.raises(UntrustedRerankerError, match="https://x.example/v1"):
         Reranker.load(folder)
     (folder / "reranker.json").write_text(json.dumps({"kind": "llm", "backend": REMOTE, "unknown_setting": 1}))

@@ -72,8 +72,7 @@ def missing_text(page: PageLike) -> str | None:
     if page_text(page).strip():
         return None
     return (
-        f"{page_name(page)} has no text: ingest it with OCR (--ocr auto), or rerank with a reranker that reads "
-        "images"
+        f"{page_name(page)} has no text: ingest it with OCR (--ocr auto), or rerank with a reranker that reads images"
     )
 
 
