@@ -151,3 +151,16 @@ def bundled_encoder(name: str) -> str:
         return encoder_path(name)
     except BundleError as exc:
         pytest.skip(f"text encoder {name} is not cached and cannot be assembled here: {exc}")
+
+
+def steel_pairs(path: Path, groups: int = 8) -> Path:
+    """A tiny pairs.jsonl: a positive (query, page text) and three negative queries on the same page."""
+    lines = []
+    for n in range(groups):
+        page = f"Page {n}: the plant in city {n} produced {100 + n} tonnes of steel in {2000 + n}."
+        lines.append({"query": f"How much steel did the plant in city {n} produce in {2000 + n}?", "text": page,
+                      "label": 1})  # fmt: skip
+        for wrong in (f"{2010 + n}", f"city {n + 20}", "aluminium"):
+            lines.append({"query": f"How much steel did the plant produce for {wrong}?", "text": page, "label": 0})
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path

@@ -12,7 +12,16 @@ import pandas as pd
 import pytest
 
 from docrerank.rerankers import CrossEncoderReranker, Reranker
-from tests.helpers import docrerank_command, ingest_args, invoke_cli, make_pdf, report_number, run_cli, text_page
+from tests.helpers import (
+    docrerank_command,
+    ingest_args,
+    invoke_cli,
+    make_pdf,
+    report_number,
+    run_cli,
+    steel_pairs,
+    text_page,
+)
 from tests.reliability.harness import COUNTS, files_under, kill9, wait_for
 
 pytestmark = pytest.mark.timeout(600)
@@ -61,22 +70,9 @@ def test_a_killed_ingest_of_a_multi_page_pdf_resumes_to_the_uninterrupted_store(
     COUNTS["records lost or duplicated after resume"] += len(ref_pages ^ pages)
 
 
-def _pairs(path: Path, groups: int = 8) -> Path:
-    """A tiny pairs.jsonl: a positive (query, page text) and three negative queries on the same page."""
-    lines = []
-    for n in range(groups):
-        page = f"Page {n}: the plant in city {n} produced {100 + n} tonnes of steel in {2000 + n}."
-        lines.append({"query": f"How much steel did the plant in city {n} produce in {2000 + n}?", "text": page,
-                      "label": 1})  # fmt: skip
-        for wrong in (f"{2010 + n}", f"city {n + 20}", "aluminium"):
-            lines.append({"query": f"How much steel did the plant produce for {wrong}?", "text": page, "label": 0})
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    return path
-
-
 @pytest.mark.slow
 def test_a_killed_training_resumes_from_its_checkpoint(tmp_path):
-    data = _pairs(tmp_path / "pairs.jsonl")
+    data = steel_pairs(tmp_path / "pairs.jsonl")
     out = tmp_path / "out"
     args = ["train", "--data", data, "--out", out, "--batch", "2", "--max-steps", "2", "--save-steps", "1"]
     args = [str(a) for a in [*args, "--held-out", "0"]]

@@ -35,6 +35,7 @@ def test_training_on_the_pipeline_data_learns_and_reports_held_out_documents(tra
     out = tmp_path / "trained"
     config = tmp_path / "train.yaml"
     settings = {"held_out": 0.3, "epochs": 1, "groups_per_batch": 4, "learning_rate": 2e-4, "depth": 4}
+    settings["first_stage"] = "bm25"  # the guard's baseline (the default, EmbeddingGemma, costs minutes here)
     config.write_text(yaml.safe_dump({"train": {**settings, "save_steps": 1000}}))
     result = invoke_cli("train", "--data", training_sets.mixture, "--out", out, "--config", config)
     assert result.exit_code == 0, result.stdout[-3000:]
@@ -43,6 +44,10 @@ def test_training_on_the_pipeline_data_learns_and_reports_held_out_documents(tra
     before, after = summary["before"]["nDCG@5"], summary["after"]["nDCG@5"]
     assert "held out:" in result.stdout and f"nDCG@5 {before:.3f}" in result.stdout
     assert f"nDCG@5 {after:.3f}" in result.stdout
+    (guard,) = summary["guard"]
+    assert guard["source"] == "held-out" and guard["queries"] == summary["held_out_groups"]
+    assert guard["start"] == pytest.approx(before) and guard["trained"] == pytest.approx(after)
+    assert f"first stage (bm25) {guard['first_stage']:.3f}" in result.stdout
 
     trained_on, held = split_by_document(read_groups(training_sets.mixture), 0.3, seed=0)
     assert {g.doc_id for g in held} == set(summary["held_out_documents"])
@@ -106,5 +111,6 @@ def test_data_parallel_training_on_two_cpu_processes(training_sets, tmp_path):
     summary = json.loads((out / "training.json").read_text())
     assert summary["processes"] == 2 and summary["steps"] == 2
     assert result.stdout.count("trained cross-encoder") == 1  # the main process reports, the other does not
+    assert "nothing guards this model" in " ".join(result.stdout.split())  # --held-out 0 and no --guard-benchmark
     reranker = Reranker.load(out)
     assert len(reranker.score([("a query", "a page text")])) == 1

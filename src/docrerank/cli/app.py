@@ -11,6 +11,8 @@ Exit codes, the same for every command:
   the file or setting and the fix.
 - 3: an internal error (a bug in docrerank): one line, and the traceback written to a file (printed too
   with ``-vv``) to report.
+- 4: ``train --require-improvement``: the trained model did not beat its first stage and its untrained start
+  on every source of the guard; it was kept apart (``OUT/rejected-model``), not saved as the model.
 - 130: interrupted (Ctrl-C).
 """
 

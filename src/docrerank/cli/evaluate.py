@@ -29,7 +29,7 @@ from docrerank.evaluation.results import table_rows, write_evaluation
 from docrerank.retrieval import FIRST_STAGE, RETRIEVER_NAMES, make_retriever, read_trec
 from docrerank.retrieval.runs import Run
 
-__all__ = ["evaluate_command"]
+__all__ = ["evaluate_command", "load_benchmark"]
 
 stdout, stderr = Console(), Console(stderr=True)
 
@@ -37,7 +37,9 @@ stdout, stderr = Console(), Console(stderr=True)
 BENCHMARK_FORMATS = ("auto", "beir", "store", "vidore", "realmm")
 
 
-def _benchmark(source: str, kind: str, split: str, queries: Path | None, qrels: Path | None, level: int) -> Benchmark:
+def load_benchmark(
+    source: str, kind: str, split: str, queries: Path | None, qrels: Path | None, level: int
+) -> Benchmark:
     """``--benchmark`` in the ``--format`` given, or guessed from the folder (``auto``: a local folder only)."""
     path = Path(source)
     if kind == "auto":
@@ -137,7 +139,7 @@ def evaluate_command(
     and the report (report.html, report.md). A bad line of a benchmark or run file is named and left out
     (exit code 1)."""
     read_quality(report_run, verifier_report, mined_report)  # a wrong path fails now, not after the evaluation
-    data = _benchmark(benchmark, benchmark_format, split, queries, qrels, rephrase_level)
+    data = load_benchmark(benchmark, benchmark_format, split, queries, qrels, rephrase_level)
     print_skipped(data.skipped, stderr)
     for note in data.notes:
         stderr.print(f"[yellow]{escape(data.name)}[/yellow]: {escape(note)}", soft_wrap=True)

@@ -11,17 +11,20 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from docrerank.cli.files import read_yaml, validation_summary
+from docrerank.cli.files import print_skipped, read_yaml, validation_summary
 from docrerank.errors import DocrerankError
 from docrerank.pages import PageStore
 from docrerank.rerankers import CrossEncoderReranker, Reranker
 from docrerank.training.data import read_groups, require_teacher_scores
+from docrerank.training.guard import BenchmarkGuard
 from docrerank.training.losses import DISTILLATIONS, LOSSES
-from docrerank.training.trainer import TrainSettings, train
+from docrerank.training.trainer import TrainSettings, TrainSummary, train
 
-__all__ = ["train_command"]
+__all__ = ["EXIT_NOT_IMPROVED", "train_command"]
 
-stdout = Console()
+stdout, stderr = Console(), Console(stderr=True)
+# `train --require-improvement`: the model did not beat its first stage and its untrained start
+EXIT_NOT_IMPROVED = 4
 TRAINABLE = ("cross-encoder", "true-false")
 DEFAULT_VLM = "Qwen/Qwen2-VL-2B-Instruct"
 
@@ -40,6 +43,50 @@ def _metrics(result: dict | None) -> str:
     if not result:
         return "-"
     return ", ".join(f"{k} {v:.3f}" for k, v in result.items() if k not in ("step", "queries"))
+
+
+def _guard_benchmark(
+    source: Path | None, queries: Path | None, qrels: Path | None, first_stage: str, k: int
+) -> BenchmarkGuard | None:
+    """The benchmark of people's questions the guard also measures on (main process only)."""
+    if source is None or int(os.environ.get("RANK", "0")):
+        return None
+    from docrerank.cli.evaluate import load_benchmark
+
+    benchmark = load_benchmark(str(source), "auto", "test", queries, qrels, 0)
+    print_skipped(benchmark.skipped, stderr)
+    return BenchmarkGuard.build(benchmark, first_stage, k)
+
+
+def _print_guard(summary: TrainSummary, require: bool) -> None:
+    """The guard's table, and a loud line for every baseline the model ranks below."""
+    if not summary.guard:
+        stdout.print(
+            "[bold yellow]nothing guards this model[/bold yellow]: no held-out documents (--held-out 0) and no "
+            "--guard-benchmark, so nobody checked that it ranks better than the first stage or its start",
+            soft_wrap=True,
+        )
+        return
+    stdout.print("guard (nDCG@5; p: paired randomization test):")
+    for r in summary.guard:
+        stdout.print(
+            f"  {escape(r.source)}, {r.queries} queries: first stage ({escape(r.first_stage_name)}) "
+            f"{r.first_stage:.3f}, untrained {r.start:.3f}, trained {r.trained:.3f} "
+            f"({r.trained - r.first_stage:+.3f} p={r.p_vs_first_stage:.3f} vs first stage, "
+            f"{r.trained - r.start:+.3f} p={r.p_vs_start:.3f} vs untrained)",
+            soft_wrap=True,
+        )
+    for r in summary.guard:
+        for baseline in r.worse_than:
+            stdout.print(
+                f"[bold red]WORSE[/bold red]: on {escape(r.source)} the trained model ranks below {escape(baseline)}",
+                soft_wrap=True,
+            )
+    if require and not summary.improved:
+        stdout.print(
+            f"[bold red]not saved as the model[/bold red] (--require-improvement): kept in {escape(summary.saved_to)}",
+            soft_wrap=True,
+        )
 
 
 def train_command(
@@ -78,6 +125,24 @@ def train_command(
     eval_steps: Annotated[int | None, typer.Option(help="evaluate every N steps (0: before and after)")] = None,
     save_steps: Annotated[int | None, typer.Option(help="checkpoint every N steps (100)")] = None,
     seed: Annotated[int | None, typer.Option(help="seed of the split, the negatives and the order")] = None,
+    first_stage: Annotated[
+        str | None,
+        typer.Option(help="the retriever the guard compares with, as `evaluate --first-stage` (dense:embeddinggemma)"),
+    ] = None,
+    guard_benchmark: Annotated[
+        Path | None,
+        typer.Option(help="questions written by people for the guard: a BEIR folder, or a page store with --guard-*"),
+    ] = None,
+    guard_queries: Annotated[Path | None, typer.Option(help="the guard store's queries (JSONL)")] = None,
+    guard_qrels: Annotated[Path | None, typer.Option(help="the guard store's TREC qrels")] = None,
+    guard_k: Annotated[int, typer.Option(min=1, help="first-stage pages the guard reranks")] = 10,
+    require_improvement: Annotated[
+        bool | None,
+        typer.Option(
+            "--require-improvement/--no-require-improvement",
+            help="save the model only if it beats the first stage and its start everywhere (else exit 4)",
+        ),
+    ] = None,
 ) -> None:
     """Train a reranker; rerun with the same --out to resume after a kill."""
     fields = read_yaml(config, "a training config (YAML)") if config else {}
@@ -98,6 +163,8 @@ def train_command(
         "eval_steps": eval_steps,
         "save_steps": save_steps,
         "seed": seed,
+        "first_stage": first_stage,
+        "require_improvement": require_improvement,
     }
     fields.update({k: v for k, v in given.items() if v is not None})
     try:
@@ -110,7 +177,8 @@ def train_command(
     groups = read_groups(data, store, images="image" in engine.uses)
     if settings.targets != "hard":
         require_teacher_scores(groups, data)
-    summary = train(engine, groups, out, settings)
+    guard = _guard_benchmark(guard_benchmark, guard_queries, guard_qrels, settings.first_stage, guard_k)
+    summary = train(engine, groups, out, settings, guard)
     if int(os.environ.get("RANK", "0")):
         return  # another process of a distributed run: the main one reports
     resumed = f", resumed from {summary.resumed_from}" if summary.resumed_from else ""
@@ -123,5 +191,8 @@ def train_command(
         stdout.print(f"held out: {summary.held_out_groups} queries of {len(summary.held_out_documents)} documents")
         stdout.print(f"  before: {_metrics(summary.before)}")
         stdout.print(f"  after:  {_metrics(summary.after)}")
+    _print_guard(summary, settings.require_improvement)
+    if settings.require_improvement and not summary.improved:
+        raise typer.Exit(EXIT_NOT_IMPROVED)
     where = escape(str(out))
     stdout.print(f"saved to {where} (load with Reranker.load, or `docrerank rerank --reranker saved --model {where}`)")

@@ -30,8 +30,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from docrerank.errors import DocrerankError, import_optional
 from docrerank.rerankers.base import Reranker
+from docrerank.retrieval.registry import FIRST_STAGE
 from docrerank.training.data import TrainingGroup, split_by_document
 from docrerank.training.evaluator import HeldOutEvaluator
+from docrerank.training.guard import BenchmarkGuard, GuardResult, compare
 from docrerank.training.losses import distillation_loss, group_loss
 
 __all__ = ["TrainSettings", "TrainSummary", "batch_loss", "train"]
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 EVALUATIONS = "evaluations.jsonl"
 SUMMARY = "training.json"
+GUARD_START = "guard-start.json"  # the untrained start's per-query nDCG@5 on the guard benchmark (for a resume)
+REJECTED = "rejected-model"  # where a model that failed --require-improvement is kept instead of OUT
 
 
 class TrainSettings(BaseModel):
@@ -65,6 +69,12 @@ class TrainSettings(BaseModel):
     eval_steps: int = Field(0, ge=0, description="evaluate every N steps (0: before and after only)")
     save_steps: int = Field(100, ge=1, description="checkpoint every N steps")
     seed: int = 0
+    first_stage: str = Field(
+        FIRST_STAGE, description="the retriever whose order the guard compares with (held-out and benchmark)"
+    )
+    require_improvement: bool = Field(
+        False, description="save the model only if it beats the first stage and its untrained start everywhere"
+    )
 
 
 class TrainSummary(BaseModel):
@@ -78,6 +88,13 @@ class TrainSummary(BaseModel):
     before: dict[str, Any] | None
     after: dict[str, Any] | None
     resumed_from: str | None
+    guard: list[GuardResult] = []
+    saved_to: str | None = None  # OUT, or OUT/rejected-model when --require-improvement refused it
+
+    @property
+    def improved(self) -> bool:
+        """Whether the model beats both baselines on every source of the guard (False when nothing guards it)."""
+        return bool(self.guard) and all(result.improves for result in self.guard)
 
 
 def _arguments(settings: TrainSettings, out: Path, cross_encoder: bool):
@@ -226,11 +243,31 @@ def _true_false_trainer(reranker, rows: list, settings: TrainSettings, out: Path
     )
 
 
+def _without_per_query(result: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if result is None else {k: v for k, v in result.items() if k != "per_query"}
+
+
+def _benchmark_start(guard: BenchmarkGuard, reranker: Reranker, out: Path) -> dict[str, float]:
+    """The untrained start's per-query nDCG@5 on the guard benchmark: measured before training, kept in
+    OUT for a resumed run (whose model is no longer the start)."""
+    path = out / GUARD_START
+    if path.is_file():
+        return json.loads(path.read_text())
+    values = guard(reranker)
+    path.write_text(json.dumps(values) + "\n")
+    return values
+
+
 def train(
-    reranker: Reranker, groups: list[TrainingGroup], out: str | Path, settings: TrainSettings | None = None
+    reranker: Reranker,
+    groups: list[TrainingGroup],
+    out: str | Path,
+    settings: TrainSettings | None = None,
+    guard_benchmark: BenchmarkGuard | None = None,
 ) -> TrainSummary:
     """Train ``reranker`` in place on ``groups`` (a held-out share of documents kept for evaluation) and save
-    it into ``out``; resume from ``out``'s last checkpoint when there is one."""
+    it into ``out``; resume from ``out``'s last checkpoint when there is one. The guard compares the result
+    with the first stage and the untrained start on the held-out documents and on ``guard_benchmark``."""
     settings = settings or TrainSettings()
     transformers = import_optional("transformers", "train")
     out = Path(out)
@@ -250,9 +287,8 @@ def train(
             log.warning("%d of %d training pairs have no teacher score: the distillation loss leaves them out",
                         missing, sum(map(len, rows)))  # fmt: skip
     pairs_per_group = sum(map(len, rows)) / len(rows)
-    evaluations = _Evaluations(
-        HeldOutEvaluator(held_out, settings.depth, settings.seed) if held_out else None, reranker, out / EVALUATIONS
-    )
+    evaluator = HeldOutEvaluator(held_out, settings.depth, settings.seed) if held_out else None
+    evaluations = _Evaluations(evaluator, reranker, out / EVALUATIONS)
     callbacks = [_callback(evaluations, settings.eval_steps)]
     if reranker.kind == "cross-encoder":
         trainer = _cross_encoder_trainer(reranker, rows, settings, out, callbacks)
@@ -264,9 +300,20 @@ def train(
     checkpoints = out / CHECKPOINTS
     last = transformers.trainer_utils.get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     before = evaluations.first() if main else None
+    held_out_first = evaluator.first_stage(settings.first_stage) if main and evaluator is not None else None
+    benchmark_start = _benchmark_start(guard_benchmark, reranker, out) if main and guard_benchmark else None
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=last)
     seconds = time.perf_counter() - started
+    after = evaluations(result.global_step) if main else None
+    guard = []
+    if held_out_first is not None and "per_query" in before:  # an evaluations.jsonl of an older version has none
+        first = held_out_first["per_query"]
+        guard.append(compare("held-out", settings.first_stage, first, before["per_query"], after["per_query"]))
+    if main and guard_benchmark is not None:
+        name = guard_benchmark.benchmark.name
+        first, trained = guard_benchmark.first_stage(), guard_benchmark(reranker)
+        guard.append(compare(name, guard_benchmark.first_stage_name, first, benchmark_start, trained))
     summary = TrainSummary(
         train_groups=len(train_groups),
         held_out_groups=len(held_out),
@@ -275,12 +322,15 @@ def train(
         steps=result.global_step,
         seconds=round(seconds, 2),
         examples_per_second=round(result.metrics.get("train_samples_per_second", 0.0) * pairs_per_group, 2),
-        before=before,
-        after=evaluations(result.global_step) if main else None,
+        before=_without_per_query(before),
+        after=_without_per_query(after),
         resumed_from=last,
+        guard=guard,
     )
     if main:
-        reranker.save(out)
-        document = {"settings": settings.model_dump(), **summary.model_dump()}
+        refused = settings.require_improvement and not summary.improved
+        summary.saved_to = str(out / REJECTED if refused else out)
+        reranker.save(summary.saved_to)
+        document = {"settings": settings.model_dump(), **summary.model_dump(), "improved": summary.improved}
         (out / SUMMARY).write_text(json.dumps(document, indent=2) + "\n")
     return summary
