@@ -12,7 +12,7 @@ from rich.table import Table
 
 from docrerank.cli.files import print_skipped
 from docrerank.cli.progress import progress_bar
-from docrerank.cli.rerank import RERANKERS, TrustRerankerOption, make_reranker
+from docrerank.cli.rerank import RERANKERS, PageViewOption, TrustRerankerOption, make_reranker
 from docrerank.errors import DocrerankError
 from docrerank.evaluation import (
     Benchmark,
@@ -88,11 +88,11 @@ def _first_stage(benchmark: Benchmark, spec: str, k: int, model: str | None) -> 
     return dict(zip(queries, rankings, strict=True)), 0
 
 
-def _reranker_spec(spec: str, config: Path | None, backend: str, trust: bool = False):
+def _reranker_spec(spec: str, config: Path | None, backend: str, trust: bool = False, page_view: str = "whole"):
     kind, _, model = spec.partition("=")
     if kind not in RERANKERS:
         raise DocrerankError(f"--rerankers {spec!r}: want KIND or KIND=MODEL, KIND one of {', '.join(RERANKERS)}")
-    reranker = make_reranker(kind, model or None, config, backend, trust=trust)
+    reranker = make_reranker(kind, model or None, config, backend, trust=trust, page_view=page_view)
     return reranker, reranker_identity(reranker, spec)
 
 
@@ -125,6 +125,7 @@ def evaluate_command(
     config: Annotated[Path | None, typer.Option(help="pipeline config (YAML) with the llm reranker's backend")] = None,
     backend: Annotated[str, typer.Option(help="the config's backend for the llm reranker")] = "verifier",
     trust_reranker: TrustRerankerOption = False,
+    page_view: PageViewOption = "whole",
     report_run: Annotated[
         Path | None, typer.Option(help="a generation run directory: its data quality in report.html")
     ] = None,
@@ -144,7 +145,7 @@ def evaluate_command(
     for note in data.notes:
         stderr.print(f"[yellow]{escape(data.name)}[/yellow]: {escape(note)}", soft_wrap=True)
     specs = [s.strip() for given in rerankers or [] for s in given.split(",") if s.strip()]
-    engines = {spec: _reranker_spec(spec, config, backend, trust_reranker) for spec in specs}
+    engines = {spec: _reranker_spec(spec, config, backend, trust_reranker, page_view) for spec in specs}
     run, bad_run_lines = _first_stage(data, first_stage, k, retriever_model)
     out.mkdir(parents=True, exist_ok=True)
     with progress_bar() as bar:

@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from docrerank.cli.files import print_skipped
 from docrerank.cli.progress import progress_bar
-from docrerank.cli.rerank import llm_reranker
+from docrerank.cli.rerank import PageViewOption, llm_reranker
 from docrerank.pages import PageStore
 from docrerank.prompts.requests import DEFAULT_MAX_PAGE_CHARS
 from docrerank.training.teacher import EXAMPLES, label_dataset
@@ -38,6 +38,7 @@ def label_command(
     max_page_chars: Annotated[
         int, typer.Option(min=1, help="page text the teacher reads (the rest is cut)")
     ] = DEFAULT_MAX_PAGE_CHARS,
+    page_view: PageViewOption = "whole",
     chunk: Annotated[int, typer.Option(min=1, help="pairs a teacher call (and a cache write)")] = 16,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
@@ -46,7 +47,7 @@ def label_command(
 
     Scores are cached in OUT: rerun with the same --out to resume after a kill.
     """
-    engine = llm_reranker(teacher, backend, max_page_chars)
+    engine = llm_reranker(teacher, backend, max_page_chars, page_view)
     store = PageStore.open(pages) if pages else None
     details = {"teacher_config": str(teacher) if teacher else "built-in", "backend": backend}
     with progress_bar(disable=not progress) as bar:

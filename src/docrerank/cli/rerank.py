@@ -14,6 +14,7 @@ from docrerank.cli.files import pipeline_config, print_skipped
 from docrerank.cli.progress import progress_bar
 from docrerank.cli.retrieve import QueriesOption, open_queries
 from docrerank.errors import DocrerankError
+from docrerank.prompts.focus import PAGE_VIEWS
 from docrerank.prompts.requests import DEFAULT_MAX_PAGE_CHARS
 from docrerank.rerankers import CascadeReranker, CrossEncoderReranker, LLMReranker, Reranker
 from docrerank.retrieval import Ranking, read_trec, write_trec
@@ -51,6 +52,14 @@ BackendOption = Annotated[str, typer.Option("--backend", help="the config's back
 CascadeTopOption = Annotated[
     int, typer.Option("--cascade-top", min=1, help="--reranker cascade: pages of the student's top the LLM re-scores")
 ]
+PageViewOption = Annotated[
+    str,
+    typer.Option(
+        "--page-view",
+        help="what the llm reranker reads of a page: whole (its first --max-page-chars) or focused (the passages "
+        "nearest the query, a few times faster)",
+    ),
+]
 TrustRerankerOption = Annotated[
     bool,
     typer.Option(
@@ -60,18 +69,28 @@ TrustRerankerOption = Annotated[
 ]
 
 
-def llm_reranker(config: Path | None, backend: str, max_page_chars: int = DEFAULT_MAX_PAGE_CHARS) -> LLMReranker:
+def llm_reranker(
+    config: Path | None, backend: str, max_page_chars: int = DEFAULT_MAX_PAGE_CHARS, page_view: str = "whole"
+) -> LLMReranker:
     """The zero-shot LLM reranker over the config's backend ``backend`` (default config: the embedded 1.5B):
     `--reranker llm`, the cascade's teacher and `docrerank label`'s teacher."""
+    if page_view not in PAGE_VIEWS:
+        raise DocrerankError(f"--page-view {page_view!r}: use one of {', '.join(PAGE_VIEWS)}")
     settings = pipeline_config(config)
     if backend not in settings.backends:
         where = config or "the built-in config"
         raise DocrerankError(f"no backend named {backend!r} in {where}: one of {', '.join(settings.backends)}")
-    return LLMReranker(load_backend(settings.backends[backend]), max_page_chars=max_page_chars)
+    return LLMReranker(load_backend(settings.backends[backend]), max_page_chars=max_page_chars, page_view=page_view)
 
 
 def make_reranker(
-    kind: str, model: str | None, config: Path | None, backend: str, cascade_top: int = 5, trust: bool = False
+    kind: str,
+    model: str | None,
+    config: Path | None,
+    backend: str,
+    cascade_top: int = 5,
+    trust: bool = False,
+    page_view: str = "whole",
 ) -> Reranker:
     """The reranker `--reranker KIND --model ... [--config --backend --cascade-top]` names (`rerank`, `serve`).
 
@@ -84,9 +103,11 @@ def make_reranker(
         if model is None:
             raise DocrerankError(f"--reranker {kind} needs --model FOLDER (a reranker saved by `docrerank train`)")
         saved = Reranker.load(model, allow_remote=trust)
-        return CascadeReranker(saved, llm_reranker(config, backend), cascade_top) if kind == "cascade" else saved
+        if kind == "saved":
+            return saved
+        return CascadeReranker(saved, llm_reranker(config, backend, page_view=page_view), cascade_top)
     if kind == "llm":
-        return llm_reranker(config, backend)
+        return llm_reranker(config, backend, page_view=page_view)
     raise DocrerankError(f"unknown reranker {kind!r}: use one of {', '.join(RERANKERS)}")
 
 
@@ -106,6 +127,7 @@ def rerank_command(
     backend: BackendOption = "verifier",
     cascade_top: CascadeTopOption = 5,
     trust_reranker: TrustRerankerOption = False,
+    page_view: PageViewOption = "whole",
     depth: Annotated[int, typer.Option(min=1, help="first-stage pages reranked per query")] = 20,
     top_k: Annotated[int | None, typer.Option(min=1, help="pages written per query (default: all reranked)")] = None,
 ) -> None:
@@ -113,7 +135,7 @@ def rerank_command(
     store, items, skipped = open_queries(pages, queries)
     first, errors = read_trec(run)
     print_skipped(errors, stderr)
-    engine = make_reranker(reranker, model, config, backend, cascade_top, trust=trust_reranker)
+    engine = make_reranker(reranker, model, config, backend, cascade_top, trust=trust_reranker, page_view=page_view)
     reranked, unknown, unscored = {}, set(), 0
     with progress_bar() as bar:
         task = bar.add_task("rerank", total=len(items))

@@ -21,6 +21,7 @@ from docrerank.cli.rerank import (
     CascadeTopOption,
     ConfigOption,
     ModelOption,
+    PageViewOption,
     RerankerOption,
     TrustRerankerOption,
     make_reranker,
@@ -77,6 +78,7 @@ def serve_command(
     backend: BackendOption = "verifier",
     cascade_top: CascadeTopOption = 5,
     trust_reranker: TrustRerankerOption = False,
+    page_view: PageViewOption = "whole",
     host: Annotated[
         str,
         typer.Option(
@@ -182,7 +184,9 @@ def serve_command(
     )
     warnings = _server_warnings(host, key)
     app = create_app(
-        make_reranker(reranker, model, config, backend, cascade_top, trust=trust_reranker), settings, warnings
+        make_reranker(reranker, model, config, backend, cascade_top, trust=trust_reranker, page_view=page_view),
+        settings,
+        warnings,
     )
     url = _url(host, port)
     stdout.print(

@@ -21,6 +21,7 @@ from docrerank.pages.record import Page
 from docrerank.pipeline.evidence import PageText, check_evidence
 from docrerank.pipeline.records import Evidence, QueryRecord, Verdict
 from docrerank.prompts import load_prompt, verify_requests
+from docrerank.prompts.focus import DEFAULT_FOCUS_CHARS, PageView
 from docrerank.prompts.requests import DEFAULT_MAX_PAGE_CHARS
 
 __all__ = ["Expectation", "Judgement", "VerifySettings", "Verifier"]
@@ -36,6 +37,10 @@ class VerifySettings(BaseModel):
     backend: str = Field("verifier", description="the name of a backend in the config's `backends`")
     templates: tuple[str, ...] = Field(("verify_a", "verify_b"), min_length=1, description="prompt names or paths")
     threshold: float = Field(0.5, gt=0, lt=1, description="P(yes) at or above it is a yes")
+    page_view: PageView = Field(
+        "whole", description="whole: the page's head (max_page_chars); focused: its passages nearest the query"
+    )
+    focus_chars: int = Field(DEFAULT_FOCUS_CHARS, ge=200, description="page text shown by the focused view")
 
 
 @dataclass(frozen=True)
@@ -65,8 +70,10 @@ class Verifier:
 
     @property
     def fingerprint_parts(self) -> dict:
+        # the view is named only when focused: whole-page runs keep the fingerprints they had before it existed
+        whole = {"page_view", "focus_chars"} if self.settings.page_view == "whole" else set()
         return {
-            "settings": self.settings.model_dump(mode="json"),
+            "settings": self.settings.model_dump(mode="json", exclude=whole),
             "prompts": [t.fingerprint for t in self.templates],
             "backend": self.backend.identity(),
         }
@@ -76,7 +83,14 @@ class Verifier:
         requests = [
             r
             for page, query in pairs
-            for r in verify_requests(page, query, self.templates, max_page_chars=self.max_page_chars)
+            for r in verify_requests(
+                page,
+                query,
+                self.templates,
+                max_page_chars=self.max_page_chars,
+                page_view=self.settings.page_view,
+                focus_chars=self.settings.focus_chars,
+            )  # fmt: skip
         ]
         scores = self.backend.score_choices(requests)
         per_pair = len(self.templates)

@@ -39,6 +39,7 @@ from docrerank.backends.messages import (
 )
 from docrerank.errors import DocrerankError
 from docrerank.pages.record import Page
+from docrerank.prompts.focus import DEFAULT_FOCUS_CHARS, PageView, focused_text
 from docrerank.prompts.library import PromptTemplate, load_prompt
 from docrerank.prompts.outputs import (
     ControlledNegatives,
@@ -132,14 +133,21 @@ def _page_content(page: PageLike) -> PageContent:
     raise TypeError(f"a page is a PageContent, a Page or its text, not {type(page).__name__}")
 
 
-def _page_variables(page: PageContent, use_image: bool, max_page_chars: int) -> dict[str, Any]:
-    """The template variables that show the page; an error when there is nothing to show."""
+def _page_variables(
+    page: PageContent, use_image: bool, max_page_chars: int, focus: tuple[str, int] | None = None
+) -> dict[str, Any]:
+    """The template variables that show the page; an error when there is nothing to show. ``focus``
+    (query, characters) shows the page's passages nearest the query instead of its head (``prompts.focus``)."""
     if use_image and page.image is None:
         raise DocrerankError(
             f"page {page.page_id or '(no id)'}: use_image is set but the page has no image; build it with "
             "PageContent.from_page(page, store, image=True), or turn use_image off for a text-only backend"
         )
-    text, truncated = cut_page_text(page.text, max_page_chars) if page.text.strip() else ("", False)
+    focused = False
+    source = page.text
+    if focus is not None and not use_image and source.strip():
+        source, focused = focused_text(focus[0], source, focus[1])
+    text, truncated = cut_page_text(source, max_page_chars) if source.strip() else ("", False)
     if not use_image and not text:
         raise DocrerankError(
             f"page {page.page_id or '(no id)'} has no text and no image is used; ingest it with OCR "
@@ -148,6 +156,7 @@ def _page_variables(page: PageContent, use_image: bool, max_page_chars: int) -> 
     return {
         "page_text": text,
         "page_truncated": truncated,
+        "page_focused": focused,
         "max_page_chars": max_page_chars,
         "use_image": use_image,
     }
@@ -222,19 +231,23 @@ def verify_requests(
     use_image: bool = False,
     *,
     max_page_chars: int = DEFAULT_MAX_PAGE_CHARS,
+    page_view: PageView = "whole",
+    focus_chars: int = DEFAULT_FOCUS_CHARS,
     id: str | None = None,
 ) -> list[ChoiceRequest]:
     """Stages 2 and 4: one yes/no request per verification template (default ``verify_a``, ``verify_b``).
 
-    The page comes before the question in every request. Request ids are ``{id}:{index}`` when ``id`` is
-    given.
+    The page comes before the question in every request: the whole page (its first ``max_page_chars``), or
+    with ``page_view="focused"`` its heading and the passages nearest the question (``prompts.focus``).
+    Request ids are ``{id}:{index}`` when ``id`` is given.
     """
     loaded = [load_prompt(t) for t in (templates or VERIFY_TEMPLATES)]
     if not loaded:
         raise ValueError("verification needs at least one template")
     content = _page_content(page)
     text = query if isinstance(query, str) else query.text
-    variables = {**_page_variables(content, use_image, max_page_chars), "query": text}
+    focus = (text, focus_chars) if page_view == "focused" else None
+    variables = {**_page_variables(content, use_image, max_page_chars, focus), "query": text}
     image = content.image if use_image else None
     return [
         ChoiceRequest(
@@ -355,11 +368,15 @@ def rerank_request(
     use_image: bool = False,
     *,
     max_page_chars: int = DEFAULT_MAX_PAGE_CHARS,
+    page_view: PageView = "whole",
+    focus_chars: int = DEFAULT_FOCUS_CHARS,
     id: str | None = None,
 ) -> ChoiceRequest:
-    """A zero-shot reranking request: the page, then the query; the score is P(True) at the next token."""
+    """A zero-shot reranking request: the page (whole, or focused on the query), then the query; the score is
+    P(True) at the next token."""
     template = load_prompt(template or "rerank_true_false")
     content = _page_content(page)
-    variables = {**_page_variables(content, use_image, max_page_chars), "query": query}
+    focus = (query, focus_chars) if page_view == "focused" else None
+    variables = {**_page_variables(content, use_image, max_page_chars, focus), "query": query}
     image = content.image if use_image else None
     return ChoiceRequest(messages=_messages(template, variables, image), choices=RERANK_CHOICES, id=id)

@@ -17,6 +17,7 @@ from typing import Any
 from docrerank.backends import Backend
 from docrerank.backends.base import Capability
 from docrerank.errors import DocrerankError
+from docrerank.prompts.focus import DEFAULT_FOCUS_CHARS, PageView
 from docrerank.prompts.library import PromptTemplate
 from docrerank.prompts.requests import DEFAULT_MAX_PAGE_CHARS, PageLike, rerank_request
 from docrerank.rerankers.base import PairScore, Reranker, page_name
@@ -34,9 +35,12 @@ class LLMReranker(Reranker):
         template: str = "rerank_true_false",
         use_image: bool = False,
         max_page_chars: int = DEFAULT_MAX_PAGE_CHARS,
+        page_view: PageView = "whole",
+        focus_chars: int = DEFAULT_FOCUS_CHARS,
     ):
         backend.require(Capability.LOGPROBS, *([Capability.IMAGES] if use_image else []), stage="zero-shot reranking")
         self.backend, self.template, self.use_image, self.max_page_chars = backend, template, use_image, max_page_chars
+        self.page_view, self.focus_chars = page_view, focus_chars
         self.uses = frozenset({"image"} if use_image else {"text"})
 
     def settings(self) -> dict[str, Any]:
@@ -46,6 +50,8 @@ class LLMReranker(Reranker):
             "template": template.removeprefix("docrerank:"),
             "use_image": self.use_image,
             "max_page_chars": self.max_page_chars,
+            # named only when focused: the identity (score caches) of a whole-page reranker stays what it was
+            **({"page_view": "focused", "focus_chars": self.focus_chars} if self.page_view == "focused" else {}),
         }
 
     def score(self, pairs: Sequence[tuple[str, PageLike]]) -> list[float]:
@@ -59,7 +65,10 @@ class LLMReranker(Reranker):
         requests, asked = [], []
         for index, (query, page) in enumerate(pairs):
             try:
-                request = rerank_request(page, query, self.template, self.use_image, max_page_chars=self.max_page_chars)
+                request = rerank_request(
+                    page, query, self.template, self.use_image, max_page_chars=self.max_page_chars,
+                    page_view=self.page_view, focus_chars=self.focus_chars,
+                )  # fmt: skip
             except DocrerankError as exc:
                 results[index] = PairScore.failed(str(exc))
                 continue
