@@ -15,7 +15,7 @@ from docrerank.rerankers import CascadeReranker, CrossEncoderReranker, LLMRerank
 from docrerank.rerankers.base import UNSCORED, UntrustedRerankerError
 from docrerank.retrieval import BM25Retriever, read_queries, read_trec, write_trec
 from docrerank.retrieval.dense import chunk_words
-from tests.helpers import run_cli, tiny_llm
+from tests.helpers import invoke_cli, run_cli, tiny_llm
 
 TINY = tiny_llm()
 
@@ -152,18 +152,33 @@ def _first_stage(store, tmp_path):
     return queries, tmp_path / "first.trec", blank
 
 
-@pytest.mark.slow
-def test_rerank_command_with_the_default_llm_reranker_ranks_a_page_without_text_last(
+def test_rerank_without_a_reranker_keeps_the_first_stage_order_and_names_the_choices(
     store_with_an_empty_page, tmp_path
 ):
+    """No reranker has beaten the first stage significantly, so none is a default: the order is kept, said so."""
+    store = store_with_an_empty_page
+    queries, first, _ = _first_stage(store, tmp_path)
+    out = tmp_path / "kept.trec"
+    result = invoke_cli("rerank", "--pages", store.root, "--queries", queries, "--run", first, "--out", out)
+    assert result.exit_code == 0, result.stdout
+    said = " ".join(result.stdout.split())
+    assert "the first stage's order is kept" in said and "--reranker llm (the embedded 1.5B zero-shot" in said
+    assert read_trec(out)[0] == read_trec(first)[0]  # the same pages, order and scores
+    served = run_cli("serve", "--port", "9")  # through main(): a DocrerankError exits 2
+    assert served.exit_code == 2 and "serve needs --reranker" in " ".join(served.stderr.split())
+
+
+@pytest.mark.slow
+def test_rerank_command_with_the_llm_reranker_ranks_a_page_without_text_last(store_with_an_empty_page, tmp_path):
     store = store_with_an_empty_page
     queries, first, blank = _first_stage(store, tmp_path)
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"backends": {"generator": TINY, "verifier": TINY}}))
     out = tmp_path / "reranked.trec"
     result = run_cli(
-        "rerank", "--pages", store.root, "--queries", queries, "--run", first, "--out", out, "--config", config
-    )  # the default reranker: llm
+        "rerank", "--pages", store.root, "--queries", queries, "--run", first, "--out", out, "--config", config,
+        "--reranker", "llm",
+    )  # fmt: skip
     assert result.exit_code == 1, result.stderr[-2000:]
     assert "ranked last" in result.stderr and blank in result.stderr and "has no text" in result.stderr
     reranked, errors = read_trec(out)
