@@ -66,8 +66,8 @@ def _print_guard(summary: TrainSummary, require: bool) -> None:
             "--guard-benchmark, so nobody checked that it ranks better than the first stage or its start",
             soft_wrap=True,
         )
-        return
-    stdout.print("guard (nDCG@5; p: paired randomization test):")
+    else:
+        stdout.print("guard (nDCG@5; p: paired randomization test):")
     for r in summary.guard:
         stdout.print(
             f"  {escape(r.source)}, {r.queries} queries: first stage ({escape(r.first_stage_name)}) "
