@@ -95,6 +95,7 @@ def _yaml_args(case: str, f: dict[str, Path], tmp: Path) -> tuple:
         "verify --config": ("verify", "--pages", store, "--pairs", f["queries"], "--out", out, "--config", bad),
         "rerank --config": (
             "rerank", "--pages", store, "--queries", f["queries"], "--run", f["run"], "--out", out, "--config", bad,
+            "--reranker", "llm",
         ),
         "mine --config": (
             "mine", "--pages", store, "--queries", f["queries"], "--out", out, "--verify", "--config", bad,

@@ -164,6 +164,9 @@ def test_rerank_without_a_reranker_keeps_the_first_stage_order_and_names_the_cho
     said = " ".join(result.stdout.split())
     assert "the first stage's order is kept" in said and "--reranker llm (the embedded 1.5B zero-shot" in said
     assert read_trec(out)[0] == read_trec(first)[0]  # the same pages, order and scores
+    config_alone = invoke_cli("rerank", "--pages", store.root, "--queries", queries, "--run", first, "--out", out,
+                              "--config", tmp_path / "any.yaml")  # fmt: skip
+    assert isinstance(config_alone.exception, DocrerankError) and "add --reranker llm" in str(config_alone.exception)
     served = run_cli("serve", "--port", "9")  # through main(): a DocrerankError exits 2
     assert served.exit_code == 2 and "serve needs --reranker" in " ".join(served.stderr.split())
 

@@ -151,6 +151,11 @@ def rerank_command(
     first, errors = read_trec(run)
     print_skipped(errors, stderr)
     engine = None
+    if reranker is None and config is not None:
+        raise DocrerankError(
+            f"--config {config} names the backend of --reranker llm or cascade, and no --reranker is given (none is "
+            "a default): add --reranker llm"
+        )
     if reranker is None:
         stdout.print(
             "[yellow]no --reranker[/yellow]: the first stage's order is kept, because no reranker is measured to "
