@@ -12,8 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from docrerank.cli.serve import _api_key, _loopback, _server_warnings
+from docrerank.cli.serve import _api_key, _server_warnings
 from docrerank.errors import DocrerankError
+from docrerank.rerankers.base import is_loopback_host
 from tests.rerankers.serving import FakeWordReranker, serving, wait_until
 
 
@@ -146,8 +147,8 @@ def test_the_cli_reads_the_key_from_its_variable_and_warns_when_bound_beyond_loo
         _api_key("DOCRERANK_TEST_KEY")
     monkeypatch.setenv("DOCRERANK_TEST_KEY", "  k3y  ")
     assert _api_key("DOCRERANK_TEST_KEY") == "k3y" and _api_key(None) is None
-    assert all(_loopback(host) for host in ("127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"))
-    assert not any(_loopback(host) for host in ("0.0.0.0", "::", "192.168.1.4", "example.com"))
+    assert all(is_loopback_host(host) for host in ("127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"))
+    assert not any(is_loopback_host(host) for host in ("0.0.0.0", "::", "192.168.1.4", "example.com"))
     assert _server_warnings("127.0.0.1", None) == [] and _server_warnings("0.0.0.0", "k3y") == []
     (warning,) = _server_warnings("0.0.0.0", None)
     assert "without an API key" in warning and "--api-key-env" in warning

@@ -44,14 +44,9 @@ def _url(host: str, port: int) -> str:
     return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
-def _loopback(host: str) -> bool:
-    """Whether the server binds to this machine only."""
-    return is_loopback_host(host)
-
-
 def _server_warnings(host: str, key: str | None) -> list[str]:
     """What the operator must hear at start and /health tells: an API bound beyond loopback without a key."""
-    if key is None and not _loopback(host):
+    if key is None and not is_loopback_host(host):
         return [
             f"the API is bound to {host}, beyond this machine, without an API key: anyone who can reach it can use "
             "it; set one with --api-key-env VARIABLE"

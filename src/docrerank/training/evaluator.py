@@ -62,10 +62,8 @@ class HeldOutEvaluator:
         from docrerank.evaluation.benchmark import TextCorpus
         from docrerank.retrieval import make_retriever
 
-        pages = {page.page_id: page for pages in self.candidates for page in pages}
-        for group in self.groups:
-            pages.setdefault(group.page.page_id, group.page)
-        retriever = make_retriever(spec, TextCorpus([PageContent(p.text, page_id=i) for i, p in pages.items()]), model)
+        pages = {page.page_id: page for pages in self.candidates for page in pages}  # each group's own page too
+        retriever = make_retriever(spec, TextCorpus(list(pages.values())), model)
         pairs = self.pairs()
         return self.measure(retriever.score([q for q, _ in pairs], [p.page_id for _, p in pairs]) if pairs else [])
 
