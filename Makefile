@@ -24,11 +24,11 @@ demo: $(VENV)/.installed-demo system-deps
 # the whole suite (the slowest tests listed at the end); `make test-fast`: the tests not marked slow
 test: $(VENV)/.installed-dev system-deps
 	scripts/system-deps.sh $(TEST_PACKAGES)
-	$(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto --dist loadfile --durations=25 $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.installed-dev system-deps
 	scripts/system-deps.sh $(TEST_PACKAGES)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-dev system-deps
 	scripts/system-deps.sh $(BENCH_PACKAGES)

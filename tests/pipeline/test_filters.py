@@ -12,6 +12,7 @@ from docrerank.pipeline.filters import (
     FilterSettings,
     apply_filters,
     check_against_positive,
+    check_answer,
     check_form,
     check_length,
     check_not_duplicate,
@@ -232,3 +233,29 @@ def test_a_positive_copied_from_its_page_is_dropped_and_one_in_its_own_words_is_
     assert check_positive("What is xt?", page).keep  # whole words only: "xt" is not "xts"
     assert check_positive("What is xts?", page, FilterSettings(reject_copied_positives=False)).keep
     assert check_positive("xts extends zoo", page).reason.startswith("not_a_question")
+
+
+@pytest.mark.parametrize(
+    ("answer", "keep"),
+    [
+        ("December 1991", True),
+        ("at observation #72, in December 1991", True),
+        ("The significance level alpha", True),
+        ("the bandwidth h = 0.5", True),
+        (None, True),  # no answer given: nothing to check
+        ("it", True),  # no content word: nothing to check
+        ("March 1991", True),  # half its content words on the page, its number too
+        ("December 1993", False),  # a number the page never gives
+        ("at observation #75", False),
+        ("Quarterly gross domestic product forecasts", False),  # none of its words
+    ],
+)
+def test_a_positive_whose_answer_the_page_does_not_hold_is_dropped(answer, keep):
+    """The answer a generator states must be on the page (the demo once stored an answer its page never says)."""
+    page = sample_texts()[2]
+    question = "When was the structural break detected?"
+    decision = check_positive(question, page, answer=answer)
+    assert decision.keep == keep, decision
+    if not keep:
+        assert code(decision) == "answer_not_in_page" and code(check_answer(answer, page)) == "answer_not_in_page"
+    assert check_positive(question, page, FilterSettings(answer_support=0), answer="December 1993").keep

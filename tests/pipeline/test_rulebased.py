@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from docrerank.pages import IngestSettings, OcrMode, PageStore, ingest
+from docrerank.pages import IngestSettings, OcrMode, Page, PageStore, ingest
 from docrerank.pipeline.evidence import PageText
 from docrerank.pipeline.records import query_id
 from docrerank.pipeline.rulebased import (
@@ -73,7 +73,9 @@ def test_pool_holds_the_store_entities_by_kind(pool, store):
     assert not {"plot", "monitor"} & set(pool.code_words)
     # plain data: the same pool from the same pages, and through JSON
     assert EntityPool.from_store(store) == pool
-    assert EntityPool.from_pages(iter(list(store))) == pool == EntityPool.from_texts(sample_texts())
+    assert EntityPool.from_pages(iter(list(store))) == pool
+    assert EntityPool.from_texts(sample_texts()).entities == pool.entities  # texts of no known document
+    assert set(pool.documents) == {store[p].doc_id for p in store.page_ids}
     assert EntityPool.model_validate_json(pool.model_dump_json()) == pool
     assert pool.kind_of("mefp") == "function" and pool.kind_of("Hansen") == "name" and pool.kind_of("nope") is None
 
@@ -235,6 +237,35 @@ def test_entities_swap_with_the_same_kind_absent_from_the_page_first(pages, pool
     hansen = make_positive("Did Hansen and Andrews propose tests?", page.page_id)
     swapped = rule_based_negatives(hansen, page.text, pool, 40, random.Random(2), rules=["entity"])
     assert swapped and all(n.changed_to not in ("Hansen", "Andrews") for n in swapped)
+
+
+def test_entities_swap_to_their_own_document_first_and_to_others_only_when_several_pages_name_them():
+    """lm() in a manual of model fitting becomes predict() or anova() of that manual, never wkI() that one page
+    of another document names (an extraction artefact); layout(), which two other pages name, comes after the
+    manual's own among the values the page does not mention (glm() is out: it contains the old name)."""
+    manual = [
+        Page.model_construct(page_id="m1", doc_id="manual", text="Fit with lm() or glm(); see predict()."),
+        Page.model_construct(page_id="m2", doc_id="manual", text="The anova() table of an lm() fit."),
+    ]
+    other = [
+        Page.model_construct(page_id="o1", doc_id="other", text="Draw with wkI() and then layout()."),
+        Page.model_construct(page_id="o2", doc_id="other", text="A layout() call sets the panels."),
+    ]
+    pool = EntityPool.from_pages(manual + other)
+    assert pool.swaps("function", "manual") == (["anova", "glm", "lm", "predict"], ["layout"])
+    positive = make_positive("What does lm() return?", "m2")
+    for seed in range(5):
+        negatives = rule_based_negatives(positive, manual[1].text, pool, 10, random.Random(seed), document="manual")
+        swaps = [n for n in negatives if n.changed_from == "lm()"]
+        assert {n.changed_to for n in swaps} == {"predict()", "anova()", "layout()"}
+        assert [n.changed_to for n in swaps if not n.evidence.found] == ["predict()", "layout()"]
+    # with no document named, any entity of the pool may come (the pool of texts of no known document)
+    anywhere = {
+        n.changed_to
+        for seed in range(5)
+        for n in rule_based_negatives(positive, manual[1].text, pool, 10, random.Random(seed))
+    }
+    assert "wkI()" in anywhere
 
 
 @pytest.mark.parametrize(

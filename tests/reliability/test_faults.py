@@ -6,7 +6,9 @@ The fault plan is bound to request bodies (a hash of the body picks ~20% of them
 arrival slots, so a fault follows its request across the client's retries; it is switched off for the
 second run, as a server that recovers. HTTP-level faults are transient for a third of the faulted bodies
 (the client's retry recovers them inside the run) and persistent for the rest; empty and cut-off content
-comes with HTTP 200, which the client does not retry, so those fail at once.
+comes with HTTP 200, which the client does not retry, so those fail at once. They are faults of verifier
+requests only: to a generation request, empty or cut-off JSON is the model's answer (cached, and a rejection
+that keeps the raw text, as for a model that stops at max_tokens), not a failure to retry.
 """
 
 from __future__ import annotations
@@ -53,13 +55,19 @@ class FaultPlan:
     def __init__(self) -> None:
         self.active = True
         self.injected: Counter[str] = Counter()
+        self.kinds: dict[str, str] = {}  # body key -> its fault kind, dealt in turn on first sight
 
     def fault_of(self, body: dict) -> tuple[str, bool] | None:
         """The fault kind of a body and whether it persists across retries, or None."""
-        digest = int(body_key(body), 16)
+        key = body_key(body)
+        digest = int(key, 16)
         if digest % 1000 >= SHARE * 1000:
             return None
-        return MIX[(digest // 1000) % len(MIX)], (digest // 7000) % 3 != 0
+        # a generation's unusable answer is a rejection, not a failure (module docstring): HTTP-level faults only
+        kinds = MIX if body.get("logprobs") else MIX[:5]
+        if key not in self.kinds:
+            self.kinds[key] = kinds[sum(k in kinds for k in self.kinds.values()) % len(kinds)]
+        return self.kinds[key], (digest // 7000) % 3 != 0
 
     def __call__(self, body: dict, seen: int) -> str:
         fault = self.fault_of(body) if self.active else None

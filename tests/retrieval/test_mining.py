@@ -138,10 +138,10 @@ def test_mine_verify_records_a_verdict_on_every_mined_page_and_the_false_negativ
     """The verifier is the pipeline's positive verification (here SmolLM2 via llama.cpp: plumbing, not quality)."""
     tiny = tiny_llm()
     config = tmp_path / "config.yaml"
-    config.write_text(json.dumps({"max_page_chars": 800, "backends": {"generator": tiny, "verifier": tiny}}))
-    # 4 of the 10 queries (2 pages, up to 12 mined pages): each mined page costs SmolLM2 a page of prompt
+    config.write_text(json.dumps({"max_page_chars": 500, "backends": {"generator": tiny, "verifier": tiny}}))
+    # 2 of the 10 queries (1 page, up to 6 mined pages): each mined page costs SmolLM2 a page of prompt
     queries = tmp_path / "queries.jsonl"
-    queries.write_text("".join(mining_queries.read_text().splitlines(keepends=True)[:4]))
+    queries.write_text("".join(mining_queries.read_text().splitlines(keepends=True)[:2]))
     out = tmp_path / "mined"
     result = invoke_cli(
         "mine", "--pages", sample_pages.root, "--queries", queries, "--out", out, "--verify", "--config", config

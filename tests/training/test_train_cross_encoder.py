@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 def test_training_on_the_pipeline_data_learns_and_reports_held_out_documents(training_sets, tmp_path):
     """The mixture of the sample documents (hand-labeled positives and negatives, rule-based negatives, mined
     pages), 30% of the documents held out. Training must rank its own documents' candidates better than the
-    untrained start (the same ir-measures nDCG@5, on 20 of its groups), and the held-out nDCG@5 before and
+    untrained start (the same ir-measures nDCG@5, on 12 of its groups), and the held-out nDCG@5 before and
     after must be recorded and printed.
 
     Not asserted: better nDCG@5 on the held-out documents. With the ~44 positives CI can afford it does not
@@ -51,7 +51,7 @@ def test_training_on_the_pipeline_data_learns_and_reports_held_out_documents(tra
 
     trained_on, held = split_by_document(read_groups(training_sets.mixture), 0.3, seed=0)
     assert {g.doc_id for g in held} == set(summary["held_out_documents"])
-    own = HeldOutEvaluator(trained_on[:20], depth=4)
+    own = HeldOutEvaluator(trained_on[:12], depth=4)
     start, learned = own(CrossEncoderReranker())["nDCG@5"], own(Reranker.load(out))["nDCG@5"]
     print(f"own documents nDCG@5: untrained {start:.3f}, trained {learned:.3f}")
     assert learned >= start + 0.15, (start, learned)

@@ -44,7 +44,7 @@ from typing import NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rapidfuzz import fuzz
 
-from docrerank.pipeline.evidence import stem, tokenize
+from docrerank.pipeline.evidence import content_words, stem, tokenize
 from docrerank.pipeline.records import QueryRecord, Rejection
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "FilterSettings",
     "apply_filters",
     "check_against_positive",
+    "check_answer",
     "check_not_copied",
     "check_positive",
     "check_form",
@@ -73,6 +74,7 @@ REASONS = (
     "too_short",
     "too_long",
     "copied_from_page",
+    "answer_not_in_page",
     "identical_to_positive",
     "paraphrase_of_positive",
     "duplicate_negative",
@@ -130,6 +132,9 @@ class FilterSettings(BaseModel):
         reject_copied_positives: drop a generated positive whose words run verbatim in the page text
             (``copied_from_page``): small models copy a FAQ's questions, which teaches a reranker nothing
             but string matching.
+        answer_support: a generated positive's answer must have every number on its page and at least this
+            share of its content words (``answer_not_in_page``; 0 turns the check off): a small model that
+            states an answer the page does not hold did not read its question off the page.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -144,6 +149,7 @@ class FilterSettings(BaseModel):
     positive_jaccard: float = Field(1.0, gt=0.0, le=1.0)
     negative_jaccard: float = Field(0.9, gt=0.0, le=1.0)
     reject_copied_positives: bool = True
+    answer_support: float = Field(0.5, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _check(self) -> FilterSettings:
@@ -280,12 +286,33 @@ def check_not_copied(text: str, page_text: str, settings: FilterSettings | None 
     return KEEP
 
 
-def check_positive(text: str, page_text: str, settings: FilterSettings | None = None) -> FilterResult:
-    """The filters a generated positive goes through: one well-formed question, not copied from its page."""
+def check_answer(answer: str | None, page_text: str, settings: FilterSettings | None = None) -> FilterResult:
+    """Does the page hold ``answer``: each of its numbers, and ``answer_support`` of its content words (stemmed,
+    as ``evidence`` compares them)? No answer, or one of stopwords only, is not checked."""
+    settings = settings or FilterSettings()
+    words = content_words(answer or "")
+    if not words or settings.answer_support == 0:
+        return KEEP
+    on_page = set(content_words(page_text))
+    numbers = [w for w in words if any(c.isdigit() for c in w) and w not in on_page]
+    if numbers:
+        return _drop("answer_not_in_page", f"the answer's {numbers[0]!r} is not on the page")
+    share = sum(w in on_page for w in words) / len(words)
+    if share < settings.answer_support:
+        return _drop("answer_not_in_page", f"{share:.0%} of the answer's words are on the page")
+    return KEEP
+
+
+def check_positive(
+    text: str, page_text: str, settings: FilterSettings | None = None, answer: str | None = None
+) -> FilterResult:
+    """The filters a generated positive goes through: one well-formed question, not copied from its page,
+    with an answer the page holds."""
     for decision in (check_form(text, settings), check_length(text, settings)):
         if not decision.keep:
             return decision
-    return check_not_copied(text, page_text, settings)
+    decision = check_not_copied(text, page_text, settings)
+    return decision if not decision.keep else check_answer(answer, page_text, settings)
 
 
 def check_not_duplicate(text: str, kept: Sequence[str], settings: FilterSettings | None = None) -> FilterResult:

@@ -214,7 +214,7 @@ def _stage_positives(ctx: _Context, pages: list[Page], upstream: list[QueryRecor
                 answer=item.answer.strip() or None,
                 generator="llm:positive",
             )
-            decision = check_positive(record.text, page.text, ctx.config.filters)
+            decision = check_positive(record.text, page.text, ctx.config.filters, record.answer)
             if not decision.keep:
                 rejected.append(Rejection(stage="positives", reason=f"filter {decision.reason}", record=record))
             else:
@@ -372,9 +372,9 @@ def _stage_negative_candidates(ctx: _Context, pages: list[Page], upstream: list[
     if config.negatives_rulebased.enabled:
         for positive in positives:
             rng = ctx.rng("rule", positive.query_id)
-            page_text = by_page[positive.page_id].text
+            page = by_page[positive.page_id]
             candidates[positive.query_id] += rule_based_negatives(
-                positive, page_text, ctx.pool, config.negatives_rulebased.m, rng
+                positive, page.text, ctx.pool, config.negatives_rulebased.m, rng, document=page.doc_id
             )
     kept = [r for r in upstream]  # positives and rephrasings pass through
     for positive in positives:

@@ -25,7 +25,10 @@ For quantities, ``changed_from``/``changed_to`` hold the whole quantity (``5 ms`
 ``10%``), so the evidence check looks for the new quantity rather than a bare number.
 
 Entities are swapped with one of the same kind from an ``EntityPool``, built once from the pages of the
-store: a function for a function, a package for a package, a name for a name.
+store: a function for a function, a package for a package, a name for a name. Given the positive's
+document, its own entities come first (``lm()`` -> ``glm()`` of the same manual, not a function of another
+one), then those of other documents seen on at least ``SHARED_MIN_PAGES`` pages: a name seen once elsewhere
+is too often an extraction artefact (``wkI()``) or unrelated to the query.
 
 Example:
     >>> import random
@@ -71,6 +74,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "ENTITY_PROPERTIES",
     "RULES",
+    "SHARED_MIN_PAGES",
     "RULE_PROPERTIES",
     "EntityKind",
     "EntityPool",
@@ -82,6 +86,7 @@ __all__ = [
 Rule = Literal["year", "number", "unit", "version", "entity"]
 RULES: tuple[Rule, ...] = ("year", "number", "unit", "version", "entity")
 RULE_PROPERTIES = {"year": "date", "number": "number", "unit": "unit", "version": "version"}
+SHARED_MIN_PAGES = 2  # an entity of another document is swapped in only when this many pages mention it
 
 EntityKind = Literal["name", "acronym", "package", "function", "option", "identifier"]
 ENTITY_KINDS: tuple[EntityKind, ...] = ("name", "acronym", "package", "function", "option", "identifier")
@@ -367,12 +372,14 @@ class EntityPool(BaseModel):
     ``identifier`` (code-shaped names: ``coint.res``, ``max_iter``, ``USIncExp2``, ``data("x")`` sets).
     ``code_words`` are function and package names never used as plain words in the store: a query may name
     them bare (``coxph``) and still be recognised; other known names need a cue (``the plot function``).
+    ``documents[doc_id][kind]`` lists the entities of each document's pages (pools built from pages only).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     entities: dict[str, dict[str, int]] = Field(default_factory=dict)
     code_words: list[str] = Field(default_factory=list)
+    documents: dict[str, dict[str, list[str]]] = Field(default_factory=dict)
 
     _sorted: dict[str, list[str]] = PrivateAttr(default_factory=dict)
     _kind_of: dict[str, str] = PrivateAttr(default_factory=dict)
@@ -388,16 +395,16 @@ class EntityPool(BaseModel):
 
     @classmethod
     def from_texts(cls, texts: Iterable[str]) -> EntityPool:
-        """A pool from page texts."""
+        """A pool from page texts (of no known document)."""
         texts = texts if isinstance(texts, (list, tuple)) else list(texts)
-        return cls._build(lambda: iter(texts))
+        return cls._build(lambda: ((None, text) for text in texts))
 
     @classmethod
     def from_pages(cls, pages: Iterable[Page]) -> EntityPool:
         """A pool from pages: a list of them, or a ``PageStore`` (read twice, never held in memory at once)."""
         if iter(pages) is pages:  # a one-shot iterator: keep its texts for the second pass
-            return cls.from_texts(page.text for page in pages)
-        return cls._build(lambda: (page.text for page in pages))
+            pages = list(pages)
+        return cls._build(lambda: ((page.doc_id, page.text) for page in pages))
 
     @classmethod
     def from_store(cls, store: PageStore) -> EntityPool:
@@ -412,7 +419,7 @@ class EntityPool(BaseModel):
         pool; the key changes with the store's pages and the docrerank version, so a stale pool is never
         read. A store that cannot be written to gets its pool built again each time.
         """
-        blob = "\n".join([__version__, *sorted(store.page_ids)]).encode()
+        blob = "\n".join([__version__, "documents", *sorted(store.page_ids)]).encode()
         path = Path(store.root) / "derived" / f"entity-pool-{hashlib.sha256(blob).hexdigest()[:16]}.json"
         if path.is_file():
             try:
@@ -427,27 +434,41 @@ class EntityPool(BaseModel):
         return pool
 
     @classmethod
-    def _build(cls, texts: Callable[[], Iterator[str]]) -> EntityPool:
-        """Two passes over the texts: the plain-word vocabulary first (it decides what is a name), then
-        the entities."""
+    def _build(cls, pages: Callable[[], Iterator[tuple[str | None, str]]]) -> EntityPool:
+        """Two passes over the (document, text) of the pages: the plain-word vocabulary first (it decides
+        what is a name), then the entities."""
         prose: set[str] = set()
-        for text in texts():
+        for _, text in pages():
             prose |= _prose_words(text)
         counts: dict[str, Counter[str]] = {kind: Counter() for kind in ENTITY_KINDS}
-        for text in texts():
+        documents: dict[str, dict[str, set[str]]] = {}
+        for doc_id, text in pages():
             for kind, entities in _page_entities(text, prose).items():
                 counts[kind].update(entities)
+                if doc_id is not None and entities:
+                    documents.setdefault(doc_id, {}).setdefault(kind, set()).update(entities)
         code_words = sorted(
             e for kind in ("function", "package") for e in counts[kind] if e.isalpha() and e.casefold() not in prose
         )
         return cls(
             entities={kind: dict(sorted(c.items())) for kind, c in counts.items() if c},
             code_words=code_words,
+            documents={doc: {kind: sorted(found) for kind, found in kinds.items()} for doc, kinds in documents.items()},
         )
 
     def of_kind(self, kind: str) -> list[str]:
         """The entities of one kind, most frequent first (ties by text)."""
         return self._sorted.get(kind, [])
+
+    def swaps(self, kind: str, document: str | None) -> tuple[list[str], list[str]]:
+        """The entities of ``kind`` to swap in, as two tiers: those of ``document`` and those of other
+        documents that ``SHARED_MIN_PAGES`` pages mention. With no document, every entity is in the second."""
+        if document is None:
+            return [], self.of_kind(kind)
+        own = self.documents.get(document, {}).get(kind, [])
+        pages = self.entities.get(kind, {})
+        mine = set(own)
+        return list(own), [e for e in self.of_kind(kind) if e not in mine and pages[e] >= SHARED_MIN_PAGES]
 
     def kind_of(self, entity: str) -> str | None:
         """The kind the pool knows ``entity`` as, if any."""
@@ -666,23 +687,30 @@ def _versions(span: Span) -> list[str]:
     return [o for o in dict.fromkeys(options) if o != span.text]
 
 
-def _entities(span: Span, query: str, pool: EntityPool, rng: random.Random, limit: int) -> list[str]:
+def _entities(
+    span: Span, query: str, pool: EntityPool, rng: random.Random, limit: int, document: str | None
+) -> list[str]:
     call = span.text.endswith("()")
     old = span.text[:-2] if call else span.text
     taken = {w.casefold() for w in re.findall(r"[\w.-]+", query)}
-    options = [
-        e
-        for e in pool.of_kind(span.kind)
-        if e.casefold() not in taken and old.casefold() not in e.casefold() and e.casefold() not in old.casefold()
-    ]
-    options = rng.sample(options, min(limit, len(options)))  # seeded, so negatives vary across queries
-    if span.kind == "name":  # prefer names as long as the old one: Hansen -> Andrews, not -> Achim Zeileis
-        words = len(old.split())
-        options.sort(key=lambda e: abs(len(e.split()) - words))
+    options: list[str] = []
+    for tier in pool.swaps(span.kind, document):  # the document's own entities first
+        usable = [
+            e
+            for e in tier
+            if e.casefold() not in taken and old.casefold() not in e.casefold() and e.casefold() not in old.casefold()
+        ]
+        chosen = rng.sample(usable, min(limit - len(options), len(usable)))  # seeded: negatives vary across queries
+        if span.kind == "name":  # prefer names as long as the old one: Hansen -> Andrews, not -> Achim Zeileis
+            words = len(old.split())
+            chosen.sort(key=lambda e: abs(len(e.split()) - words))
+        options += chosen
     return [e + "()" if call else e for e in options]
 
 
-def _new_values(span: Span, query: str, pool: EntityPool, rng: random.Random, limit: int) -> list[str]:
+def _new_values(
+    span: Span, query: str, pool: EntityPool, rng: random.Random, limit: int, document: str | None
+) -> list[str]:
     if span.rule == "year":
         values = _years(span)
     elif span.rule == "number":
@@ -692,7 +720,7 @@ def _new_values(span: Span, query: str, pool: EntityPool, rng: random.Random, li
     elif span.rule == "version":
         values = _versions(span)
     else:
-        return _entities(span, query, pool, rng, limit)
+        return _entities(span, query, pool, rng, limit, document)
     rng.shuffle(values)  # preference among equals is random (seeded); the page check ranks them below
     return values[:limit]
 
@@ -715,6 +743,7 @@ def rule_based_negatives(
     *,
     rules: Collection[str] = RULES,
     candidates_per_span: int = 24,
+    document: str | None = None,
 ) -> list[QueryRecord]:
     """Up to ``max_negatives`` negatives of ``positive``, each changing exactly one span of its text.
 
@@ -727,6 +756,8 @@ def rule_based_negatives(
             negatives.
         rules: which of ``RULES`` to apply.
         candidates_per_span: at most this many new values are tried per span.
+        document: the positive's ``doc_id``: entities swap to this document's own first, and to another
+            document's only when ``SHARED_MIN_PAGES`` pages mention them (None: any entity of the pool).
 
     Returns:
         Negatives in preference order: spans take turns (in a seeded order), and every new value the page
@@ -746,7 +777,7 @@ def rule_based_negatives(
     slots: list[_Slot] = []
     for span in find_spans(query, page_text, pool, rules):
         slot = _Slot(span)
-        for value in _new_values(span, query, pool, rng, candidates_per_span):
+        for value in _new_values(span, query, pool, rng, candidates_per_span, document):
             text = query[: span.start] + value + query[span.end :]
             key = " ".join(text.split()).casefold()
             if key in seen:

@@ -106,12 +106,19 @@ def fetch_package(package: SamplePackage, cache_dir: Path) -> list[Path]:
                 )
             unpacked = Path(tmp) / "root"
             subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True, capture_output=True)
-            if target.exists():
-                shutil.rmtree(target)
-            target.mkdir(parents=True)
+            ready = Path(tmp) / "pdfs"  # filled beside the target, then renamed: a reader sees all or nothing
+            ready.mkdir()
             for pdf in sorted(unpacked.rglob("*.pdf")):
-                shutil.copy2(pdf, target / pdf.name)
-            marker.touch()
+                shutil.copy2(pdf, ready / pdf.name)
+            (ready / marker.name).touch()
+            if target.exists() and not marker.exists():
+                shutil.rmtree(target, ignore_errors=True)  # a folder left unfinished by an older version
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.replace(ready, target)
+            except OSError:
+                if not marker.exists():  # else a concurrent fetch finished first, with the same files
+                    raise
     return sorted(target.glob("*.pdf"))
 
 

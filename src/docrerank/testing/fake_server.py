@@ -73,6 +73,8 @@ def _schema_instance(schema: dict, root: dict, key: str) -> object:
         return 1
     if kind == "boolean":
         return True
+    if key.endswith(" answer"):
+        return "it"  # an answer no page check can refute: a fake's made-up answer would drop every positive
     return f"What is {key.strip()} here?"
 
 
