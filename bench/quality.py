@@ -21,6 +21,8 @@ its difference from retrieval alone and from ``mined-only``, with paired-randomi
     python bench/quality.py --llm-negatives --zero-shot   # adds the rows that need the embedded 1.5B: base
                                       # (~1 min a train positive) and zero-shot (~1 h a query set on 2 cores)
     python bench/quality.py --quick --teacher full   # adds students of the 1.5B's scores of full's pairs
+    python bench/quality.py --students bi --first-stages bm25,dense   # MiniLM bi-encoders adapted on each
+                                      # recipe (`train --reranker bi-encoder`), as rerankers and as first stages
 
 Every system scores all its (query, page) pairs of every first stage and query set in one pass ordered by
 page, cached in OUT/scores.sqlite: a rerun scores only what is new.
@@ -52,7 +54,7 @@ from docrerank.evaluation import (
     score_pairs,
 )
 from docrerank.evaluation.results import mark
-from docrerank.rerankers import CrossEncoderReranker, Reranker
+from docrerank.rerankers import BiEncoderReranker, CrossEncoderReranker, Reranker
 from docrerank.retrieval import FIRST_STAGE, make_retriever
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,6 +137,13 @@ def main() -> None:
     parser.add_argument("--queries", type=int, help="a seeded sample of this many test questions (default all)")
     parser.add_argument("--quick", action="store_true", help=f"the quick setting: {QUICK_QUERIES} questions, no LLM")
     parser.add_argument("--epochs", type=float, default=3)
+    parser.add_argument(
+        "--students",
+        default="ce",
+        help="what each recipe trains: ce (the MiniLM cross-encoder), bi (a bi-encoder adapted from --bi-model, "
+        "reranking and as a first stage of its own), or both (ce,bi)",
+    )
+    parser.add_argument("--bi-model", default="all-MiniLM-L6-v2", help="the bi-encoder that --students bi adapts")
     parser.add_argument("--llm-negatives", action="store_true", help="free-form negatives from the embedded model")
     parser.add_argument("--variants", type=int, default=12, help="free-form variants per positive")
     parser.add_argument("--zero-shot", action="store_true", help="add the embedded LLM as a zero-shot reranker")
@@ -151,17 +160,28 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     store = sample_store(args.store)
     sets = sample_queries(test_sets(store, args.out), args.queries)
-    rerankers: dict[str, tuple[Reranker, str]] = {"untrained": (CrossEncoderReranker(), "untrained")}
+    students = args.students.split(",")
+    rerankers: dict[str, tuple[Reranker, str]] = {}
+    if "ce" in students:
+        rerankers["untrained"] = (CrossEncoderReranker(), "untrained")
+    if "bi" in students:
+        rerankers["bi-encoder untrained"] = (BiEncoderReranker(args.bi_model), f"bi:{args.bi_model}")
 
     def trained(name: str, data: Path, model: Path, *options) -> None:
         if not (model / "reranker.json").exists():
             docrerank("train", "--data", data, "--out", model, "--held-out", "0", "--epochs", args.epochs,
-                      "--batch", "4", "--lr", "2e-4", *options)  # fmt: skip
+                      "--batch", "4", *options)  # fmt: skip
         rerankers[name] = (Reranker.load(model), str(model))
 
     mixtures = training_data(store, args.out, args.llm_negatives, args.variants)
+    first_stages = args.first_stages.split(",")
     for recipe, data in mixtures.items():
-        trained(recipe, data, args.out / f"ce-{recipe}")
+        if "ce" in students:
+            trained(recipe, data, args.out / f"ce-{recipe}", "--lr", "2e-4")
+        if "bi" in students:  # the default bi-encoder lr (2e-5): it starts trained
+            adapted = args.out / f"bi-{recipe}"
+            trained(f"bi-encoder {recipe}", data, adapted, "--reranker", "bi-encoder", "--model", args.bi_model)
+            first_stages.append(f"dense:{adapted}")
     for recipe in filter(None, args.teacher.split(",")):  # the embedded 1.5B's scores of a recipe's pairs
         labeled = args.out / f"teacher-{recipe}"
         docrerank("label", "--data", mixtures[recipe], "--out", labeled, "--pages", store.root, "--no-progress")
@@ -176,7 +196,7 @@ def main() -> None:
         rerankers["zero-shot LLM"] = (LLMReranker(load_backend(backend)), backend.model_dump_json())
 
     candidates = {}  # (first stage, query set) -> the first stage's top k of each judged query
-    for first_stage in args.first_stages.split(","):
+    for first_stage in first_stages:
         retriever = make_retriever(first_stage, store)
         for name, benchmark in sets.items():
             queries = benchmark.judged_queries
@@ -205,7 +225,8 @@ def main() -> None:
         first = by_name[first_stage]
         for system, values in by_name.items():
             cells = [f"{mean(values):.3f}"]
-            for baseline in (first, by_name.get("mined-only")):
+            pair = "bi-encoder mined-only" if system.startswith("bi-encoder") else "mined-only"
+            for baseline in (first, by_name.get(pair)):
                 if baseline is None or baseline is values:
                     cells.append("")
                 else:

@@ -112,7 +112,9 @@ def training(pairs, steps: int) -> tuple[float, float]:
     for rows in by_page.values():
         negatives = tuple(q for q, _, answerable in rows if not answerable)
         groups += [TrainingGroup(q, p, p.page_id, negatives) for q, p, answerable in rows if answerable and negatives]
-    settings = TrainSettings(max_steps=steps, groups_per_batch=4, held_out=0, save_steps=10**6, warmup=0)
+    settings = TrainSettings(
+        max_steps=steps, groups_per_batch=4, held_out=0, save_steps=10**6, warmup=0, learning_rate=1e-4
+    )
     flat = [(q, p.text, label) for g in groups for q, p, label in g.pairs(settings.negatives, settings.seed)]
     per_step = len(flat) / len(groups) * settings.groups_per_batch
     with tempfile.TemporaryDirectory() as tmp:

@@ -39,6 +39,7 @@ def _config(**overrides) -> dict:
         "negatives_rulebased": {"m": 2},
         "negative_verification": {"threshold": 0.99},
         "selection": {"k": 2},
+        "filters": {"answer_support": 0},  # SmolLM2's answers are made up (numbers its page never gives): wiring
     }
     for key, value in overrides.items():
         config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value

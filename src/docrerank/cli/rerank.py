@@ -16,7 +16,7 @@ from docrerank.cli.retrieve import QueriesOption, open_queries
 from docrerank.errors import DocrerankError
 from docrerank.prompts.focus import PAGE_VIEWS
 from docrerank.prompts.requests import DEFAULT_MAX_PAGE_CHARS
-from docrerank.rerankers import CascadeReranker, CrossEncoderReranker, LLMReranker, Reranker
+from docrerank.rerankers import BiEncoderReranker, CascadeReranker, CrossEncoderReranker, LLMReranker, Reranker
 from docrerank.retrieval import Ranking, read_trec, write_trec
 
 __all__ = [
@@ -32,7 +32,7 @@ __all__ = [
 
 stdout = Console()
 stderr = Console(stderr=True)
-RERANKERS = ("cross-encoder", "llm", "cascade", "saved")
+RERANKERS = ("cross-encoder", "bi-encoder", "llm", "cascade", "saved")
 # No reranker is a default: one becomes the default of `rerank` and `serve` only by beating the default first
 # stage with p < 0.05 on the quality benchmark's 94 questions (bench/decision.py), and none has (README "The
 # table that decides the defaults"). Without --reranker, `rerank` keeps the first stage's order and says so;
@@ -57,7 +57,10 @@ RerankerOption = Annotated[
 ]
 ModelOption = Annotated[
     str | None,
-    typer.Option("--model", help="cross-encoder model, or a saved reranker folder (for cascade: the student's)"),
+    typer.Option(
+        "--model",
+        help="cross-encoder or bi-encoder model, or a saved reranker folder (for cascade: the student's)",
+    ),
 ]
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", help="pipeline config (YAML) with the llm (or cascade teacher) backend")
@@ -113,6 +116,8 @@ def make_reranker(
     (``--trust-reranker``): load a saved folder that sends an API key off this machine or runs remote code."""
     if kind == "cross-encoder":
         return CrossEncoderReranker(model=model)
+    if kind == "bi-encoder":
+        return BiEncoderReranker(model=model)
     if kind in ("saved", "cascade"):
         if model is None:
             raise DocrerankError(f"--reranker {kind} needs --model FOLDER (a reranker saved by `docrerank train`)")

