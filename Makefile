@@ -21,7 +21,8 @@ export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=
 demo: $(VENV)/.installed-demo system-deps
 	$(BIN)/docrerank demo
 
-# the whole suite (the slowest tests listed at the end); `make test-fast`: the tests not marked slow
+# the whole suite on one pytest-xdist worker per core, files dealt whole (the slowest tests listed at the end);
+# `make test-fast`: the tests not marked slow
 test: $(VENV)/.installed-dev system-deps
 	scripts/system-deps.sh $(TEST_PACKAGES)
 	$(BIN)/python -m pytest -n auto --dist loadfile --durations=25 $(PYTEST_ARGS)

@@ -19,7 +19,7 @@ import ipaddress
 import json
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -74,6 +74,16 @@ def missing_text(page: PageLike) -> str | None:
     return (
         f"{page_name(page)} has no text: ingest it with OCR (--ocr auto), or rerank with a reranker that reads images"
     )
+
+
+def scored_where_text(
+    pairs: Sequence[tuple[str, PageLike]], score: Callable[[list[tuple[str, PageLike]]], list[float]]
+) -> list[PairScore]:
+    """``score`` over the pairs whose page has text; a page without text is a failure (ranked last)."""
+    problems = [missing_text(page) for _, page in pairs]
+    scorable = [i for i, problem in enumerate(problems) if problem is None]
+    scores = dict(zip(scorable, score([pairs[i] for i in scorable]) if scorable else [], strict=True))
+    return [PairScore.failed(problem) if problem else PairScore(scores[i]) for i, problem in enumerate(problems)]
 
 
 def _results_from_scores(scores: Sequence[float]) -> list[PairScore]:

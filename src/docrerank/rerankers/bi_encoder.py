@@ -18,7 +18,7 @@ import numpy as np
 from docrerank.encoders import DEFAULT_ENCODER, canonical_encoder, encoder_path
 from docrerank.errors import DocrerankError, import_optional
 from docrerank.prompts.requests import PageLike
-from docrerank.rerankers.base import PairScore, Reranker, missing_text, page_text
+from docrerank.rerankers.base import PairScore, Reranker, page_text, scored_where_text
 from docrerank.retrieval.dense import CHUNKING, DEFAULT_CHUNKING, chunk_words
 
 __all__ = ["BiEncoderReranker"]
@@ -96,11 +96,7 @@ class BiEncoderReranker(Reranker):
 
     def score_results(self, pairs: Sequence[tuple[str, PageLike]]) -> list[PairScore]:
         """The best chunk's cosine per pair; a page without text is a failure (ranked last), the rest scored."""
-        problems = [missing_text(page) for _, page in pairs]
-        scorable = [i for i, problem in enumerate(problems) if problem is None]
-        best = self.best_chunks([pairs[i] for i in scorable])[0] if scorable else []
-        scores = dict(zip(scorable, best, strict=True))
-        return [PairScore.failed(problem) if problem else PairScore(scores[i]) for i, problem in enumerate(problems)]
+        return scored_where_text(pairs, lambda scorable: self.best_chunks(scorable)[0])
 
     def save(self, path) -> None:
         self.model.save(str(path))

@@ -17,7 +17,7 @@ from typing import Any
 from docrerank.encoders import encoder_path
 from docrerank.errors import DocrerankError, import_optional
 from docrerank.prompts.requests import PageLike
-from docrerank.rerankers.base import PairScore, Reranker, missing_text, page_text
+from docrerank.rerankers.base import PairScore, Reranker, page_text, scored_where_text
 from docrerank.retrieval.dense import chunk_words
 
 __all__ = ["CrossEncoderReranker"]
@@ -93,11 +93,7 @@ class CrossEncoderReranker(Reranker):
 
     def score_results(self, pairs: Sequence[tuple[str, PageLike]]) -> list[PairScore]:
         """The best chunk's score per pair; a page without text is a failure (``UNSCORED``), the rest are scored."""
-        problems = [missing_text(page) for _, page in pairs]
-        scorable = [i for i, problem in enumerate(problems) if problem is None]
-        best = self._best([pairs[i] for i in scorable])[0] if scorable else []
-        scores = dict(zip(scorable, best, strict=True))
-        return [PairScore.failed(problem) if problem else PairScore(scores[i]) for i, problem in enumerate(problems)]
+        return scored_where_text(pairs, lambda scorable: self._best(scorable)[0])
 
     def margins(self, pairs: Sequence[tuple[str, PageLike]], model=None):
         """The logits of each pair's best chunk, with gradients: what training optimises, so a trained model

@@ -1,9 +1,10 @@
 """``train``: fit a reranker on training groups with the trainers of transformers and sentence-transformers.
 
 The cross-encoder goes through sentence-transformers' ``CrossEncoderTrainer``, the True/False VLM or causal
-LM through transformers' ``Trainer``; both with a loss of ``training.losses`` over whole groups (a row of the
+LM through transformers' ``Trainer``, both with a loss of ``training.losses`` over whole groups (a row of the
 training set is one group, so a positive and its negatives always share a batch: 8 groups of 1 + 3 make the
-paper's 8 positives + 24 negatives), linear warm-up then linear decay, checkpoints every ``save_steps`` in
+paper's 8 positives + 24 negatives); a bi-encoder through ``SentenceTransformerTrainer`` with rows and a loss
+of its own (``training.bi_encoder``). All with linear warm-up then linear decay, checkpoints every ``save_steps`` in
 ``OUT/checkpoints`` (a rerun with the same ``OUT`` resumes from the last one), the trainers' progress bar,
 and the held-out evaluator run before training, every ``eval_steps`` and at the end
 (``OUT/evaluations.jsonl``). Launched under ``torchrun`` / ``accelerate launch`` the trainers run data
