@@ -15,7 +15,7 @@ import numpy as np
 from docrerank.encoders import DEFAULT_ENCODER, canonical_encoder, encoder_path
 from docrerank.errors import DocrerankError, import_optional
 
-__all__ = ["DEFAULT_EMBEDDER", "embed", "load_embedder"]
+__all__ = ["DEFAULT_EMBEDDER", "embed", "encode_side", "load_embedder"]
 
 DEFAULT_EMBEDDER = DEFAULT_ENCODER
 
@@ -47,4 +47,17 @@ def embed(texts: list[str], name: str = DEFAULT_EMBEDDER, batch_size: int = 64) 
         return np.zeros((0, 0), dtype=np.float32)
     model = load_embedder(name)
     vectors = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
+    return np.asarray(vectors, dtype=np.float32)
+
+
+def encode_side(encoder, texts: list[str], query: bool, batch_size: int, query_prompt: str | None = None) -> np.ndarray:
+    """Unit-length float32 vectors of queries or of documents, each with the model's prompt for its side
+    (``query_prompt`` replaces the model's own query prompt)."""
+    options = {"batch_size": batch_size, "normalize_embeddings": True, "show_progress_bar": False}
+    if not query:
+        vectors = encoder.encode_document(texts, **options)
+    elif query_prompt is not None:
+        vectors = encoder.encode(texts, prompt=query_prompt, **options)
+    else:
+        vectors = encoder.encode_query(texts, **options)
     return np.asarray(vectors, dtype=np.float32)

@@ -2,7 +2,7 @@
 
 The same scoring as the dense first stage (``retrieval.dense``: the model's query and document prompts,
 the page cut into overlapping chunks, the best chunk's cosine), over the candidates of a run instead of the
-whole store. It is what ``docrerank train --student bi-encoder`` adapts: a bi-encoder already ranks well
+whole store. It is what ``docrerank train --reranker bi-encoder`` adapts: a bi-encoder already ranks well
 before training (EmbeddingGemma alone is the project's best first stage), so a few hundred generated
 examples move it instead of teaching a fresh scoring head from nothing. A saved one is also a first stage:
 ``--retriever dense:OUT``.
@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from docrerank.embeddings import encode_side
 from docrerank.encoders import DEFAULT_ENCODER, canonical_encoder, encoder_path
 from docrerank.errors import DocrerankError, import_optional
 from docrerank.prompts.requests import PageLike
@@ -64,10 +65,8 @@ class BiEncoderReranker(Reranker):
 
     def encode(self, texts: Sequence[str], query: bool) -> np.ndarray:
         """Unit-length vectors, each text with the model's prompt for its side (query or document)."""
-        options = {"batch_size": self.batch_size, "normalize_embeddings": True, "show_progress_bar": False}
-        encode = self.model.encode_query if query else self.model.encode_document
         training = self.model.training
-        vectors = np.asarray(encode(list(texts), **options), dtype=np.float32)
+        vectors = encode_side(self.model, list(texts), query, self.batch_size)
         self.model.train(training)  # encode leaves the model in eval mode; training goes on in train mode
         return vectors
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from docrerank.embeddings import DEFAULT_EMBEDDER, load_embedder
+from docrerank.embeddings import DEFAULT_EMBEDDER, encode_side, load_embedder
 from docrerank.encoders import canonical_encoder
 from docrerank.pages import PageStore
 from docrerank.retrieval.base import Retriever
@@ -122,15 +122,7 @@ class DenseRetriever(Retriever):
 
     def _encode(self, texts: list[str], query: bool) -> np.ndarray:
         """Unit-length vectors of queries or of page chunks, each with the model's prompt for its side."""
-        encoder = load_embedder(self.model, self.device)
-        options = {"batch_size": self.batch_size, "normalize_embeddings": True, "show_progress_bar": False}
-        if not query:
-            vectors = encoder.encode_document(texts, **options)
-        elif self.query_prompt is not None:
-            vectors = encoder.encode(texts, prompt=self.query_prompt, **options)
-        else:
-            vectors = encoder.encode_query(texts, **options)
-        return np.asarray(vectors, dtype=np.float32)
+        return encode_side(load_embedder(self.model, self.device), texts, query, self.batch_size, self.query_prompt)
 
     def _load(self) -> None:
         if self._rows is not None:

@@ -118,7 +118,7 @@ def _arguments(settings: TrainSettings, out: Path, kind: str, **extra):
     options = dict(
         output_dir=str(out / CHECKPOINTS),
         per_device_train_batch_size=settings.groups_per_batch,
-        learning_rate=settings.learning_rate or (BI_ENCODER_LEARNING_RATE if kind == "bi-encoder" else LEARNING_RATE),
+        learning_rate=settings.learning_rate,
         warmup_steps=settings.warmup,
         lr_scheduler_type="linear",
         num_train_epochs=settings.epochs,
@@ -280,6 +280,9 @@ def train(
     it into ``out``; resume from ``out``'s last checkpoint when there is one. The guard compares the result
     with the first stage and the untrained start on the held-out documents and on ``guard_benchmark``."""
     settings = settings or TrainSettings()
+    if settings.learning_rate is None:  # the student's default, resolved once: training.json records it
+        default = BI_ENCODER_LEARNING_RATE if reranker.kind == "bi-encoder" else LEARNING_RATE
+        settings = settings.model_copy(update={"learning_rate": default})
     transformers = import_optional("transformers", "train")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
