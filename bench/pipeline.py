@@ -8,19 +8,22 @@
    ratio. Goal: >= 0.9. Everything else the pipeline does (filters, rule-based edits with the entity pool
    of the whole store, evidence checks, shard files) counts against it.
 2. Embedded model: a full default run (all stages; the 1.5B for generation and verification, as shipped)
-   on ``--embedded-pages`` pages spread over the documents: pages/hour, and the share of the wall time the
-   model was busy (the rest is the pipeline's own work).
+   on ``--embedded-pages`` pages spread over the documents: per page and stage, the seconds, requests and
+   decoded tokens (the run's profile, stats.json), pages/hour, and what it made (verified positives and
+   negatives per page). ``--compare`` first runs the settings before issue 22's speed work on the same pages.
 
 Both run on the sample documents' page store (``make demo`` makes it; this script makes it if missing).
 
     python bench/pipeline.py                 # orchestration (~1 min) + 1 page on the 1.5B (~5-10 min)
     python bench/pipeline.py --quick         # orchestration on fewer pages + 1 page on the 0.5B, lighter settings
     python bench/pipeline.py --skip-embedded
+    python bench/pipeline.py --skip-orchestration --embedded-pages 4 --compare   # speed and yield against before
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import tempfile
@@ -105,34 +108,59 @@ def orchestration(store: PageStore, pages: int, concurrency: int, pages_per_shar
     }
 
 
-def embedded(store: PageStore, pages: int, quick: bool) -> dict:
-    model = "qwen2.5-coder-0.5b-instruct" if quick else "qwen2.5-coder-1.5b-instruct"
-    settings: dict = {"backends": {"generator": {"type": "llamacpp", "model": model, "n_ctx": 4096}}}
-    settings["backends"]["verifier"] = settings["backends"]["generator"]
-    if quick:
-        settings |= {
-            "positives": {"n": 3},
-            "negatives_freeform": {"m": 4},
-            "negatives_controlled": {"properties": ["number", "named entity"], "per_property": 1},
-        }
+MODEL = {"type": "llamacpp", "model": "qwen2.5-coder-1.5b-instruct", "n_ctx": 4096}
+# the embedded default's settings before the speed work of issue 22 (stop 22): what `--compare` measures against
+BEFORE = {"backends": {"generator": MODEL | {"prefix_cache_mb": 0}, "verifier": MODEL | {"prefix_cache_mb": 0}}}
+QUICK = {
+    "backends": {"generator": MODEL | {"model": "qwen2.5-coder-0.5b-instruct"}},
+    "positives": {"n": 3},
+    "negatives_freeform": {"m": 4},
+    "negatives_controlled": {"properties": ["number", "named entity"], "per_property": 1},
+}
+
+
+def embedded(store: PageStore, page_ids: list[str], settings: dict) -> dict:
+    """One run of the pipeline on ``page_ids``: its stats.json (with the per-stage profile) and wall time."""
+    settings = {"backends": {"generator": MODEL}} | copy.deepcopy(settings)
+    settings["backends"].setdefault("verifier", settings["backends"]["generator"])
     config = PipelineConfig.model_validate(settings)
-    page_ids = spread_sample(store, pages, seed=0)
     with tempfile.TemporaryDirectory() as run_dir:
         started = time.perf_counter()
         run_pipeline(store, config, run_dir, show_progress=False, page_ids=page_ids)
         elapsed = time.perf_counter() - started
         stats = json.loads((Path(run_dir) / "stats.json").read_text())
-    backend = next(iter(stats["backends"].values()))  # generator and verifier share one model
-    return {
-        "model": model,
-        "pages": len(page_ids),
-        "wall_s": elapsed,
-        "pages_per_hour": len(page_ids) * 3600 / elapsed,
-        "requests": backend["requests_sent"],
-        "completion_tokens": backend["completion_tokens"],
-        "model_busy_share": backend["busy_s"] / elapsed,
-        "selected_negatives": stats["stages"]["selected"]["kept_by_kind"].get("negative", 0),
+    return stats | {"wall_s": elapsed}
+
+
+def profile_table(runs: dict[str, dict], pages: int) -> Table:
+    """Per page, stage by stage: seconds, requests and decoded tokens of each run; then what each run made."""
+    table = Table(title=f"embedded pipeline, per page ({pages} pages, same session)", title_justify="left")
+    table.add_column("stage")
+    for name in runs:
+        table.add_column(f"{name}: s", justify="right")
+        table.add_column("requests", justify="right")
+        table.add_column("decoded tokens", justify="right")
+    for stage in next(iter(runs.values()))["profile"]:
+        cells = []
+        for stats in runs.values():
+            cost = stats["profile"].get(stage, {}).get("per_page", {})
+            cells += [f"{cost.get('seconds', 0):.1f}", f"{cost.get('requests_sent', 0):.1f}",
+                      f"{cost.get('completion_tokens', 0):.0f}"]  # fmt: skip
+        table.add_row(stage, *cells)
+    table.add_section()
+    rows = {
+        "pages/hour": lambda s: f"{s['pages_per_hour']:.1f}",
+        "verified positives / page": lambda s: f"{s['stages']['positives_verified']['kept'] / pages:.2f}",
+        "verified negatives / page": lambda s: f"{_negatives(s, 'negatives_verified') / pages:.2f}",
+        "selected negatives / page": lambda s: f"{_negatives(s, 'selected') / pages:.2f}",
     }
+    for label, cell in rows.items():
+        table.add_row(label, *[c for s in runs.values() for c in (cell(s), "", "")])
+    return table
+
+
+def _negatives(stats: dict, stage: str) -> int:
+    return stats["stages"][stage]["kept_by_kind"].get("negative", 0)
 
 
 def main() -> None:
@@ -140,16 +168,34 @@ def main() -> None:
     parser.add_argument("--pages", type=Path, default=Path("runs/demo/pages"), help="the sample page store")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--skip-embedded", action="store_true")
+    parser.add_argument("--skip-orchestration", action="store_true")
     parser.add_argument("--embedded-pages", type=int, default=1)
+    parser.add_argument(
+        "--compare", action="store_true", help="also run the settings before issue 22's speed work on the same pages"
+    )
     args = parser.parse_args()
     console = Console()
     store = sample_store(args.pages)
 
+    if not args.skip_orchestration:
+        console.print(orchestration_table(store, args.quick))
+    if not args.skip_embedded:
+        page_ids = spread_sample(store, args.embedded_pages, seed=0)
+        runs = {"quick": QUICK} if args.quick else {"default": {}}
+        if args.compare:
+            runs = {"before": BEFORE, "default": {}}
+        results = {name: embedded(store, page_ids, settings) for name, settings in runs.items()}
+        console.print(profile_table(results, len(page_ids)))
+        if "before" in results:
+            ratio = results["default"]["pages_per_hour"] / results["before"]["pages_per_hour"]
+            console.print(f"pages/hour: {ratio:.2f}x the settings before")
+
+
+def orchestration_table(store: PageStore, quick: bool) -> Table:
     table = Table(title="pipeline vs ideal (FAKE server, 100 ms a request)", title_justify="left")
     for column in ("pages", "concurrency", "requests", "batches", "errors", "achieved req/s", "ideal req/s", "ratio"):
         table.add_column(column, justify="right")
-    runs = [(16, 16, 16)] if args.quick else [(64, 16, 32), (64, 64, 64)]
-    for pages, concurrency, per_shard in runs:
+    for pages, concurrency, per_shard in [(16, 16, 16)] if quick else [(64, 16, 32), (64, 64, 64)]:
         row = orchestration(store, pages, concurrency, per_shard)
         table.add_row(
             str(row["pages"]),
@@ -161,16 +207,7 @@ def main() -> None:
             f"{row['ideal_rate']:.1f}",
             f"{row['ratio']:.2f}",
         )
-    console.print(table)
-
-    if not args.skip_embedded:
-        row = embedded(store, args.embedded_pages, args.quick)
-        console.print(
-            f"embedded default ({row['model']}, all stages): {row['pages']} page(s) in {row['wall_s']:.0f} s = "
-            f"{row['pages_per_hour']:.1f} pages/hour; {row['requests']} requests, {row['completion_tokens']} "
-            f"completion tokens, {row['selected_negatives']} negatives selected; model busy "
-            f"{row['model_busy_share']:.0%} of the wall time"
-        )
+    return table
 
 
 if __name__ == "__main__":

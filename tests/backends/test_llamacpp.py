@@ -112,3 +112,31 @@ def test_identity_names_the_weights_not_the_spelling(small_gguf):
     assert by_bundle.identity() == LlamaCppBackend(LlamaCppConfig(model=SMALL_BUNDLE, n_threads=3)).identity()
     with pytest.raises(ValueError, match="hf_repo and hf_file"):
         LlamaCppConfig(model="", hf_repo="org/repo")
+
+
+@pytest.mark.slow
+def test_a_page_asked_about_again_later_starts_from_its_saved_state(llamacpp_backend):
+    # A pipeline asks about a page in several stages with other prompts in between: the page's evaluated
+    # state is saved when another prompt replaces it and loaded when the page comes back, scoring the same.
+    def about(page: str, question: str) -> ChoiceRequest:
+        return ChoiceRequest(messages=[YES_NO, Message(role="user", content=f"Page: {page}\n{question}")], id=question)
+
+    test = "The Chow test checks for a structural break at a known date in a regression model. " * 6
+    cooking = "Risotto needs short-grain rice, stock added a ladle at a time, and constant stirring. " * 6
+    later = about(test, "Does the page name a test for structural breaks?")
+    states = llamacpp_backend.prefix_states
+    capacity = states.capacity_bytes
+    states.capacity_bytes = 0  # the reference: the page evaluated from scratch
+    llamacpp_backend.score_choices([ask("Is Python a programming language?", "other")])
+    reference = llamacpp_backend.score_choices([later])[0]
+    states.capacity_bytes = capacity
+
+    loaded = states.loaded
+    llamacpp_backend.score_choices([about(test, "Is the page about cooking?")])
+    llamacpp_backend.score_choices([about(cooking, "Is the page about cooking?")])  # the test page is saved
+    llamacpp_backend.generate([ChatRequest(messages=[YES_NO], sampling=SamplingParams(max_tokens=4))])
+    again = llamacpp_backend.score_choices([later])[0]
+
+    assert states.loaded == loaded + 1
+    assert again.ok and again.prob("yes") == pytest.approx(reference.prob("yes"), abs=0.05)
+    assert again.prob("yes") > 0.5

@@ -110,6 +110,16 @@ def test_stats_count_each_stage(finished_run):
     assert stats["stages"]["selected"]["kept"] == len(_records(finished_run, "selected"))
     assert stats["verifier_agreement"]["positives_verified"]["pairs"] > 0
     assert stats["backends"]["generator"]["requests_sent"] > 0
+    # the profile: where this run's requests went, stage by stage, and per page
+    profile = stats["profile"]
+    backend = stats["backends"]["generator"]  # generator and verifier share one SmolLM2
+    assert sum(cost["requests_sent"] for cost in profile.values()) == backend["requests_sent"]
+    assert sum(cost["completion_tokens"] for cost in profile.values()) == backend["completion_tokens"]
+    assert profile["positives"]["completion_tokens"] > 0 and profile["selected"]["requests_sent"] == 0
+    pages = stats["pages_run"]
+    assert pages > 0 and profile["positives"]["per_page"]["requests_sent"] == round(
+        profile["positives"]["requests_sent"] / pages, 2
+    )
 
 
 @pytest.mark.slow
@@ -118,6 +128,7 @@ def test_rerun_sends_no_request_and_changes_nothing(finished_run, store):
     run_pipeline(store, PipelineConfig.model_validate(_config()), finished_run, show_progress=False)
     stats = json.loads((finished_run / "stats.json").read_text())
     assert all(b["requests_sent"] == 0 for b in stats["backends"].values())
+    assert stats["pages_run"] == 0 and stats["profile"] == {}  # every shard resumed: nothing ran
     assert {p: p.read_bytes() for p in (finished_run / "stages").rglob("*.jsonl")} == before
 
 

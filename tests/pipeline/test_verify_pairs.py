@@ -96,3 +96,32 @@ def test_evaluate_verifier_report_matches_its_verdicts_and_draws_the_plot(store,
     # a rerun answers from the cache and reports the same
     again = run_cli(*args, "--no-progress")
     assert again.exit_code == 0 and json.loads((out / "report.json").read_text()) == report
+
+
+@pytest.mark.parametrize("expect", ["unanswerable", "answerable"])
+def test_the_pipeline_asks_a_later_prompt_only_while_the_query_can_pass(store, expect):
+    # The pipeline's verifier stops asking about a query once a prompt has gone against it: acceptance is
+    # what every prompt would give, for fewer requests (SmolLM2's yes/no, whatever they are, decide both).
+    from docrerank.backends import load_backend
+    from docrerank.pipeline.records import QueryRecord
+    from docrerank.pipeline.verify import Verifier, VerifySettings
+
+    page = store.get(store.page_ids[2])
+    records = [
+        QueryRecord(query_id=f"q{i}", page_id=page.page_id, kind="negative", text=q, generator="given")
+        for i, (q, _) in enumerate(LABELED)
+    ]
+    backend = load_backend(TINY)
+    verifier = Verifier(backend, VerifySettings(threshold=0.5), max_page_chars=1500)
+    full = verifier.judge([(page, r) for r in records], expect, every_prompt=True)
+    sent = backend.stats.requests_sent
+    short = verifier.judge([(page, r) for r in records], expect)
+    backend.close()
+
+    assert sent == 2 * len(records)
+    assert [j.accepted for j in short] == [j.accepted for j in full]
+    still_open = [j.verdict.p_yes[0] >= 0.5 if expect == "answerable" else j.verdict.p_yes[0] < 0.5 for j in full]
+    assert backend.stats.requests_sent - sent == len(records) + sum(still_open)
+    for judgement, open_after_first in zip(short, still_open, strict=True):
+        assert len(judgement.verdict.p_yes) == 1 + open_after_first
+        assert judgement.verdict.skipped == (not open_after_first)

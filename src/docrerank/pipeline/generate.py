@@ -55,6 +55,16 @@ class RunReport:
     failed: int = 0  # items whose requests got no answer (see stats.json); a rerun retries them
     skipped: list[str] = field(default_factory=list)  # selected pages without text, left out
     elapsed_s: float = 0.0
+    profile: dict[str, dict[str, float]] = field(default_factory=dict)  # stage -> what it cost in this run
+    pages_run: int = 0  # pages of shards that ran a stage in this run (not all resumed): the profile's denominator
+
+
+_COUNTERS = ("requests_sent", "cache_hits", "prompt_tokens", "completion_tokens", "busy_s")
+
+
+def _counters(backends: dict[str, Backend]) -> dict[str, float]:
+    unique = {id(b): b for b in backends.values()}.values()  # names may share one backend
+    return {name: sum(getattr(b.stats, name) for b in unique) for name in _COUNTERS}
 
 
 class _Context:
@@ -557,7 +567,7 @@ def _run(store, config, run: RunDir, force, show_progress, page_ids) -> RunRepor
         # (copied, archived or opened read-only), with no cache.sqlite-wal beside it
         ctx.cache.close()
     report.elapsed_s = time.perf_counter() - started
-    run.write_json("stats.json", run_stats(run, ctx.backends, report.elapsed_s))
+    run.write_json("stats.json", run_stats(run, ctx.backends, report.elapsed_s, report.profile, report.pages_run))
     return report
 
 
@@ -575,10 +585,22 @@ def _run_shards(ctx: _Context, shards: list[tuple[str, list[Page]]], progress: P
                 else:
                     resumed = False
                     runner = _RUNNERS[stage] if _enabled(config, stage) else _passthrough
+                    before, started = _counters(ctx.backends), time.perf_counter()
                     kept, rejected = runner(ctx, shard_pages, upstream)
+                    _add_cost(report, stage, before, _counters(ctx.backends), time.perf_counter() - started)
                     failed = sum(bool(r.failed) for r in rejected)
                     run.write_shard(stage, shard, kept, rejected, failed=failed)
                     report.failed += failed
                     upstream = kept
                 progress.advance(tasks[stage])
             report.shards_resumed += resumed
+            if not resumed:
+                report.pages_run += len(shard_pages)
+
+
+def _add_cost(report: RunReport, stage: str, before: dict, after: dict, seconds: float) -> None:
+    """Add one stage's run on one shard to the run's profile: where the time and the tokens went."""
+    cost = report.profile.setdefault(stage, dict.fromkeys(("seconds", *_COUNTERS), 0.0))
+    cost["seconds"] += seconds
+    for name in _COUNTERS:
+        cost[name] += after[name] - before[name]

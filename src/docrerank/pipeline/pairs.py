@@ -152,8 +152,9 @@ def verify_pairs(
     batch_pages: int = 4,
     on_batch: Callable[[int], Any] | None = None,
 ) -> list[VerifiedPair]:
-    """Judge every pair, in input order. Pairs are sent grouped by page (``batch_pages`` pages a batch) so a
-    page's prefix is evaluated once; each finished batch is in the response cache, so a rerun resumes."""
+    """Judge every pair with every prompt, in input order. Pairs are sent grouped by page (``batch_pages`` pages a
+    batch) so a page's prefix is evaluated once; each finished batch is in the response cache, so a rerun
+    resumes."""
     by_page: dict[str, list[int]] = defaultdict(list)
     for index, pair in enumerate(pairs):
         by_page[pair.page_id].append(index)
@@ -165,6 +166,7 @@ def verify_pairs(
             [(store[pairs[i].page_id], _record(pairs[i], expect)) for i in batch],
             expect,
             evidence_rejects=evidence_rejects,
+            every_prompt=True,  # the results list each prompt's P(yes): evaluate-verifier reads them
         )
         for i, judgement in zip(batch, judgements, strict=True):
             results[i] = _result(pairs[i], judgement, verifier, expect)

@@ -51,6 +51,7 @@ class Verdict(BaseModel):
     unanswerable: bool = Field(description="every prompt says no (p < threshold)")
     agree: bool = Field(description="the prompts give the same verdict")
     errors: list[str] = Field(default_factory=list)
+    skipped: int = Field(0, description="prompts not asked: an earlier one had already decided against the query")
 
 
 class QueryRecord(BaseModel):

@@ -26,10 +26,17 @@ def _records(run: RunDir, stage: str) -> tuple[list[QueryRecord], list[Rejection
     return kept, rejected
 
 
-def run_stats(run: RunDir, backends: dict[str, Backend] | None = None, elapsed_s: float = 0.0) -> dict[str, Any]:
+def run_stats(
+    run: RunDir,
+    backends: dict[str, Backend] | None = None,
+    elapsed_s: float = 0.0,
+    profile: dict[str, dict[str, float]] | None = None,
+    pages_run: int = 0,
+) -> dict[str, Any]:
     """Statistics of the run directory as it is now (all finished shards).
 
-    With ``backends`` (at the end of a run), also their requests, tokens and the run's throughput.
+    With ``backends`` (at the end of a run), also their requests, tokens and the run's throughput; with
+    ``profile`` (stage -> its seconds and backend counters in this run), where they went, also per page run.
     """
     stages: dict[str, Any] = {}
     agreement: dict[str, Any] = {}
@@ -53,6 +60,7 @@ def run_stats(run: RunDir, backends: dict[str, Backend] | None = None, elapsed_s
             verdicts = [r.verdict for r in kept if r.kind == kind and r.verdict] + [
                 r.record.verdict for r in rejected if r.record and r.record.kind == kind and r.record.verdict
             ]
+            verdicts = [v for v in verdicts if not v.skipped]  # agreement needs every prompt's answer
             agreement[stage] = {
                 "pairs": len(verdicts),
                 "prompts_agree": round(sum(v.agree for v in verdicts) / len(verdicts), 4) if verdicts else None,
@@ -87,7 +95,16 @@ def run_stats(run: RunDir, backends: dict[str, Backend] | None = None, elapsed_s
         },
         "wall_time_s": round(elapsed_s, 2),
         "requests_per_s": round(requests / elapsed_s, 3) if elapsed_s else None,
+        "pages_run": pages_run,
+        "pages_per_hour": round(3600 * pages_run / elapsed_s, 2) if elapsed_s and pages_run else None,
+        "profile": {stage: _per_page(cost, pages_run) for stage, cost in (profile or {}).items()},
     }
+
+
+def _per_page(cost: dict[str, float], pages: int) -> dict[str, Any]:
+    """A stage's costs in this run, and each per page (what to cut to make more pages an hour)."""
+    totals = {name: round(value, 2) for name, value in cost.items()}
+    return totals | ({"per_page": {n: round(v / pages, 2) for n, v in cost.items()}} if pages else {})
 
 
 def _yield(counts: Counter) -> dict[str, Any]:

@@ -78,50 +78,75 @@ class Verifier:
             "backend": self.backend.identity(),
         }
 
-    def verdicts(self, pairs: Sequence[tuple[Page, str]]) -> list[Verdict]:
-        """One verdict per (page, query) pair, in order; all prompts of all pairs go in one batch."""
-        requests = [
-            r
-            for page, query in pairs
-            for r in verify_requests(
-                page,
-                query,
-                self.templates,
-                max_page_chars=self.max_page_chars,
-                page_view=self.settings.page_view,
-                focus_chars=self.settings.focus_chars,
-            )  # fmt: skip
-        ]
-        scores = self.backend.score_choices(requests)
-        per_pair = len(self.templates)
-        verdicts = []
-        for start in range(0, len(scores), per_pair):
-            group = scores[start : start + per_pair]
-            errors = [s.error for s in group if not s.ok]
-            p_yes = [s.probs["yes"] for s in group if s.ok]
-            says_yes = [p >= self.settings.threshold for p in p_yes]
-            complete = not errors and len(p_yes) == per_pair
-            verdicts.append(
-                Verdict(
-                    p_yes=p_yes,
-                    answerable=complete and all(says_yes),
-                    unanswerable=complete and not any(says_yes),
-                    agree=complete and len(set(says_yes)) == 1,
-                    errors=errors,
-                )
-            )
-        return verdicts
+    def verdicts(self, pairs: Sequence[tuple[Page, str]], decide: Expectation | None = None) -> list[Verdict]:
+        """One verdict per (page, query) pair, in order; all prompts of all pairs go in one batch.
+
+        With ``decide``, the prompts go one after another and a pair's later prompts are not asked once an
+        earlier one has gone against ``decide`` (a yes for a query expected unanswerable, a no for one expected
+        answerable): the same acceptance for fewer requests (the rejected verdict lists fewer P(yes)).
+        """
+        p_yes: list[list[float]] = [[] for _ in pairs]
+        errors: list[list[str]] = [[] for _ in pairs]
+        undecided = list(range(len(pairs)))
+        for templates in [self.templates] if decide is None else [[t] for t in self.templates]:
+            requests = [r for i in undecided for r in self._requests(*pairs[i], templates)]
+            scores = iter(self.backend.score_choices(requests))
+            still = []
+            for i in undecided:
+                for score in (next(scores) for _ in templates):
+                    if score.ok:
+                        p_yes[i].append(score.probs["yes"])
+                    else:
+                        errors[i].append(score.error)
+                says_yes = [p >= self.settings.threshold for p in p_yes[i]]
+                if (
+                    not errors[i]
+                    and not (decide == "answerable" and not all(says_yes))
+                    and not (decide == "unanswerable" and any(says_yes))
+                ):
+                    still.append(i)
+            undecided = still
+        return [self._verdict(p, e) for p, e in zip(p_yes, errors, strict=True)]
+
+    def _requests(self, page: Page, query: str, templates) -> list:
+        return verify_requests(
+            page,
+            query,
+            templates,
+            max_page_chars=self.max_page_chars,
+            page_view=self.settings.page_view,
+            focus_chars=self.settings.focus_chars,
+        )
+
+    def _verdict(self, p_yes: list[float], errors: list[str]) -> Verdict:
+        says_yes = [p >= self.settings.threshold for p in p_yes]
+        complete = not errors and len(p_yes) == len(self.templates)
+        return Verdict(
+            p_yes=p_yes,
+            answerable=complete and all(says_yes),
+            unanswerable=complete and not any(says_yes),
+            agree=complete and len(set(says_yes)) == 1,
+            errors=errors,
+            skipped=0 if errors else len(self.templates) - len(p_yes),
+        )
 
     def judge(
-        self, pairs: Sequence[tuple[Page, QueryRecord]], expect: Expectation, *, evidence_rejects: bool = False
+        self,
+        pairs: Sequence[tuple[Page, QueryRecord]],
+        expect: Expectation,
+        *,
+        evidence_rejects: bool = False,
+        every_prompt: bool = False,
     ) -> list[Judgement]:
         """Accept each query as ``expect`` says it should be, or say why not.
 
         ``"answerable"`` (positives, rephrasings): every prompt says yes. ``"unanswerable"`` (negatives):
         every prompt says no, and with ``evidence_rejects`` an edited query (``changed_to``) whose new value
-        the page states next to the query's other terms is rejected too.
+        the page states next to the query's other terms is rejected too. A query's later prompts are asked only
+        while it can still be accepted, unless ``every_prompt`` (a verifier's measurement needs all its P(yes)).
         """
-        verdicts = self.verdicts([(page, record.text) for page, record in pairs])
+        pairs_text = [(page, record.text) for page, record in pairs]
+        verdicts = self.verdicts(pairs_text, decide=None if every_prompt else expect)
         page_texts: dict[str, PageText] = {}  # each page tokenised once
         judgements = []
         for (page, record), verdict in zip(pairs, verdicts, strict=True):

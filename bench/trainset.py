@@ -1,0 +1,79 @@
+"""The generated training set: the embedded pipeline on the train documents' pages, never the test documents'.
+
+    python bench/trainset.py --pages 100   # generate up to the first 100 train pages: resumes a killed run,
+                                           # and a larger --pages extends the same set (~3-4 min a page here)
+    python bench/trainset.py               # only report what the set holds
+
+Pages: the train documents of bench/data/quality-split.json, pages with text, one document after another
+(`spread_sample`'s seeded order over the whole store, test documents left out), so the first N pages of a
+larger --pages are the N pages of a smaller one. Settings: bench/data/trainset/config.yaml (the pipeline's
+defaults, with the embedded 1.5B generating and verifying). The run directory, bench/data/trainset/run, is
+committed without its response cache: its finished shards are what resume and extension build on, and the
+cache (in .gitignore) only spares the requests of a shard killed half-way. bench/data/trainset/manifest.json
+records the pages, the model's weights, the seed and what the run holds, for the README and the next session.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from common import sample_store  # bench/common.py: scripts run as `python bench/NAME.py`
+from docrerank.backends.bundles import BUNDLES
+from docrerank.cli.generate import spread_sample
+from docrerank.pipeline.config import PipelineConfig
+from docrerank.pipeline.generate import run_pipeline
+from docrerank.pipeline.stats import run_stats
+from docrerank.pipeline.rundir import RunDir
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "bench" / "data"
+SET = DATA / "trainset"
+
+
+def train_pages(store) -> list[str]:
+    """Every train document's pages with text, in spread order: a prefix of it is a smaller set."""
+    split = json.loads((DATA / "quality-split.json").read_text())["documents"]
+    train = {doc for doc, entry in split.items() if entry["split"] == "train"}
+    return [pid for pid in spread_sample(store, len(store), seed=0) if store.get(pid).doc_id in train]
+
+
+def manifest(store, config: PipelineConfig, pages: list[str]) -> dict:
+    stats = run_stats(RunDir(SET / "run"))
+    stages = stats["stages"]
+    model = config.backends["generator"]
+    return {
+        "command": f"python bench/trainset.py --pages {len(pages)}",
+        "store": "the sample documents (shared/corpus.txt), ingested with default settings",
+        "model": {"bundle": model.model, "sha256": BUNDLES[model.model].sha256} if model.model in BUNDLES else None,
+        "seed": config.seed,
+        "pages": len(pages),
+        "documents": len({store.get(pid).doc_id for pid in pages}),
+        "positives": stages["selected"]["kept_by_kind"].get("positive", 0),
+        "negatives_verified": stages["negatives_verified"]["kept_by_kind"].get("negative", 0),
+        "negatives_selected": stages["selected"]["kept_by_kind"].get("negative", 0),
+        "page_ids": pages,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pages", type=int, default=0, help="generate up to this many train pages (0: report)")
+    parser.add_argument("--store", type=Path, default=ROOT / "runs" / "demo" / "pages")
+    args = parser.parse_args()
+    store = sample_store(args.store)
+    config = PipelineConfig.from_yaml(SET / "config.yaml")
+    order = train_pages(store)
+    done = json.loads((SET / "manifest.json").read_text())["pages"] if (SET / "manifest.json").exists() else 0
+    pages = order[: max(args.pages, done)]
+    if args.pages > done:
+        print(f"{len(order)} train pages; generating the first {len(pages)} ({done} done before)")
+        run_pipeline(store, config, SET / "run", page_ids=pages)
+    summary = manifest(store, config, pages)
+    (SET / "manifest.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in summary.items() if k != "page_ids"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
