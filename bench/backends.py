@@ -8,6 +8,8 @@
    two alternated and the best of ``--repeats`` taken. Goal: >= 0.95.
 3. Choice scoring with the page prefix kept: yes/no pairs/s through the backend (questions about the same
    page share its evaluated prefix) divided by pairs/s of the same prompts evaluated from scratch each time.
+4. Grammar-constrained sampling: completion tokens/s of prompts answered under a JSON schema (the pipeline's
+   structured outputs: llama.cpp samples through a grammar) divided by tokens/s of the same prompts free.
 
 Absolute rates depend on the machine and are printed only beside the ratios.
 
@@ -112,6 +114,39 @@ def generation(model: str, repeats: int, max_tokens: int) -> dict:
     }
 
 
+QUESTIONS_SCHEMA = {
+    "type": "object",
+    "properties": {"queries": {"type": "array", "items": {"type": "object", "properties": {"query": {"type": "string"}},
+                                                           "required": ["query"]}}},
+    "required": ["queries"],
+}  # fmt: skip
+
+
+def grammar(model: str, repeats: int, max_tokens: int) -> dict:
+    backend = load_backend({"type": "llamacpp", "model": model, "n_ctx": 2048})
+    ask = 'Write four search questions about this topic, as JSON {"queries": [{"query": ...}]}: '
+
+    def rate(schema) -> float:
+        requests = [
+            ChatRequest(
+                messages=[Message(role="user", content=ask + p)],
+                sampling=SamplingParams(max_tokens=max_tokens),
+                json_schema=schema,
+            )
+            for p in PROMPTS
+        ]
+        started = time.perf_counter()
+        results = backend.generate(requests)
+        return sum(r.usage.completion_tokens for r in results) / (time.perf_counter() - started)
+
+    free, structured = [], []
+    for _ in range(repeats):  # alternated, best of each
+        free.append(rate(None))
+        structured.append(rate(QUESTIONS_SCHEMA))
+    return {"model": model, "free_tokens_s": max(free), "schema_tokens_s": max(structured),
+            "ratio": max(structured) / max(free)}  # fmt: skip
+
+
 def choice_prefix(model: str, repeats: int) -> dict:
     backend = load_backend({"type": "llamacpp", "model": model, "n_ctx": 2048})
     llm = backend.llm
@@ -179,10 +214,11 @@ def main() -> None:
 
     results["generation"] = generation(args.model, repeats, max_tokens)
     results["choice_prefix"] = choice_prefix(args.model, repeats)
+    results["grammar"] = grammar(args.model, repeats, max_tokens)
     table = Table(title=f"2-3. embedded llama.cpp ({args.model})", title_justify="left")
     for column in ("measure", "backend", "reference", "ratio"):
         table.add_column(column, justify="right")
-    g, c = results["generation"], results["choice_prefix"]
+    g, c, j = results["generation"], results["choice_prefix"], results["grammar"]
     table.add_row(
         "generation tokens/s (ref: llama-cpp-python direct)",
         f"{g['backend_tokens_s']:.1f}",
@@ -194,6 +230,12 @@ def main() -> None:
         f"{c['backend_pairs_s']:.2f}",
         f"{c['scratch_pairs_s']:.2f}",
         f"[bold]{c['ratio']:.2f}[/bold]",
+    )
+    table.add_row(
+        "generation tokens/s under a JSON schema (ref: the same prompts free)",
+        f"{j['schema_tokens_s']:.1f}",
+        f"{j['free_tokens_s']:.1f}",
+        f"[bold]{j['ratio']:.2f}[/bold]",
     )
     console.print(table)
     if args.json:

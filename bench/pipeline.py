@@ -110,7 +110,11 @@ def orchestration(store: PageStore, pages: int, concurrency: int, pages_per_shar
 
 MODEL = {"type": "llamacpp", "model": "qwen2.5-coder-1.5b-instruct", "n_ctx": 4096}
 # the embedded default's settings before the speed work of issue 22 (stop 22): what `--compare` measures against
-BEFORE = {"backends": {"generator": MODEL | {"prefix_cache_mb": 0}, "verifier": MODEL | {"prefix_cache_mb": 0}}}
+BEFORE = {
+    "backends": {"generator": MODEL | {"prefix_cache_mb": 0}, "verifier": MODEL | {"prefix_cache_mb": 0}},
+    "positive_verification": {"stop_early": False},
+    "negative_verification": {"stop_early": False},
+}
 QUICK = {
     "backends": {"generator": MODEL | {"model": "qwen2.5-coder-0.5b-instruct"}},
     "positives": {"n": 3},
@@ -174,7 +178,7 @@ def main() -> None:
         "--compare", action="store_true", help="also run the settings before issue 22's speed work on the same pages"
     )
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=150)
     store = sample_store(args.pages)
 
     if not args.skip_orchestration:

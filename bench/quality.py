@@ -21,6 +21,7 @@ its difference from retrieval alone and from ``mined-only``, with paired-randomi
     python bench/quality.py --llm-negatives --zero-shot   # adds the rows that need the embedded 1.5B: base
                                       # (~1 min a train positive) and zero-shot (~1 h a query set on 2 cores)
     python bench/quality.py --quick --teacher full   # adds students of the 1.5B's scores of full's pairs
+    python bench/quality.py --generated   # trained on the generated training set (bench/trainset.py)
     python bench/quality.py --students bi --first-stages bm25,dense   # MiniLM bi-encoders adapted on each
                                       # recipe (`train --reranker bi-encoder`), as rerankers and as first stages
 
@@ -80,8 +81,11 @@ def test_sets(store, out: Path) -> dict[str, object]:
     return sets
 
 
-def training_data(store, out: Path, llm_negatives: bool, variants: int) -> dict[str, Path]:
-    """A pipeline run on the train documents' labeled questions, mined pages, and each recipe's mixture."""
+def training_data(store, out: Path, llm_negatives: bool, variants: int, generated: bool) -> dict[str, Path]:
+    """A pipeline run on the train documents' labeled questions (or, ``generated``, the committed generated
+    training set of bench/trainset.py), mined pages, and each recipe's mixture."""
+    if generated:
+        return mixtures(store, out, DATA / "trainset" / "run")
     split = json.loads((DATA / "quality-split.json").read_text())["documents"]
     positives = out / "train-positives.jsonl"
     lines = [line for line in (DATA / "labeled-positives.jsonl").read_text().splitlines() if line.strip()]
@@ -95,8 +99,13 @@ def training_data(store, out: Path, llm_negatives: bool, variants: int) -> dict[
     (out / "run.yaml").write_text(yaml.safe_dump(config))
     run = out / "run"
     docrerank("generate", "--pages", store.root, "--run-dir", run, "--config", out / "run.yaml", "--no-progress")
+    return mixtures(store, out, run)
+
+
+def mixtures(store, out: Path, run: Path) -> dict[str, Path]:
+    """Mined pages for the run's positives (BM25), and each recipe's mixture at the size of mined-only's."""
     docrerank("mine", "--pages", store.root, "--queries", run, "--out", out / "mined")
-    total, mixtures = None, {}
+    total, made = None, {}
     for recipe in ("mined-only", "base", "full"):  # mined-only first: its size is every recipe's total
         target = out / f"mix-{recipe}"
         args = ["mix", "--pages", store.root, "--run", run, "--mined", out / "mined", "--recipe", recipe]
@@ -111,8 +120,8 @@ def training_data(store, out: Path, llm_negatives: bool, variants: int) -> dict[
         elif summary["examples"] < total:
             console.print(f"[yellow]recipe {recipe}: {summary['examples']} examples, fewer than {total}; left out")
             continue
-        mixtures[recipe] = target
-    return mixtures
+        made[recipe] = target
+    return made
 
 
 def sample_queries(sets: dict, count: int | None, seed: int = 0) -> dict:
@@ -145,6 +154,9 @@ def main() -> None:
     )
     parser.add_argument("--bi-model", default="all-MiniLM-L6-v2", help="the bi-encoder that --students bi adapts")
     parser.add_argument("--llm-negatives", action="store_true", help="free-form negatives from the embedded model")
+    parser.add_argument(
+        "--generated", action="store_true", help="train on the generated training set (bench/trainset.py)"
+    )
     parser.add_argument("--variants", type=int, default=12, help="free-form variants per positive")
     parser.add_argument("--zero-shot", action="store_true", help="add the embedded LLM as a zero-shot reranker")
     parser.add_argument(
@@ -173,9 +185,9 @@ def main() -> None:
                       "--batch", "4", *options)  # fmt: skip
         rerankers[name] = (Reranker.load(model), str(model))
 
-    mixtures = training_data(store, args.out, args.llm_negatives, args.variants)
+    recipes = training_data(store, args.out, args.llm_negatives, args.variants, args.generated)
     first_stages = args.first_stages.split(",")
-    for recipe, data in mixtures.items():
+    for recipe, data in recipes.items():
         if "ce" in students:
             trained(recipe, data, args.out / f"ce-{recipe}", "--lr", "2e-4")
         if "bi" in students:  # the default bi-encoder lr (2e-5): it starts trained
@@ -184,7 +196,7 @@ def main() -> None:
             first_stages.append(f"dense:{adapted}")
     for recipe in filter(None, args.teacher.split(",")):  # the embedded 1.5B's scores of a recipe's pairs
         labeled = args.out / f"teacher-{recipe}"
-        docrerank("label", "--data", mixtures[recipe], "--out", labeled, "--pages", store.root, "--no-progress")
+        docrerank("label", "--data", recipes[recipe], "--out", labeled, "--pages", store.root, "--no-progress")
         for targets in ("teacher", "both"):
             trained(f"{recipe}, {targets}", labeled, args.out / f"ce-{recipe}-{targets}", "--targets", targets)
     if args.zero_shot:

@@ -7,10 +7,11 @@
 Pages: the train documents of bench/data/quality-split.json, pages with text, one document after another
 (`spread_sample`'s seeded order over the whole store, test documents left out), so the first N pages of a
 larger --pages are the N pages of a smaller one. Settings: bench/data/trainset/config.yaml (the pipeline's
-defaults, with the embedded 1.5B generating and verifying). The run directory, bench/data/trainset/run, is
-committed without its response cache: its finished shards are what resume and extension build on, and the
-cache (in .gitignore) only spares the requests of a shard killed half-way. bench/data/trainset/manifest.json
-records the pages, the model's weights, the seed and what the run holds, for the README and the next session.
+defaults, the embedded 1.5B generating and verifying, but two positives kept a page: more examples an
+hour). The run directory, bench/data/trainset/run, is committed without its response cache: its finished
+shards are what resume and extension build on, and the cache (in .gitignore) only spares the requests of a
+shard killed half-way. bench/data/trainset/manifest.json records the pages, the model's weights, the seed
+and what the run holds, for the README and the next session.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from docrerank.backends.bundles import BUNDLES
 from docrerank.cli.generate import spread_sample
 from docrerank.pipeline.config import PipelineConfig
 from docrerank.pipeline.generate import run_pipeline
-from docrerank.pipeline.stats import run_stats
 from docrerank.pipeline.rundir import RunDir
+from docrerank.pipeline.stats import run_stats
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data"
@@ -50,7 +51,7 @@ def manifest(store, config: PipelineConfig, pages: list[str]) -> dict:
         "seed": config.seed,
         "pages": len(pages),
         "documents": len({store.get(pid).doc_id for pid in pages}),
-        "positives": stages["selected"]["kept_by_kind"].get("positive", 0),
+        "positives": stages["selected"]["kept_by_kind"].get("positive", 0),  # with their rephrasings
         "negatives_verified": stages["negatives_verified"]["kept_by_kind"].get("negative", 0),
         "negatives_selected": stages["selected"]["kept_by_kind"].get("negative", 0),
         "page_ids": pages,

@@ -104,7 +104,9 @@ def test_rejections_keep_the_stage_and_a_reason(finished_run):
 
 
 @pytest.mark.slow
-def test_stats_count_each_stage(finished_run):
+def test_stats_count_each_stage(finished_run, capsys):
+    from docrerank.cli.stats import print_stats
+
     stats = json.loads((finished_run / "stats.json").read_text())
     assert set(stats["stages"]) == set(STAGES)
     assert stats["stages"]["selected"]["kept"] == len(_records(finished_run, "selected"))
@@ -120,6 +122,8 @@ def test_stats_count_each_stage(finished_run):
     assert pages > 0 and profile["positives"]["per_page"]["requests_sent"] == round(
         profile["positives"]["requests_sent"] / pages, 2
     )
+    print_stats(stats)  # the CLI's summary says where the time went, per page
+    assert f"per page ({stats['pages_per_hour']} pages/hour): positives " in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -28,7 +28,8 @@ def _rate(value: float | None) -> str:
 
 
 def print_stats(stats: dict[str, Any]) -> None:
-    """Counts and pass rates per stage, top rejection reasons, verifier agreement, per-property yield."""
+    """Counts and pass rates per stage, top rejection reasons, verifier agreement, per-property yield; after a
+    run, its time and where it went per page."""
     table = Table(title="generation run", title_justify="left")
     for column in ("stage", "kept", "rejected", "failed", "pass rate", "top rejection reasons"):
         table.add_column(column, overflow="fold")
@@ -70,6 +71,15 @@ def print_stats(stats: dict[str, Any]) -> None:
     stdout.print(yields)
     if "wall_time_s" in stats:
         stdout.print(f"wall time {stats['wall_time_s']:.0f} s, {stats['requests_per_s']} requests/s")
+    per_page = {stage: cost["per_page"] for stage, cost in stats.get("profile", {}).items() if "per_page" in cost}
+    if per_page:  # where this run's time went: what to cut for more pages an hour
+        spent = ", ".join(
+            f"{stage} {cost['seconds']:.1f} s ({cost['requests_sent']:g} requests, {cost['completion_tokens']:.0f} "
+            "decoded tokens)"
+            for stage, cost in per_page.items()
+            if cost["seconds"] >= 0.05
+        )
+        stdout.print(f"per page ({stats['pages_per_hour']} pages/hour): {spent}", markup=False)
 
 
 def print_quality(quality: dict[str, Any]) -> None:

@@ -41,6 +41,11 @@ class VerifySettings(BaseModel):
         "whole", description="whole: the page's head (max_page_chars); focused: its passages nearest the query"
     )
     focus_chars: int = Field(DEFAULT_FOCUS_CHARS, ge=200, description="page text shown by the focused view")
+    stop_early: bool = Field(
+        True,
+        description="in a pipeline run, ask a query's later prompts only while it can still be accepted: the same "
+        "verdicts for fewer requests (a rejected query's record lists the P(yes) asked)",
+    )
 
 
 @dataclass(frozen=True)
@@ -70,10 +75,11 @@ class Verifier:
 
     @property
     def fingerprint_parts(self) -> dict:
-        # the view is named only when focused: whole-page runs keep the fingerprints they had before it existed
-        whole = {"page_view", "focus_chars"} if self.settings.page_view == "whole" else set()
+        # the view is named only when focused: whole-page runs keep the fingerprints they had before it existed;
+        # stopping early accepts the same queries
+        unnamed = {"stop_early"} | ({"page_view", "focus_chars"} if self.settings.page_view == "whole" else set())
         return {
-            "settings": self.settings.model_dump(mode="json", exclude=whole),
+            "settings": self.settings.model_dump(mode="json", exclude=unnamed),
             "prompts": [t.fingerprint for t in self.templates],
             "backend": self.backend.identity(),
         }
@@ -142,11 +148,13 @@ class Verifier:
 
         ``"answerable"`` (positives, rephrasings): every prompt says yes. ``"unanswerable"`` (negatives):
         every prompt says no, and with ``evidence_rejects`` an edited query (``changed_to``) whose new value
-        the page states next to the query's other terms is rejected too. A query's later prompts are asked only
-        while it can still be accepted, unless ``every_prompt`` (a verifier's measurement needs all its P(yes)).
+        the page states next to the query's other terms is rejected too. With ``settings.stop_early``, a query's
+        later prompts are asked only while it can still be accepted, unless ``every_prompt`` (a verifier's
+        measurement needs all its P(yes)).
         """
         pairs_text = [(page, record.text) for page, record in pairs]
-        verdicts = self.verdicts(pairs_text, decide=None if every_prompt else expect)
+        stop_early = self.settings.stop_early and not every_prompt
+        verdicts = self.verdicts(pairs_text, decide=expect if stop_early else None)
         page_texts: dict[str, PageText] = {}  # each page tokenised once
         judgements = []
         for (page, record), verdict in zip(pairs, verdicts, strict=True):
