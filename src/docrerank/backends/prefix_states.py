@@ -59,9 +59,10 @@ class PrefixStates:
 
     def _save(self, llm, held: np.ndarray) -> None:
         key = held.tobytes()
-        if key in self._states or len(held) < MIN_GAIN:
-            if key in self._states:
-                self._states.move_to_end(key)
+        if key in self._states:
+            self._states.move_to_end(key)
+            return
+        if len(held) < MIN_GAIN:
             return
         import llama_cpp
 

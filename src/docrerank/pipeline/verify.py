@@ -104,12 +104,11 @@ class Verifier:
                         p_yes[i].append(score.probs["yes"])
                     else:
                         errors[i].append(score.error)
+                if errors[i]:  # no judgement: a rerun asks again
+                    continue
                 says_yes = [p >= self.settings.threshold for p in p_yes[i]]
-                if (
-                    not errors[i]
-                    and not (decide == "answerable" and not all(says_yes))
-                    and not (decide == "unanswerable" and any(says_yes))
-                ):
+                against = any(says_yes) if decide == "unanswerable" else not all(says_yes)
+                if decide is None or not against:
                     still.append(i)
             undecided = still
         return [self._verdict(p, e) for p, e in zip(p_yes, errors, strict=True)]
