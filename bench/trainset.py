@@ -40,21 +40,24 @@ def train_pages(store) -> list[str]:
     return [pid for pid in spread_sample(store, len(store), seed=0) if store.get(pid).doc_id in train]
 
 
-def manifest(store, config: PipelineConfig, pages: list[str]) -> dict:
-    stats = run_stats(RunDir(SET / "run"))
-    stages = stats["stages"]
+def manifest(store, config: PipelineConfig, run: RunDir) -> dict:
+    """What the run holds: its finished pages (every stage done), their documents and what was made of them."""
+    finished = [pid for shard, ids in run.shard_pages().items() if run.is_done("selected", shard) for pid in ids]
+    stages = run_stats(run)["stages"]
     model = config.backends["generator"]
     return {
-        "command": f"python bench/trainset.py --pages {len(pages)}",
+        "command": "python bench/trainset.py --pages N (extends or resumes; see the docstring)",
         "store": "the sample documents (shared/corpus.txt), ingested with default settings",
         "model": {"bundle": model.model, "sha256": BUNDLES[model.model].sha256} if model.model in BUNDLES else None,
         "seed": config.seed,
-        "pages": len(pages),
-        "documents": len({store.get(pid).doc_id for pid in pages}),
-        "positives": stages["selected"]["kept_by_kind"].get("positive", 0),  # with their rephrasings
+        "pages_planned": sum(len(ids) for ids in run.shard_pages().values()),
+        "pages": len(finished),
+        "documents": len({store.get(pid).doc_id for pid in finished}),
+        "positives": stages["selected"]["kept_by_kind"].get("positive", 0),
+        "rephrased": stages["selected"]["kept_by_kind"].get("rephrased", 0),
         "negatives_verified": stages["negatives_verified"]["kept_by_kind"].get("negative", 0),
         "negatives_selected": stages["selected"]["kept_by_kind"].get("negative", 0),
-        "page_ids": pages,
+        "page_ids": sorted(finished),
     }
 
 
@@ -65,13 +68,14 @@ def main() -> None:
     args = parser.parse_args()
     store = sample_store(args.store)
     config = PipelineConfig.from_yaml(SET / "config.yaml")
-    order = train_pages(store)
-    done = json.loads((SET / "manifest.json").read_text())["pages"] if (SET / "manifest.json").exists() else 0
-    pages = order[: max(args.pages, done)]
-    if args.pages > done:
-        print(f"{len(order)} train pages; generating the first {len(pages)} ({done} done before)")
-        run_pipeline(store, config, SET / "run", page_ids=pages)
-    summary = manifest(store, config, pages)
+    run = RunDir(SET / "run")
+    if args.pages:
+        order = train_pages(store)
+        held = sum(len(ids) for ids in run.shard_pages().values()) if run.root.exists() else 0
+        pages = order[: max(args.pages, held)]  # the pages a run holds are a prefix of the same order
+        print(f"{len(order)} train pages; the set's first {len(pages)} ({held} planned before)")
+        run_pipeline(store, config, run.root, page_ids=pages)
+    summary = manifest(store, config, run)
     (SET / "manifest.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps({k: v for k, v in summary.items() if k != "page_ids"}, indent=1))
 
