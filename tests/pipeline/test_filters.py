@@ -259,3 +259,24 @@ def test_a_positive_whose_answer_the_page_does_not_hold_is_dropped(answer, keep)
     if not keep:
         assert code(decision) == "answer_not_in_page" and code(check_answer(answer, page)) == "answer_not_in_page"
     assert check_positive(question, page, FilterSettings(answer_support=0), answer="December 1993").keep
+
+
+@pytest.mark.parametrize(
+    ("query", "points_at"),
+    [
+        ("What is the name of the method discussed in the paper?", "the paper"),  # the 1.5B's, in the training set
+        ("What is the definition of the Cox model described in the text?", "the text"),
+        ("Which value does this page give for the bandwidth h?", "this page"),
+        ("What is shown in the figure above?", "the figure"),
+        ("What does the table of contents of the lme4 vignette list?", None),  # names a thing
+        ("What does Table 3 of the lme4 paper report?", None),
+        ("How does the textual parser handle tables?", None),
+    ],
+)
+def test_a_positive_must_stand_on_its_own(query, points_at):
+    page = "The Cox model and the sandwich covariance matrix; bandwidth h = 1. Table 3 of the lme4 paper."
+    decision = check_positive(query, page)
+    assert decision.keep == (points_at is None), decision
+    if points_at:
+        assert decision.reason == f"points_at_page: says {points_at!r}"
+        assert check_positive(query, page, FilterSettings(self_contained=False)).keep

@@ -57,6 +57,7 @@ __all__ = [
     "check_answer",
     "check_not_copied",
     "check_positive",
+    "check_self_contained",
     "check_form",
     "check_length",
     "check_not_duplicate",
@@ -75,6 +76,7 @@ REASONS = (
     "too_long",
     "copied_from_page",
     "answer_not_in_page",
+    "points_at_page",
     "identical_to_positive",
     "paraphrase_of_positive",
     "duplicate_negative",
@@ -110,6 +112,12 @@ _LIST_MARKER = re.compile(r"^\s*(?:\d{1,2}[.)]|[-*\u2022])\s+")
 _PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 _QUOTES = "\"'\u201c\u201d\u2018\u2019`\u00ab\u00bb "
 _KEEP_SYMBOLS = frozenset("%$\u20ac\u00a3\u00a5")
+# "in the text", "this paper", "the document above": a query that leans on a page its user has never seen
+_POINTS_AT_PAGE = re.compile(
+    r"\b(?:this|the|that|above|below|given|provided)\s+(?:page|text|paper|article|document|passage|excerpt|"
+    r"figure|table|chart|section|vignette)s?\b(?!\s+(?:of|for|in|from|with|called|named)\b)",
+    flags=re.IGNORECASE,
+)
 
 
 class FilterSettings(BaseModel):
@@ -135,6 +143,9 @@ class FilterSettings(BaseModel):
         answer_support: a generated positive's answer must have every number on its page and at least this
             share of its content words (``answer_not_in_page``; 0 turns the check off): a small model that
             states an answer the page does not hold did not read its question off the page.
+        self_contained: drop a positive or rephrasing that points at the page ("... described in the text?",
+            "the method discussed in the paper", ``points_at_page``): its user never saw the page, and any
+            page "answers" it. The 1.5B wrote 3 of its first 8 training-set positives so, against its prompt.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -150,6 +161,7 @@ class FilterSettings(BaseModel):
     negative_jaccard: float = Field(0.9, gt=0.0, le=1.0)
     reject_copied_positives: bool = True
     answer_support: float = Field(0.5, ge=0.0, le=1.0)
+    self_contained: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> FilterSettings:
@@ -303,12 +315,20 @@ def check_answer(answer: str | None, page_text: str, settings: FilterSettings | 
     return KEEP
 
 
+def check_self_contained(text: str, settings: FilterSettings | None = None) -> FilterResult:
+    """Does ``text`` stand on its own, without pointing at "the text", "this page" or "the paper"? ("the table
+    of contents", "the text of a license" name things and are kept.)"""
+    settings = settings or FilterSettings()
+    match = _POINTS_AT_PAGE.search(text) if settings.self_contained else None
+    return _drop("points_at_page", f"says {match.group()!r}") if match else KEEP
+
+
 def check_positive(
     text: str, page_text: str, settings: FilterSettings | None = None, answer: str | None = None
 ) -> FilterResult:
-    """The filters a generated positive goes through: one well-formed question, not copied from its page,
-    with an answer the page holds."""
-    for decision in (check_form(text, settings), check_length(text, settings)):
+    """The filters a generated positive goes through: one well-formed question that stands on its own, not
+    copied from its page, with an answer the page holds."""
+    for decision in (check_form(text, settings), check_length(text, settings), check_self_contained(text, settings)):
         if not decision.keep:
             return decision
     decision = check_not_copied(text, page_text, settings)
@@ -335,6 +355,7 @@ def _first_drop(
     for result in (
         lambda: check_form(candidate.text, settings),
         lambda: check_length(candidate.text, settings),
+        lambda: check_self_contained(candidate.text, settings) if candidate.kind == "rephrased" else KEEP,
         lambda: check_against_positive(
             candidate.text, positive.text, settings, rephrasing=candidate.kind == "rephrased"
         ),
