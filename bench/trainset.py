@@ -3,6 +3,7 @@
     python bench/trainset.py --pages 100   # generate up to the first 100 train pages: resumes a killed run,
                                            # and a larger --pages extends the same set (~3-4 min a page here)
     python bench/trainset.py               # only report what the set holds
+    python bench/trainset.py --pages 100 --force   # after a change of the pipeline's settings or filters
 
 Pages: the train documents of bench/data/quality-split.json, pages with text, one document after another
 (`spread_sample`'s seeded order over the whole store, test documents left out), so the first N pages of a
@@ -65,6 +66,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=0, help="generate up to this many train pages (0: report)")
     parser.add_argument("--store", type=Path, default=ROOT / "runs" / "demo" / "pages")
+    parser.add_argument(
+        "--force", action="store_true", help="redo what changed settings made stale (answered requests are cached)"
+    )
     args = parser.parse_args()
     store = sample_store(args.store)
     config = PipelineConfig.from_yaml(SET / "config.yaml")
@@ -74,7 +78,7 @@ def main() -> None:
         held = sum(len(ids) for ids in run.shard_pages().values()) if run.root.exists() else 0
         pages = order[: max(args.pages, held)]  # the pages a run holds are a prefix of the same order
         print(f"{len(order)} train pages; the set's first {len(pages)} ({held} planned before)")
-        run_pipeline(store, config, run.root, page_ids=pages)
+        run_pipeline(store, config, run.root, force=args.force, page_ids=pages)
     summary = manifest(store, config, run)
     (SET / "manifest.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps({k: v for k, v in summary.items() if k != "page_ids"}, indent=1))
