@@ -35,8 +35,8 @@ from rich.table import Table
 
 from common import sample_store  # bench/common.py: scripts run as `python bench/NAME.py`
 from docrerank.backends.openai_http import OpenAIBackend
-from docrerank.cli.generate import spread_sample
 from docrerank.pages import PageStore
+from docrerank.pages.sample import spread_sample
 from docrerank.pipeline.config import PipelineConfig
 from docrerank.pipeline.generate import run_pipeline
 from docrerank.testing.fake_server import FakeOpenAIServer

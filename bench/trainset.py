@@ -23,22 +23,15 @@ from pathlib import Path
 
 from common import sample_store  # bench/common.py: scripts run as `python bench/NAME.py`
 from docrerank.backends.bundles import BUNDLES
-from docrerank.cli.generate import spread_sample
 from docrerank.pipeline.config import PipelineConfig
 from docrerank.pipeline.generate import run_pipeline
 from docrerank.pipeline.rundir import RunDir
 from docrerank.pipeline.stats import run_stats
+from docrerank.samples.split import train_pages
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data"
 SET = DATA / "trainset"
-
-
-def train_pages(store) -> list[str]:
-    """Every train document's pages with text, in spread order: a prefix of it is a smaller set."""
-    split = json.loads((DATA / "quality-split.json").read_text())["documents"]
-    train = {doc for doc, entry in split.items() if entry["split"] == "train"}
-    return [pid for pid in spread_sample(store, len(store), seed=0) if store.get(pid).doc_id in train]
 
 
 def manifest(store, config: PipelineConfig, run: RunDir) -> dict:
@@ -74,7 +67,7 @@ def main() -> None:
     config = PipelineConfig.from_yaml(SET / "config.yaml")
     run = RunDir(SET / "run")
     if args.pages:
-        order = train_pages(store)
+        order = train_pages(store, DATA / "quality-split.json")
         held = sum(len(ids) for ids in run.shard_pages().values()) if run.root.exists() else 0
         pages = order[: max(args.pages, held)]  # the pages a run holds are a prefix of the same order
         print(f"{len(order)} train pages; the set's first {len(pages)} ({held} planned before)")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 from typing import Annotated
 
@@ -13,30 +12,10 @@ from docrerank.cli.files import pipeline_config
 from docrerank.cli.stats import print_stats
 from docrerank.errors import DocrerankError
 from docrerank.pages import PageStore
+from docrerank.pages.sample import SAMPLE_MIN_CHARS, spread_sample
 from docrerank.pipeline.generate import run_pipeline
 
-__all__ = ["generate_command", "select_pages", "spread_sample"]
-
-SAMPLE_MIN_CHARS = 500
-
-
-def spread_sample(store: PageStore, n: int, seed: int, min_chars: int = SAMPLE_MIN_CHARS) -> list[str]:
-    """``n`` page ids, one document after another, a random page of each (pages with real text only).
-
-    A run on a few pages then sees several documents rather than the first pages of one.
-    """
-    rng = random.Random(seed)
-    by_doc = {
-        doc: [p.page_id for p in store.pages_of(doc) if len(p.text.strip()) >= min_chars] for doc in store.doc_ids
-    }
-    pools = [rng.sample(ids, len(ids)) for _, ids in sorted(by_doc.items()) if ids]
-    rng.shuffle(pools)
-    chosen: list[str] = []
-    while len(chosen) < n and any(pools):
-        for pool in pools:
-            if pool and len(chosen) < n:
-                chosen.append(pool.pop())
-    return chosen
+__all__ = ["generate_command", "select_pages"]
 
 
 def select_pages(
