@@ -20,9 +20,10 @@ from docrerank.cli.export import print_summary
 from docrerank.cli.generate import select_pages
 from docrerank.cli.ingest import print_report
 from docrerank.cli.stats import stats_command
+from docrerank.errors import DocrerankError
 from docrerank.pages import IngestSettings, PageStore, ingest
 from docrerank.pipeline.config import PipelineConfig
-from docrerank.pipeline.export import export_run
+from docrerank.pipeline.export import export_run, read_selected
 from docrerank.pipeline.generate import run_pipeline
 from docrerank.pipeline.rundir import RunDir
 from docrerank.samples import SamplesUnavailableError, default_cache_dir, fetch_samples
@@ -138,11 +139,12 @@ def show_payoff(out: Path, data: Path, live_run: Path) -> None:
     the quality benchmark's rephrased questions, all on test documents, against the same MiniLM untrained as
     the first stage, which is also the default chain (no reranker is a default of `rerank`).
     """
-    pages, runs, committed = out / "pages", [live_run], RunDir(data / "trainset" / "run")
-    if all(committed.is_done("selected", shard) for shard in committed.shard_pages()):
-        runs.append(committed.root)
-    else:
-        console.print(f"[yellow]{escape(str(committed.root))} is unfinished[/yellow]: trained on the live run alone")
+    pages, runs, committed = out / "pages", [live_run], data / "trainset" / "run"
+    try:
+        read_selected(committed)  # a shard killed half-way makes it unfinished: `bench/trainset.py` resumes it
+        runs.append(committed)
+    except DocrerankError as exc:
+        console.print(f"[yellow]trained on the live run alone[/yellow]: {escape(str(exc))}", soft_wrap=True)
     mined = [out / "mined" / name for name in ("live", "trainset")][: len(runs)]
     for run, target in zip(runs, mined, strict=True):
         _docrerank("mine", "--pages", pages, "--queries", run, "--out", target)
