@@ -96,7 +96,7 @@ def test_documents_store(store: PageStore, out: Path) -> PageStore:
     split = json.loads((DATA / "quality-split.json").read_text())["documents"]
     if not (out / "pages.parquet").exists():
         pdfs = sorted({page.source_path for page in store if split[page.doc_id]["split"] == "test"})
-        ingest(pdfs, out, IngestSettings(), show_progress=False)
+        ingest(pdfs, out, IngestSettings())
     return PageStore.open(out)
 
 

@@ -126,7 +126,7 @@ def clocks() -> tuple[float, float]:
 def time_ours(inputs: list[Path], settings: IngestSettings, workers: int, pages: int) -> tuple[float, float]:
     with tempfile.TemporaryDirectory(prefix="bench-ours-") as tmp:
         wall, cpu = clocks()
-        report = ingest(inputs, Path(tmp) / "store", settings, workers=workers, show_progress=False)
+        report = ingest(inputs, Path(tmp) / "store", settings, workers=workers)
         wall_end, cpu_end = clocks()
     if not report.ok or report.pages_new != pages:
         sys.exit(f"docrerank ingest gave {report.pages_new}/{pages} pages, errors: {report.errors[:3]}")

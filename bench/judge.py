@@ -43,7 +43,7 @@ def config_for(model: str, view: str, focus_chars: int) -> PipelineConfig:
     backend = {"type": "llamacpp", "model": model, "n_ctx": 4096}
     verification = {"page_view": view, "focus_chars": focus_chars} if view == "focused" else {}
     return PipelineConfig.model_validate(
-        {"backends": {"generator": backend, "verifier": backend}, "negative_verification": verification}
+        {"backends": {"generator": backend, "verifier": backend}, "negatives_verified": verification}
     )
 
 
@@ -163,7 +163,7 @@ def main() -> None:
         config = config_for(args.model, view, args.focus_chars)
         verifier = verifier_for(config, "unanswerable", cache)
         results = verify_pairs(
-            pairs, store, verifier, "unanswerable", evidence_rejects=config.negative_verification.evidence_rejects
+            pairs, store, verifier, "unanswerable", evidence_rejects=config.negatives_verified.evidence_rejects
         )
         rows = [r.model_dump(mode="json") for r in results]
         quality = evaluate_verifier(rows)

@@ -83,13 +83,12 @@ def orchestration(store: PageStore, pages: int, concurrency: int, pages_per_shar
                 "pages_per_shard": pages_per_shard,
                 "backends": {"generator": backend, "verifier": backend},
                 "positives": {"n": 3},
-                "negatives_freeform": {"m": 4},
-                "negatives_controlled": {"per_property": 1},
+                "negative_candidates": {"freeform": {"m": 4}, "controlled": {"per_property": 1}},
             }
         )
         with tempfile.TemporaryDirectory() as run_dir, BatchLog() as log:
             started = time.perf_counter()
-            run_pipeline(store, config, run_dir, show_progress=False, page_ids=page_ids)
+            run_pipeline(store, config, run_dir, page_ids=page_ids)
             elapsed = time.perf_counter() - started
             stats = json.loads((Path(run_dir) / "stats.json").read_text())
     sent = sum(log.batches)
@@ -112,14 +111,16 @@ MODEL = {"type": "llamacpp", "model": "qwen2.5-coder-1.5b-instruct", "n_ctx": 40
 # the embedded default's settings before the speed work of issue 22 (stop 22): what `--compare` measures against
 BEFORE = {
     "backends": {"generator": MODEL | {"prefix_cache_mb": 0}, "verifier": MODEL | {"prefix_cache_mb": 0}},
-    "positive_verification": {"stop_early": False},
-    "negative_verification": {"stop_early": False},
+    "positives_verified": {"stop_early": False},
+    "negatives_verified": {"stop_early": False},
 }
 QUICK = {
     "backends": {"generator": MODEL | {"model": "qwen2.5-coder-0.5b-instruct"}},
     "positives": {"n": 3},
-    "negatives_freeform": {"m": 4},
-    "negatives_controlled": {"properties": ["number", "named entity"], "per_property": 1},
+    "negative_candidates": {
+        "freeform": {"m": 4},
+        "controlled": {"properties": ["number", "named entity"], "per_property": 1},
+    },
 }
 
 
@@ -130,7 +131,7 @@ def embedded(store: PageStore, page_ids: list[str], settings: dict) -> dict:
     config = PipelineConfig.model_validate(settings)
     with tempfile.TemporaryDirectory() as run_dir:
         started = time.perf_counter()
-        run_pipeline(store, config, run_dir, show_progress=False, page_ids=page_ids)
+        run_pipeline(store, config, run_dir, page_ids=page_ids)
         elapsed = time.perf_counter() - started
         stats = json.loads((Path(run_dir) / "stats.json").read_text())
     return stats | {"wall_s": elapsed}

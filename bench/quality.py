@@ -94,8 +94,8 @@ def training_data(store, out: Path, llm_negatives: bool, variants: int, generate
     config = yaml.safe_load((DATA / "labeled-run.yaml").read_text())
     config["positives"]["given"] = str(positives)
     if llm_negatives:
-        config["negatives_freeform"] = {"enabled": True, "m": variants}
-        config["negative_verification"] = {"enabled": True}
+        config["negative_candidates"]["freeform"] = {"enabled": True, "m": variants}
+        config["negatives_verified"] = {"enabled": True}
     (out / "run.yaml").write_text(yaml.safe_dump(config))
     run = out / "run"
     docrerank("generate", "--pages", store.root, "--run-dir", run, "--config", out / "run.yaml", "--no-progress")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from common import sample_store  # bench/common.py: scripts run as `python bench/NAME.py`
 from docrerank.backends.bundles import BUNDLES
+from docrerank.cli.progress import StageBars
 from docrerank.pipeline.config import PipelineConfig
 from docrerank.pipeline.generate import run_pipeline
 from docrerank.pipeline.rundir import RunDir
@@ -71,7 +72,8 @@ def main() -> None:
         held = sum(len(ids) for ids in run.shard_pages().values()) if run.root.exists() else 0
         pages = order[: max(args.pages, held)]  # the pages a run holds are a prefix of the same order
         print(f"{len(order)} train pages; the set's first {len(pages)} ({held} planned before)")
-        run_pipeline(store, config, run.root, force=args.force, page_ids=pages)
+        with StageBars() as bars:
+            run_pipeline(store, config, run.root, force=args.force, on_progress=bars, page_ids=pages)
     summary = manifest(store, config, run)
     (SET / "manifest.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps({k: v for k, v in summary.items() if k != "page_ids"}, indent=1))

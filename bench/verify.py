@@ -61,12 +61,12 @@ def resolve_pairs(path: Path, store: PageStore) -> list[PairInput]:
     return pairs
 
 
-def config_for(model: str, **negative_verification) -> PipelineConfig:
+def config_for(model: str, **negatives_verified) -> PipelineConfig:
     backend = {"type": "llamacpp", "model": model, "n_ctx": 4096}
     return PipelineConfig.model_validate(
         {
             "backends": {"generator": backend, "verifier": backend},
-            "negative_verification": negative_verification,
+            "negatives_verified": negatives_verified,
         }
     )
 
@@ -74,7 +74,7 @@ def config_for(model: str, **negative_verification) -> PipelineConfig:
 def run(config: PipelineConfig, pairs: list[PairInput], store: PageStore, cache: Path) -> list[dict]:
     verifier = verifier_for(config, "unanswerable", cache)
     results = verify_pairs(
-        pairs, store, verifier, "unanswerable", evidence_rejects=config.negative_verification.evidence_rejects
+        pairs, store, verifier, "unanswerable", evidence_rejects=config.negatives_verified.evidence_rejects
     )
     return [r.model_dump(mode="json") for r in results]
 
@@ -124,8 +124,8 @@ def main() -> None:
     pairs = resolve_pairs(args.pairs, store)
     n_unans = sum(not p.answerable for p in pairs)
     console.print(f"{len(pairs)} labeled pairs on {len({p.page_id for p in pairs})} pages; {n_unans} unanswerable")
-    default = PipelineConfig().negative_verification.threshold
-    variants = {  # name: (negative_verification settings, models it runs for: None = all)
+    default = PipelineConfig().negatives_verified.threshold
+    variants = {  # name: (negatives_verified settings, models it runs for: None = all)
         "paper: both prompts no (P(yes) < 0.5)": ({"threshold": 0.5, "evidence_rejects": False}, None),
         "+ evidence veto": ({"threshold": 0.5}, None),
         f"default: P(yes) < {default} + evidence veto": ({}, None),

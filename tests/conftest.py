@@ -47,7 +47,7 @@ def committed_store(tmp_path_factory) -> PageStore:
     shutil.copy2(PDF3, inputs / PDF3.name)
     shutil.copy2(SCAN, inputs / SCAN.name)
     out = tmp_path_factory.mktemp("committed-store") / "store"
-    report = ingest([inputs], out, IngestSettings(), workers=2, show_progress=False)
+    report = ingest([inputs], out, IngestSettings(), workers=2)
     assert report.ok, report.errors
     return PageStore.open(out)
 
@@ -56,7 +56,7 @@ def committed_store(tmp_path_factory) -> PageStore:
 def vignette_store(tmp_path_factory) -> PageStore:
     """The committed 3-page vignette PDF alone, ingested once: real text pages for the model tests."""
     root = tmp_path_factory.mktemp("vignette-store")
-    ingest([PDF3], root, show_progress=False)
+    ingest([PDF3], root)
     return PageStore.open(root)
 
 
@@ -66,7 +66,7 @@ def sample_pages(tmp_path_factory) -> PageStore:
     from docrerank.samples import fetch_samples
 
     root = tmp_path_factory.mktemp("sample-pages")
-    ingest(fetch_samples(names=["r-cran-strucchange", "r-cran-xts"]), root, show_progress=False)
+    ingest(fetch_samples(names=["r-cran-strucchange", "r-cran-xts"]), root)
     return PageStore.open(root)
 
 
@@ -78,7 +78,7 @@ def all_sample_pages(tmp_path_factory) -> PageStore:
     from docrerank.samples import fetch_samples
 
     root = tmp_path_factory.mktemp("all-sample-pages")
-    ingest(fetch_samples(), root, show_progress=False)
+    ingest(fetch_samples(), root)
     return PageStore.open(root)
 
 

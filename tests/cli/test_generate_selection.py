@@ -18,7 +18,7 @@ from tests.helpers import SCAN
 def textless_store(tmp_path_factory) -> PageStore:
     """A scanned page ingested without OCR: a store with one page and no text."""
     root = tmp_path_factory.mktemp("textless") / "store"
-    report = ingest([SCAN], root, IngestSettings(ocr=OcrMode.NEVER), workers=1, show_progress=False)
+    report = ingest([SCAN], root, IngestSettings(ocr=OcrMode.NEVER), workers=1)
     assert report.ok and len(PageStore.open(root)) == 1
     return PageStore.open(root)
 

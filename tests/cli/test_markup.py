@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from docrerank.cli.stats import print_stats
-from docrerank.pipeline.records import STAGES
+from docrerank.pipeline.stages import STAGES
 
 
 def test_run_stats_print_reasons_and_property_names_as_they_are(capsys):

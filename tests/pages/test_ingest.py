@@ -21,7 +21,7 @@ NEVER = IngestSettings(ocr=OcrMode.NEVER)
 
 
 def _ingest(inputs, out, settings=NEVER, workers=1):
-    return ingest(inputs, out, settings, workers=workers, show_progress=False)
+    return ingest(inputs, out, settings, workers=workers)
 
 
 def _doc_of(store, name):

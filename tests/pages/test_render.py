@@ -18,7 +18,7 @@ LIGATURE_CODES = set("\x1b\x1c\x1d\x1e\x1f\ufb00\ufb01\ufb02\ufb03\ufb04\ufb06")
 
 
 def _ingest(inputs, out, **settings):
-    report = ingest(inputs, out, IngestSettings(**settings), workers=1, show_progress=False)
+    report = ingest(inputs, out, IngestSettings(**settings), workers=1)
     assert report.ok, report.errors
     return report, PageStore.open(out)
 
@@ -187,7 +187,7 @@ def test_multi_frame_tiff_pixels_are_counted_against_the_limit(tmp_path):
     frame.save(tiff, save_all=True, append_images=[frame.rotate(90), Image.new("L", (100, 100), 0)])
     report = ingest(
         [tiff], tmp_path / "store", IngestSettings(ocr=OcrMode.NEVER, max_image_pixels=25_000),
-        workers=1, show_progress=False,
+        workers=1,
     )  # fmt: skip
     [error] = report.errors
     assert "30,000 pixels" in error.reason

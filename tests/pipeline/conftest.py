@@ -19,5 +19,5 @@ def finished_run(vignette_store, tmp_path_factory) -> Path:
     from tests.pipeline.test_generate import _config
 
     run = tmp_path_factory.mktemp("tiny-run") / "run"
-    run_pipeline(vignette_store, PipelineConfig.model_validate(_config()), run, show_progress=False)
+    run_pipeline(vignette_store, PipelineConfig.model_validate(_config()), run)
     return run

@@ -34,7 +34,7 @@ def test_an_exported_run_imports_back_to_the_same_pages_and_queries(store, hand_
     run_dir, records = hand_run
     export_run(run_dir, store, "hf", tmp_path / "hf")
     positives = tmp_path / "positives.jsonl"
-    summary = import_colhnque(str(tmp_path / "hf"), tmp_path / "store", positives, show_progress=False)
+    summary = import_colhnque(str(tmp_path / "hf"), tmp_path / "store", positives)
     assert (summary.rows, summary.pages, summary.positives, summary.errors) == (2, 2, 3, [])
     imported = PageStore.open(tmp_path / "store")
     lines = _lines(positives)
@@ -48,7 +48,7 @@ def test_an_exported_run_imports_back_to_the_same_pages_and_queries(store, hand_
             assert by_query[record.text]["negatives"] == negatives
     assert all(imported.get(line["page_id"]).text_source.value == "ocr" for line in lines)
     assert "breakpoint" in imported.get(records[0].page_id).text.lower()  # OCR read the real page
-    again = import_colhnque(str(tmp_path / "hf"), tmp_path / "store", positives, show_progress=False)
+    again = import_colhnque(str(tmp_path / "hf"), tmp_path / "store", positives)
     assert again.positives == 3 and len(PageStore.open(tmp_path / "store")) == 2
 
 
@@ -118,12 +118,14 @@ def test_the_datasets_negatives_are_verified_with_the_generated_ones(store, tmp_
     given.write_text(json.dumps(line) + "\n")
     config = _config(
         positives={"given": str(given)},
-        rephrase={"enabled": False},
-        negatives_freeform={"enabled": False},
-        negatives_controlled={"enabled": False},
-        negatives_rulebased={"enabled": False},
+        rephrased={"enabled": False},
+        negative_candidates={
+            "freeform": {"enabled": False},
+            "controlled": {"enabled": False},
+            "rulebased": {"enabled": False},
+        },
     )
-    run_pipeline(store, PipelineConfig.model_validate(config), tmp_path / "run", show_progress=False)
+    run_pipeline(store, PipelineConfig.model_validate(config), tmp_path / "run")
     run = RunDir(tmp_path / "run")
     (shard,) = run.shards("negative_candidates")
     kept = run.read_shard("negative_candidates", shard, QueryRecord)

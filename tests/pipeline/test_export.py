@@ -244,9 +244,7 @@ def test_real_tiny_run_exports_to_hf(store, finished_run, tmp_path_factory):
     run = tmp_path_factory.mktemp("real-run")
     # the session's run of the same config on all 3 pages asked this page's requests: its answers are reused
     shutil.copy2(finished_run / "cache.sqlite", run / "cache.sqlite")
-    run_pipeline(
-        store, PipelineConfig.model_validate(_config()), run, show_progress=False, page_ids=store.page_ids[1:2]
-    )
+    run_pipeline(store, PipelineConfig.model_validate(_config()), run, page_ids=store.page_ids[1:2])
     # the finished run's cache.sqlite alone held every answer (its write-ahead log was checkpointed at the end)
     backends = json.loads((run / "stats.json").read_text())["backends"]
     assert all(b["requests_sent"] == 0 and b["cache_hits"] > 0 for b in backends.values()), backends

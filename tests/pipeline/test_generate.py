@@ -19,8 +19,9 @@ import yaml
 from docrerank.errors import SettingsMismatchError
 from docrerank.pages import PageStore
 from docrerank.pipeline.config import PipelineConfig
-from docrerank.pipeline.generate import STAGES, run_pipeline
+from docrerank.pipeline.generate import run_pipeline
 from docrerank.pipeline.records import QueryRecord, Rejection
+from docrerank.pipeline.stages import STAGES
 from tests.helpers import invoke_cli, tiny_llm
 
 TINY = tiny_llm()
@@ -32,13 +33,15 @@ def _config(**overrides) -> dict:
         "max_page_chars": 1200,
         "backends": {"generator": TINY, "verifier": TINY},
         "positives": {"n": 2, "max_tokens": 160},
-        "positive_verification": {"threshold": 0.01},
-        "rephrase": {"fraction": 1.0},
-        "negatives_freeform": {"m": 2, "max_tokens": 200},
-        "negatives_controlled": {"properties": ["number"], "per_property": 1, "max_tokens": 200},
-        "negatives_rulebased": {"m": 2},
-        "negative_verification": {"threshold": 0.99},
-        "selection": {"k": 2},
+        "positives_verified": {"threshold": 0.01},
+        "rephrased": {"fraction": 1.0},
+        "negative_candidates": {
+            "freeform": {"m": 2, "max_tokens": 200},
+            "controlled": {"properties": ["number"], "per_property": 1, "max_tokens": 200},
+            "rulebased": {"m": 2},
+        },
+        "negatives_verified": {"threshold": 0.99},
+        "selected": {"k": 2},
         "filters": {"answer_support": 0},  # SmolLM2's answers are made up (numbers its page never gives): wiring
     }
     for key, value in overrides.items():
@@ -129,7 +132,7 @@ def test_stats_count_each_stage(finished_run, capsys):
 @pytest.mark.slow
 def test_rerun_sends_no_request_and_changes_nothing(finished_run, store):
     before = {p: p.read_bytes() for p in (finished_run / "stages").rglob("*.jsonl")}
-    run_pipeline(store, PipelineConfig.model_validate(_config()), finished_run, show_progress=False)
+    run_pipeline(store, PipelineConfig.model_validate(_config()), finished_run)
     stats = json.loads((finished_run / "stats.json").read_text())
     assert all(b["requests_sent"] == 0 for b in stats["backends"].values())
     assert stats["pages_run"] == 0 and stats["profile"] == {}  # every shard resumed: nothing ran
@@ -140,10 +143,10 @@ def test_rerun_sends_no_request_and_changes_nothing(finished_run, store):
 def test_changed_settings_stop_the_run_unless_forced(finished_run, store, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)  # a run finished with k=2 (a copy: the session's run stays as it is)
-    changed = PipelineConfig.model_validate(_config(selection={"k": 1}))
+    changed = PipelineConfig.model_validate(_config(selected={"k": 1}))
     with pytest.raises(SettingsMismatchError, match="selected"):
-        run_pipeline(store, changed, run, show_progress=False)
-    run_pipeline(store, changed, run, force=True, show_progress=False)
+        run_pipeline(store, changed, run)
+    run_pipeline(store, changed, run, force=True)
     per_positive = Counter(r.parent_id for r in _records(run, "selected") if r.kind == "negative")
     verified = Counter(r.parent_id for r in _records(run, "negatives_verified") if r.kind == "negative")
     assert verified, "no negative reached selection: the test cannot see k change"
@@ -166,7 +169,7 @@ def test_changed_settings_stop_the_run_unless_forced(finished_run, store, tmp_pa
     ],
 )
 def test_controlled_edits_must_change_the_named_value(old, new, text, problem):
-    from docrerank.pipeline.generate import _controlled_edit_problem
+    from docrerank.pipeline.stages.negative_candidates import controlled_edit_problem
 
     positive = QueryRecord(
         query_id="p", page_id="x", kind="positive", text="What was the revenue in 2021?", generator="given"
@@ -182,7 +185,7 @@ def test_controlled_edits_must_change_the_named_value(old, new, text, problem):
         changed_from=old or None,
         changed_to=new,
     )
-    found = _controlled_edit_problem(positive, edit)
+    found = controlled_edit_problem(positive, edit)
     assert (found is None) if problem is None else (problem in found)
 
 
@@ -201,10 +204,12 @@ def test_given_positives_start_the_run_at_negative_generation(store, tmp_path):
         )
     )
     config = _config(
-        positives={"given": str(given)}, negatives_controlled={"enabled": False}, rephrase={"enabled": False}
+        positives={"given": str(given)},
+        negative_candidates={"controlled": {"enabled": False}},
+        rephrased={"enabled": False},
     )
     run = tmp_path / "run"
-    run_pipeline(store, PipelineConfig.model_validate(config), run, show_progress=False)
+    run_pipeline(store, PipelineConfig.model_validate(config), run)
     positives = [r for r in _records(run, "positives_verified") if r.kind == "positive"]
     assert [(p.page_id, p.text, p.generator, p.verdict) for p in positives] == [
         (page.page_id, "What does Figure 1 show for 1990?", "given", None)
@@ -224,9 +229,9 @@ def test_given_positives_start_the_run_at_negative_generation(store, tmp_path):
 
 
 def test_specific_positives_are_kept_before_more_confident_vague_ones():
-    from docrerank.pipeline.generate import rank_positives
     from docrerank.pipeline.records import Verdict, query_id
     from docrerank.pipeline.rulebased import EntityPool
+    from docrerank.pipeline.stages.positives_verified import rank_positives
 
     def positive(text: str, p: float) -> QueryRecord:
         verdict = Verdict(p_yes=[p, p], answerable=True, unanswerable=False, agree=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from docrerank.pipeline.generate import MAX_GIVEN_QUERY_CHARS, read_given_positives
+from docrerank.pipeline.given import MAX_GIVEN_QUERY_CHARS, read_given_positives
 
 
 def test_each_bad_line_is_rejected_with_its_line_and_the_rest_is_read(vignette_store, tmp_path):

@@ -33,16 +33,18 @@ def generated(sample_pages, mining_queries, tmp_path_factory):
         "max_page_chars": 1200,
         "backends": {"generator": TINY, "verifier": TINY},
         "positives": {"given": str(given)},
-        "positive_verification": {"threshold": 0.01},  # rephrasings are verified as positives
-        "rephrase": {"fraction": 1.0},
-        "negatives_freeform": {"m": 2, "max_tokens": 200},
-        "negatives_controlled": {"properties": ["number"], "per_property": 1, "max_tokens": 200},
-        "negatives_rulebased": {"m": 2},
-        "negative_verification": {"threshold": 0.99},
-        "selection": {"k": 3},
+        "positives_verified": {"threshold": 0.01},  # rephrasings are verified as positives
+        "rephrased": {"fraction": 1.0},
+        "negative_candidates": {
+            "freeform": {"m": 2, "max_tokens": 200},
+            "controlled": {"properties": ["number"], "per_property": 1, "max_tokens": 200},
+            "rulebased": {"m": 2},
+        },
+        "negatives_verified": {"threshold": 0.99},
+        "selected": {"k": 3},
     }
     run = tmp_path_factory.mktemp("mix") / "run"
-    run_pipeline(sample_pages, PipelineConfig.model_validate(config), run, show_progress=False)
+    run_pipeline(sample_pages, PipelineConfig.model_validate(config), run)
     return run
 
 

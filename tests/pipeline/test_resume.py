@@ -18,9 +18,10 @@ from docrerank.errors import DocrerankError, SettingsMismatchError
 from docrerank.pages import PageStore
 from docrerank.pipeline.config import PipelineConfig
 from docrerank.pipeline.export import read_selected
-from docrerank.pipeline.generate import STAGES, run_pipeline
+from docrerank.pipeline.generate import run_pipeline
 from docrerank.pipeline.records import Rejection
 from docrerank.pipeline.rundir import RunDir, RunLockedError
+from docrerank.pipeline.stages import STAGES
 from docrerank.testing.fake_server import FakeOpenAIServer, body_key
 from tests.helpers import invoke_cli
 
@@ -34,9 +35,8 @@ def _config(server: FakeOpenAIServer, **settings) -> PipelineConfig:
             "pages_per_shard": 2,
             "backends": {"generator": backend, "verifier": backend},
             "positives": {"n": 2},
-            "rephrase": {"fraction": 0.5},
-            "negatives_freeform": {"m": 2},
-            "negatives_controlled": {"enabled": False},
+            "rephrased": {"fraction": 0.5},
+            "negative_candidates": {"freeform": {"m": 2}, "controlled": {"enabled": False}},
             **settings,
         }
     )
@@ -60,16 +60,16 @@ def _sent(server: FakeOpenAIServer, since: int = 0) -> list[str]:
 def test_a_rerun_over_more_pages_runs_the_new_ones_and_reuses_the_done_shard(pages, tmp_path):
     store, ids = pages
     with FakeOpenAIServer(answer_schemas=True) as server:
-        first = run_pipeline(store, _config(server), tmp_path / "run", show_progress=False, page_ids=ids[:1])
+        first = run_pipeline(store, _config(server), tmp_path / "run", page_ids=ids[:1])
         before = len(server.log.keys)
-        second = run_pipeline(store, _config(server), tmp_path / "run", show_progress=False, page_ids=ids)
+        second = run_pipeline(store, _config(server), tmp_path / "run", page_ids=ids)
         again = set(_sent(server, before)) & set(_sent(server)[:before])
         assert {page for page, _, _ in _final(tmp_path / "run")} == set(ids)
         # a smaller selection afterwards reuses what is there and loses nothing from stats or export
         before = len(server.log.keys)
-        third = run_pipeline(store, _config(server), tmp_path / "run", show_progress=False, page_ids=ids[2:])
+        third = run_pipeline(store, _config(server), tmp_path / "run", page_ids=ids[2:])
         assert len(server.log.keys) == before
-        run_pipeline(store, _config(server), tmp_path / "fresh", show_progress=False, page_ids=ids)
+        run_pipeline(store, _config(server), tmp_path / "fresh", page_ids=ids)
     assert (first.shards, second.shards, second.shards_resumed) == (1, 2, 1)
     assert not again, "a page already done was asked about again"
     assert _final(tmp_path / "run") == _final(tmp_path / "fresh")  # same records as one run over all pages
@@ -80,7 +80,7 @@ def test_a_rerun_over_more_pages_runs_the_new_ones_and_reuses_the_done_shard(pag
 def test_shards_are_named_by_their_pages(pages, tmp_path):
     store, ids = pages
     with FakeOpenAIServer(answer_schemas=True) as server:
-        run_pipeline(store, _config(server), tmp_path / "run", show_progress=False, page_ids=ids)
+        run_pipeline(store, _config(server), tmp_path / "run", page_ids=ids)
     shard_pages = RunDir(tmp_path / "run").shard_pages()
     assert sorted(pid for group in shard_pages.values() for pid in group) == sorted(ids)
     for stage in STAGES:
@@ -95,9 +95,9 @@ def test_a_run_directory_of_the_positional_layout_is_refused_unless_forced(pages
     (old / "shard-00000.done").write_text("")
     with FakeOpenAIServer(answer_schemas=True) as server:
         with pytest.raises(SettingsMismatchError, match="--force"):
-            run_pipeline(store, _config(server), tmp_path / "run", show_progress=False, page_ids=ids[:1])
+            run_pipeline(store, _config(server), tmp_path / "run", page_ids=ids[:1])
         assert server.log.requests == 0
-        run_pipeline(store, _config(server), tmp_path / "run", show_progress=False, page_ids=ids[:1], force=True)
+        run_pipeline(store, _config(server), tmp_path / "run", page_ids=ids[:1], force=True)
     assert not (old / "shard-00000.done").exists()
     assert {page for page, _, _ in _final(tmp_path / "run")} == set(ids[:1])
 
@@ -116,23 +116,23 @@ def test_failed_requests_are_counted_apart_and_a_rerun_asks_exactly_them_again(p
     store, ids = pages
     run = tmp_path / "run"
     with FakeOpenAIServer(answer_schemas=True, plan=_fails_once(0.25)) as server:
-        first = run_pipeline(store, _config(server), run, show_progress=False, page_ids=ids)
+        first = run_pipeline(store, _config(server), run, page_ids=ids)
         log = server.log
         failed = {k for k, a in zip(log.keys, log.actions, strict=True) if a != "ok"}
         stats = json.loads((run / "stats.json").read_text())["stages"]
         before = len(log.keys)
-        reports = [run_pipeline(store, _config(server), run, show_progress=False, page_ids=ids)]
+        reports = [run_pipeline(store, _config(server), run, page_ids=ids)]
         resent = set(log.keys[before:])
         # requests first sent by a rerun (after a failure upstream was answered) may fail once too
         while reports[-1].failed and len(reports) < 6:
-            reports.append(run_pipeline(store, _config(server), run, show_progress=False, page_ids=ids))
+            reports.append(run_pipeline(store, _config(server), run, page_ids=ids))
         settled = len(log.keys)
-        run_pipeline(store, _config(server), run, show_progress=False, page_ids=ids)
+        run_pipeline(store, _config(server), run, page_ids=ids)
         assert len(log.keys) == settled, "a run with nothing failed sent requests"
         answered = Counter(k for k, a in zip(log.keys, log.actions, strict=True) if a == "ok")
         answered_twice = [k for k, n in answered.items() if n > 1]
         server.plan = None  # the same server (its address is part of the fingerprint), no faults
-        run_pipeline(store, _config(server), tmp_path / "clean", show_progress=False, page_ids=ids)
+        run_pipeline(store, _config(server), tmp_path / "clean", page_ids=ids)
     assert failed and first.failed > 0
     assert sum(s["failed"] for s in stats.values()) == first.failed
     assert any("HTTP 500" in reason for s in stats.values() for reason in s["failure_reasons"])
@@ -153,7 +153,7 @@ def test_an_empty_selection_is_an_error_not_the_whole_store(pages, tmp_path):
     store, _ = pages
     with FakeOpenAIServer(answer_schemas=True) as server:
         with pytest.raises(DocrerankError, match="no page was selected"):
-            run_pipeline(store, _config(server), tmp_path / "run", show_progress=False, page_ids=[])
+            run_pipeline(store, _config(server), tmp_path / "run", page_ids=[])
         assert server.log.requests == 0
 
 
@@ -162,10 +162,10 @@ def test_a_second_writer_is_refused_and_changes_nothing(pages, tmp_path):
     run = RunDir(tmp_path / "run")
     with FakeOpenAIServer(answer_schemas=True) as server:
         with run.writing(), pytest.raises(RunLockedError, match="another process"):
-            run_pipeline(store, _config(server), run.root, show_progress=False, page_ids=ids)
+            run_pipeline(store, _config(server), run.root, page_ids=ids)
         assert server.log.requests == 0
         assert not (run.root / "stages").exists()
-        run_pipeline(store, _config(server), run.root, show_progress=False, page_ids=ids)  # free again
+        run_pipeline(store, _config(server), run.root, page_ids=ids)  # free again
 
 
 def test_generate_exits_1_while_requests_failed_and_0_once_a_rerun_got_them(pages, tmp_path):
@@ -188,5 +188,5 @@ def test_the_writer_clears_half_written_files_a_killed_run_left(pages, tmp_path)
     leftover.parent.mkdir(parents=True)
     leftover.write_text('{"half": ')
     with FakeOpenAIServer(answer_schemas=True) as server:
-        run_pipeline(store, _config(server), tmp_path / "run", show_progress=False, page_ids=ids[:1])
+        run_pipeline(store, _config(server), tmp_path / "run", page_ids=ids[:1])
     assert not leftover.exists()

@@ -34,7 +34,7 @@ POSITIVES = [
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> PageStore:
     out = tmp_path_factory.mktemp("pipeline-store") / "store"
-    report = ingest([PDF3], out, IngestSettings(ocr=OcrMode.NEVER), workers=1, show_progress=False)
+    report = ingest([PDF3], out, IngestSettings(ocr=OcrMode.NEVER), workers=1)
     assert report.ok, report.errors
     return PageStore.open(out)
 

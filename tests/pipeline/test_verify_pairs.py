@@ -65,7 +65,7 @@ def test_verify_writes_one_verdict_per_good_pair_and_names_each_bad_line(store, 
     for number, words in ((2, "json"), (3, "not in the store"), (4, "empty query")):
         assert f"pairs.jsonl:{number}" in result.stderr and words in result.stderr.lower(), result.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    threshold = PipelineConfig().negative_verification.threshold  # the config leaves it at the default
+    threshold = PipelineConfig().negatives_verified.threshold  # the config leaves it at the default
     assert [r["query"] for r in rows] == [q for q, _ in LABELED]  # input order, bad lines left out
     for row in rows:
         assert [p["template"] for p in row["prompts"]] == ["verify_a", "verify_b"]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from docrerank.pipeline.records import STAGES
+from docrerank.pipeline.stages import STAGES
 from docrerank.testing.fake_server import FakeOpenAIServer
 
 HERE = Path(__file__).resolve().parent
@@ -56,13 +56,15 @@ def fake_pipeline_config(backend: dict, **overrides) -> dict:
         "max_page_chars": 1200,
         "backends": {"generator": backend, "verifier": backend},
         "positives": {"n": 3},
-        "positive_verification": {"keep": 2},
-        "rephrase": {"fraction": 1.0},
-        "negatives_freeform": {"m": 3},
-        "negatives_controlled": {"properties": ["number", "date"], "per_property": 1},
-        "negatives_rulebased": {"m": 3},
-        "negative_verification": {"threshold": 0.9},
-        "selection": {"k": 2},
+        "positives_verified": {"keep": 2},
+        "rephrased": {"fraction": 1.0},
+        "negative_candidates": {
+            "freeform": {"m": 3},
+            "controlled": {"properties": ["number", "date"], "per_property": 1},
+            "rulebased": {"m": 3},
+        },
+        "negatives_verified": {"threshold": 0.9},
+        "selected": {"k": 2},
     }
     config.update(overrides)
     return config

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from docrerank.pages import PageStore
-from docrerank.pipeline.records import STAGES, QueryRecord, Rejection
+from docrerank.pipeline.records import QueryRecord, Rejection
+from docrerank.pipeline.stages import STAGES
 from docrerank.prompts import verify_requests
 from tests.helpers import ingest_args, invoke_cli, make_pdf, text_page, tiny_llm
 from tests.reliability.harness import COUNTS, generate_args, write_config
@@ -92,12 +93,14 @@ def test_bad_pages_and_bad_queries_get_per_item_results_and_the_rest_is_processe
             "max_page_chars": 1000,
             "backends": {"generator": TINY, "verifier": TINY},
             "positives": {"given": str(given)},
-            "rephrase": {"enabled": False},
-            "negatives_freeform": {"m": 2, "max_tokens": 80},
-            "negatives_controlled": {"enabled": False},
-            "negatives_rulebased": {"m": 2},
-            "negative_verification": {"threshold": 0.99},
-            "selection": {"k": 2},
+            "rephrased": {"enabled": False},
+            "negative_candidates": {
+                "freeform": {"m": 2, "max_tokens": 80},
+                "controlled": {"enabled": False},
+                "rulebased": {"m": 2},
+            },
+            "negatives_verified": {"threshold": 0.99},
+            "selected": {"k": 2},
         },
     )
     run = tmp_path / "run"

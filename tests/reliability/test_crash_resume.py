@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from docrerank.pipeline.records import STAGES
+from docrerank.pipeline.stages import STAGES
 from tests.helpers import invoke_cli, tiny_llm
 from tests.reliability.harness import (
     CONCURRENCY,
@@ -201,12 +201,14 @@ def _tiny_config(given: Path) -> dict:
         "max_page_chars": 300,
         "backends": {"generator": TINY, "verifier": TINY},
         "positives": {"given": str(given)},
-        "rephrase": {"enabled": False},
-        "negatives_freeform": {"enabled": False},
-        "negatives_controlled": {"enabled": False},
-        "negatives_rulebased": {"m": 2},
-        "negative_verification": {"threshold": 0.99},
-        "selection": {"k": 2},
+        "rephrased": {"enabled": False},
+        "negative_candidates": {
+            "freeform": {"enabled": False},
+            "controlled": {"enabled": False},
+            "rulebased": {"m": 2},
+        },
+        "negatives_verified": {"threshold": 0.99},
+        "selected": {"k": 2},
     }
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from docrerank.pipeline.records import STAGES, Rejection
+from docrerank.pipeline.records import Rejection
+from docrerank.pipeline.stages import STAGES
 from docrerank.testing.fake_server import FakeOpenAIServer, body_key
 from tests.helpers import invoke_cli
 from tests.reliability.harness import (

@@ -137,7 +137,7 @@ def store_with_an_empty_page(tmp_path_factory):
             "Bananas are yellow when ripe.\n" + text_page("Fruit"),
         ],
     )
-    ingest([pdf], folder / "store", IngestSettings(ocr="never"), show_progress=False)
+    ingest([pdf], folder / "store", IngestSettings(ocr="never"))
     store = PageStore.open(folder / "store")
     assert sorted(bool(p.text.strip()) for p in store) == [False, True, True]
     return store

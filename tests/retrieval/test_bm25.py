@@ -60,7 +60,7 @@ def test_pages_without_text_are_named_with_the_ocr_fix(tmp_path):
     from tests.helpers import PDF3, SCAN, run_cli
 
     store = tmp_path / "store"
-    ingest([PDF3, SCAN], store, IngestSettings(ocr="never"), show_progress=False)
+    ingest([PDF3, SCAN], store, IngestSettings(ocr="never"))
     queries = tmp_path / "queries.jsonl"
     queries.write_text(json.dumps({"query": QUERY}) + "\n")
     result = run_cli(

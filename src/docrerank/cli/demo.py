@@ -19,6 +19,7 @@ from rich.markup import escape
 from docrerank.cli.export import print_summary
 from docrerank.cli.generate import select_pages
 from docrerank.cli.ingest import print_report
+from docrerank.cli.progress import StageBars
 from docrerank.cli.stats import stats_command
 from docrerank.errors import DocrerankError
 from docrerank.pages import IngestSettings, PageStore, ingest
@@ -95,7 +96,8 @@ def demo_command(
         page_ids = select_pages(store, out / "pages", None, generate_pages, config.seed)
         where = "spread over the documents"
     console.print(f"[bold]generating[/bold] for {len(page_ids)} page(s) {where}, embedded default (all stages)")
-    run = run_pipeline(store, config, out / "run", page_ids=page_ids)
+    with StageBars() as bars:
+        run = run_pipeline(store, config, out / "run", on_progress=bars, page_ids=page_ids)
     stats_command(run.run_dir)
     print_summary(export_run(run.run_dir, store, "hf", out / "dataset", overwrite=True))
     if run.failed:  # stats printed them; rerunning the demo asks them again

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from docrerank.cli.files import pipeline_config
+from docrerank.cli.progress import StageBars
 from docrerank.cli.stats import print_stats
 from docrerank.errors import DocrerankError
 from docrerank.pages import PageStore
@@ -60,7 +61,8 @@ def generate_command(
     store = PageStore.open(pages)
     settings = pipeline_config(config)
     page_ids = select_pages(store, pages, max_pages, sample, settings.seed)
-    report = run_pipeline(store, settings, run_dir, force=force, show_progress=progress, page_ids=page_ids)
+    with StageBars(disable=not progress) as bars:
+        report = run_pipeline(store, settings, run_dir, force=force, on_progress=bars, page_ids=page_ids)
     print_stats(json.loads((report.run_dir / "stats.json").read_text()))
     if report.skipped:
         typer.echo(

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from docrerank.cli.progress import counting_bar
 from docrerank.pages.settings import IngestSettings, OcrMode
 from docrerank.pipeline.colhnque import import_colhnque
 
@@ -31,9 +32,10 @@ def import_command(
     Then run `docrerank generate --pages STORE` with `positives: {given: POSITIVES}` in the config: the
     dataset's negatives are verified with the ones the run generates.
     """
-    summary = import_colhnque(
-        source, pages, positives, IngestSettings(ocr=ocr), split=split, limit=limit, show_progress=progress
-    )
+    with counting_bar("ingest (pages)", disable=not progress) as bar:
+        summary = import_colhnque(
+            source, pages, positives, IngestSettings(ocr=ocr), split=split, limit=limit, progress=bar
+        )
     stdout.print(
         f"{summary.rows} rows: {summary.pages} pages into {escape(str(pages))}, {summary.positives} positives and "
         f"{summary.negatives} given negatives into {escape(str(positives))}; {len(summary.errors)} errors"

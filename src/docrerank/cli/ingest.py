@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from docrerank.cli.progress import counting_bar
 from docrerank.pages import IngestReport, IngestSettings, OcrMode, ingest
 
 __all__ = ["ingest_command", "print_report"]
@@ -79,7 +80,8 @@ def ingest_command(
         max_image_pixels=max_image_pixels,
         password=password,
     )
-    report = ingest(inputs, out, settings, workers=workers, show_progress=progress)
+    with counting_bar("ingest (pages)", disable=not progress) as bar:
+        report = ingest(inputs, out, settings, workers=workers, progress=bar)
     print_report(report)
     if not report.ok:
         raise typer.Exit(1)

@@ -14,8 +14,8 @@ from rich.table import Table
 from docrerank.embeddings import DEFAULT_EMBEDDER
 from docrerank.pipeline.export import read_selected
 from docrerank.pipeline.measures import quality_measures
-from docrerank.pipeline.records import STAGES
 from docrerank.pipeline.rundir import RunDir
+from docrerank.pipeline.stages import STAGES
 from docrerank.pipeline.stats import run_stats
 
 __all__ = ["print_quality", "print_stats", "stats_command"]

@@ -52,7 +52,7 @@ def _run(
             store,
             verifier,
             expect,
-            evidence_rejects=settings.negative_verification.evidence_rejects,
+            evidence_rejects=settings.negatives_verified.evidence_rejects,
             on_batch=lambda n: bar.advance(task, n),
         )
     return results, errors

@@ -15,7 +15,7 @@ import multiprocessing
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -25,7 +25,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pypdfium2 as pdfium
 from filelock import FileLock, Timeout
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from docrerank import __version__
 from docrerank.errors import DocrerankError, InputError
@@ -195,18 +194,6 @@ def _plan_units(
     return units
 
 
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("pages"),
-        TimeRemainingColumn(),
-        disable=not enabled,
-        transient=False,
-    )
-
-
 def _worker_ready() -> bool:
     return True
 
@@ -224,7 +211,12 @@ def _check_workers_start(pool: ProcessPoolExecutor) -> None:
 
 
 def _execute(
-    units: list[Unit], store: Path, settings: IngestSettings, workers: int, report: IngestReport, show: bool
+    units: list[Unit],
+    store: Path,
+    settings: IngestSettings,
+    workers: int,
+    report: IngestReport,
+    progress: Callable[[int, int], None],
 ) -> None:
     """Run the units on a process pool, writing each finished unit as it completes.
 
@@ -233,39 +225,41 @@ def _execute(
     """
     pending = list(units)
     context = multiprocessing.get_context("spawn")
-    with _progress(show) as progress:
-        task = progress.add_task("ingest", total=sum(unit.size for unit in units))
-        while pending:
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-                _check_workers_start(pool)
-                futures: dict[Future, Unit] = {pool.submit(_run_unit, u, store, settings): u for u in pending}
-                pending = []
-                broken = False
-                while futures:
-                    finished, _ = wait(futures, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        unit = futures.pop(future)
-                        try:
-                            records, errors = future.result()
-                        except BrokenProcessPool:
-                            if broken:  # only the first casualty is known to have crashed it
-                                pending.append(unit)
-                                continue
-                            broken = True
-                            report.errors.append(
-                                InputError(
-                                    display_path(unit.source.path),
-                                    "the renderer crashed on this file",
-                                    "check the file with `qpdf --check`; re-create it",
-                                )
-                            )
-                            progress.advance(task, unit.size)
+    total, done = sum(unit.size for unit in units), 0
+    progress(done, total)
+    while pending:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            _check_workers_start(pool)
+            futures: dict[Future, Unit] = {pool.submit(_run_unit, u, store, settings): u for u in pending}
+            pending = []
+            broken = False
+            while futures:
+                finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    unit = futures.pop(future)
+                    try:
+                        records, errors = future.result()
+                    except BrokenProcessPool:
+                        if broken:  # only the first casualty is known to have crashed it
+                            pending.append(unit)
                             continue
-                        table = pa.Table.from_pylist(records, schema=PAGE_SCHEMA)
-                        write_table_atomic(table, store / UNITS / f"{unit.key}.parquet")
-                        report.pages_new += len(records)
-                        report.errors.extend(InputError(*fields) for fields in errors)
-                        progress.advance(task, unit.size)
+                        broken = True
+                        report.errors.append(
+                            InputError(
+                                display_path(unit.source.path),
+                                "the renderer crashed on this file",
+                                "check the file with `qpdf --check`; re-create it",
+                            )
+                        )
+                        done += unit.size
+                        progress(done, total)
+                        continue
+                    table = pa.Table.from_pylist(records, schema=PAGE_SCHEMA)
+                    write_table_atomic(table, store / UNITS / f"{unit.key}.parquet")
+                    report.pages_new += len(records)
+                    report.errors.extend(InputError(*fields) for fields in errors)
+                    done += unit.size
+                    progress(done, total)
 
 
 def ingest(
@@ -273,7 +267,7 @@ def ingest(
     out: str | os.PathLike,
     settings: IngestSettings | None = None,
     workers: int | None = None,
-    show_progress: bool = True,
+    progress: Callable[[int, int], None] | None = None,
 ) -> IngestReport:
     """Ingest PDFs and page images into the page store at ``out`` (created if needed).
 
@@ -282,7 +276,7 @@ def ingest(
         out: the store folder.
         settings: rendering and OCR settings; an existing store must have been built with the same ones.
         workers: worker processes (default: the number of cores).
-        show_progress: draw a progress bar on stderr.
+        progress: told ``(pages done, pages to do)`` as units finish (the library draws nothing).
 
     Returns:
         An ``IngestReport``; input errors are in ``report.errors`` (and ``errors.jsonl``), never raised.
@@ -309,7 +303,7 @@ def ingest(
         report.documents = len(sources)
         units = _plan_units(sources, settings, _done_pages(store), report)
         workers = max(1, min(workers or os.cpu_count() or 1, len(units) or 1))
-        _execute(units, store, settings, workers, report, show_progress)
+        _execute(units, store, settings, workers, report, progress or (lambda done, total: None))
 
         table = consolidate(store)
         unit_rows = sum(t.num_rows for t in unit_tables(store))

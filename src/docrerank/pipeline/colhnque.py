@@ -16,6 +16,7 @@ import io
 import json
 import logging
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,7 @@ def import_colhnque(
     settings: IngestSettings | None = None,
     split: str = "train",
     limit: int | None = None,
-    show_progress: bool = True,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ImportSummary:
     """Ingest a ColHNQue-format dataset's pages into ``store_dir`` and write its queries to ``positives_path``.
 
@@ -153,7 +154,7 @@ def import_colhnque(
             files.append(file)
             doc_of_row[index] = hashlib.sha256(png).hexdigest()[:16]  # the page store's doc id of that file
             queries_of_row[index] = queries
-        report = ingest(files, store_dir, settings, show_progress=show_progress)
+        report = ingest(files, store_dir, settings, progress=progress)
         summary.errors += report.errors
     store = PageStore.open(store_dir)
     lines = []

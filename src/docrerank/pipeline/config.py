@@ -1,14 +1,17 @@
-"""The generation pipeline's config: backends by name, and one section per stage (each can be switched off).
+"""The generation pipeline's config: backends by name, and one section per stage, named as the stage (each can
+be switched off).
 
 Loaded from YAML (``PipelineConfig.from_yaml``); unknown keys are errors. Stages name the backend they use,
 so generation and verification can run on different models (the paper's choice, to avoid one model's
-bias) or on the same one.
+bias) or on the same one. Sections of earlier versions (``positive_verification``, ``rephrase``,
+``negatives_freeform``, ...) are still read, with a warning naming the new one.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -104,9 +107,31 @@ class NegativeVerification(VerifySettings):
     )
 
 
+class NegativeCandidates(BaseModel):
+    """The negative candidates stage: its three generators, each switched on or off apart."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    freeform: FreeformStage = FreeformStage()
+    controlled: ControlledStage = ControlledStage()
+    rulebased: RuleBasedStage = RuleBasedStage()
+
+
 class SelectionStage(_Stage):
     k: int = Field(3, ge=1, description="negatives kept per positive")
     strategy: Literal["random", "most_similar", "hardest"] = "random"
+
+
+# sections of earlier versions -> their names now (a dot: a subsection)
+RENAMED_SECTIONS = {
+    "positive_verification": "positives_verified",
+    "rephrase": "rephrased",
+    "negatives_freeform": "negative_candidates.freeform",
+    "negatives_controlled": "negative_candidates.controlled",
+    "negatives_rulebased": "negative_candidates.rulebased",
+    "negative_verification": "negatives_verified",
+    "selection": "selected",
+}
 
 
 def _default_backends() -> dict[str, LlamaCppConfig]:
@@ -124,25 +149,48 @@ class PipelineConfig(BaseModel):
     max_page_chars: int = Field(4000, ge=200, description="page text given to prompts is cut to this (head)")
     backends: dict[str, AnyBackendConfig] = Field(default_factory=_default_backends)
     positives: PositiveStage = PositiveStage()
-    positive_verification: PositiveVerification = PositiveVerification()
-    rephrase: RephraseStage = RephraseStage()
-    negatives_freeform: FreeformStage = FreeformStage()
-    negatives_controlled: ControlledStage = ControlledStage()
-    negatives_rulebased: RuleBasedStage = RuleBasedStage()
+    positives_verified: PositiveVerification = PositiveVerification()
+    rephrased: RephraseStage = RephraseStage()
+    negative_candidates: NegativeCandidates = NegativeCandidates()
     filters: FilterSettings = FilterSettings()
-    negative_verification: NegativeVerification = NegativeVerification()
-    selection: SelectionStage = SelectionStage()
+    negatives_verified: NegativeVerification = NegativeVerification()
+    selected: SelectionStage = SelectionStage()
     property_sets: dict[str, list[Property]] = Field(default_factory=dict, description="user-defined sets")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_sections(cls, data: Any) -> Any:
+        """Read the sections of earlier versions under their new names, saying so (YAML files keep working)."""
+        if not isinstance(data, dict) or not any(old in data for old in RENAMED_SECTIONS):
+            return data
+        data = dict(data)
+        for old, new in RENAMED_SECTIONS.items():
+            if old not in data:
+                continue
+            value = data.pop(old)
+            if "." in new:
+                section, key = new.split(".")
+                target = dict(data.get(section) or {})
+                if key in target:
+                    raise ValueError(f"both {old} and {new} are given: keep {new} only")
+                data[section] = target | {key: value}
+            elif new in data:
+                raise ValueError(f"both {old} and {new} are given: keep {new} only")
+            else:
+                data[new] = value
+            warnings.warn(f"config section {old!r} is now {new!r}: rename it (the old name still works)",
+                          FutureWarning, stacklevel=2)  # fmt: skip
+        return data
 
     @model_validator(mode="after")
     def _backends_exist(self) -> PipelineConfig:
         named = {
             "positives": self.positives.backend,
-            "positive_verification": self.positive_verification.backend,
-            "rephrase": self.rephrase.backend,
-            "negatives_freeform": self.negatives_freeform.backend,
-            "negatives_controlled": self.negatives_controlled.backend,
-            "negative_verification": self.negative_verification.backend,
+            "positives_verified": self.positives_verified.backend,
+            "rephrased": self.rephrased.backend,
+            "negative_candidates.freeform": self.negative_candidates.freeform.backend,
+            "negative_candidates.controlled": self.negative_candidates.controlled.backend,
+            "negatives_verified": self.negatives_verified.backend,
         }
         missing = {stage: name for stage, name in named.items() if name not in self.backends}
         if missing:

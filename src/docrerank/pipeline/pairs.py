@@ -97,7 +97,7 @@ def parse_pairs(lines: Iterable[str], source: str, store: PageStore) -> tuple[li
 
 def verifier_for(config: PipelineConfig, expect: Expectation, cache: ResponseCache | Path | None) -> Verifier:
     """The verifier of the config's positive (``answerable``) or negative (``unanswerable``) verification."""
-    settings = config.negative_verification if expect == "unanswerable" else config.positive_verification
+    settings = config.negatives_verified if expect == "unanswerable" else config.positives_verified
     backend: Backend = load_backend(config.backends[settings.backend], cache=cache)
     return Verifier(backend, settings, config.max_page_chars)
 

@@ -11,10 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["STAGES", "Evidence", "QueryKind", "QueryRecord", "Rejection", "Verdict", "query_id"]
-
-# The pipeline's stages, in order; each writes RUN/stages/<stage>/ (see pipeline/generate.py).
-STAGES = ["positives", "positives_verified", "rephrased", "negative_candidates", "negatives_verified", "selected"]
+__all__ = ["Evidence", "QueryKind", "QueryRecord", "Rejection", "Verdict", "query_id"]
 
 QueryKind = Literal["positive", "rephrased", "negative"]
 

@@ -9,12 +9,12 @@ from collections import Counter
 from typing import Any
 
 from docrerank.backends import Backend
-from docrerank.pipeline.records import STAGES, QueryRecord, Rejection
+from docrerank.pipeline.records import QueryRecord, Rejection
 from docrerank.pipeline.rundir import RunDir
+from docrerank.pipeline.stage import Stage
+from docrerank.pipeline.stages import DEFAULT_STAGES
 
 __all__ = ["run_stats"]
-
-_VERIFYING = {"positives_verified": "positive", "rephrased": "rephrased", "negatives_verified": "negative"}
 
 
 def _records(run: RunDir, stage: str) -> tuple[list[QueryRecord], list[Rejection]]:
@@ -32,21 +32,23 @@ def run_stats(
     elapsed_s: float = 0.0,
     profile: dict[str, dict[str, float]] | None = None,
     pages_run: int = 0,
+    stages: list[Stage] | None = None,
 ) -> dict[str, Any]:
     """Statistics of the run directory as it is now (all finished shards).
 
     With ``backends`` (at the end of a run), also their requests, tokens and the run's throughput; with
     ``profile`` (stage -> its seconds and backend counters in this run), where they went, also per page run.
     """
-    stages: dict[str, Any] = {}
+    counts: dict[str, Any] = {}
     agreement: dict[str, Any] = {}
     by_property: dict[str, Counter] = {}
-    for stage in STAGES:
+    for step in stages or DEFAULT_STAGES:
+        stage = step.name
         kept, dropped = _records(run, stage)
         failed = [r for r in dropped if r.failed]  # no answer, no judgement: apart from real rejections
         rejected = [r for r in dropped if not r.failed]
         kinds = Counter(r.kind for r in kept)
-        stages[stage] = {
+        counts[stage] = {
             "kept": len(kept),
             "kept_by_kind": dict(kinds),
             "rejected": len(rejected),
@@ -55,8 +57,8 @@ def run_stats(
             "rejection_reasons": dict(Counter(_short(r.reason) for r in rejected).most_common()),
             "failure_reasons": dict(Counter(_short(r.reason) for r in failed).most_common()),
         }
-        if stage in _VERIFYING:
-            kind = _VERIFYING[stage]
+        if step.verifies:
+            kind = step.verifies
             verdicts = [r.verdict for r in kept if r.kind == kind and r.verdict] + [
                 r.record.verdict for r in rejected if r.record and r.record.kind == kind and r.record.verdict
             ]
@@ -68,12 +70,12 @@ def run_stats(
         for record in kept:
             if record.kind == "negative":
                 by_property.setdefault(record.made_by(), Counter())[stage] += 1
-        if stage == "negative_candidates":  # what each generator made, before the filters
+        if "negative" in step.adds:  # what each generator made, before the filters
             for record in kept + [r.record for r in rejected if r.record]:
                 if record.kind == "negative":
                     by_property.setdefault(record.made_by(), Counter())["made"] += 1
     result = {
-        "stages": stages,
+        "stages": counts,
         "verifier_agreement": agreement,
         "negatives_by_property": {name: _yield(counts) for name, counts in sorted(by_property.items())},
     }

@@ -24,7 +24,7 @@ from docrerank.prompts import load_prompt, verify_requests
 from docrerank.prompts.focus import DEFAULT_FOCUS_CHARS, PageView
 from docrerank.prompts.requests import DEFAULT_MAX_PAGE_CHARS
 
-__all__ = ["Expectation", "Judgement", "VerifySettings", "Verifier"]
+__all__ = ["Expectation", "Judgement", "VerifySettings", "Verifier", "verifier_fingerprint"]
 
 Expectation = Literal["answerable", "unanswerable"]
 
@@ -63,6 +63,18 @@ class Judgement:
         return bool(self.verdict.errors)
 
 
+def verifier_fingerprint(backend: Backend, settings: VerifySettings) -> dict:
+    """What decides a verifier's judgements: its settings, prompts and backend."""
+    # the view is named only when focused: whole-page runs keep the fingerprints they had before it existed;
+    # stopping early accepts the same queries
+    unnamed = {"stop_early"} | ({"page_view", "focus_chars"} if settings.page_view == "whole" else set())
+    return {
+        "settings": settings.model_dump(mode="json", exclude=unnamed),
+        "prompts": [load_prompt(name).fingerprint for name in settings.templates],
+        "backend": backend.identity(),
+    }
+
+
 class Verifier:
     """Judges (page, query) pairs with every configured prompt on one backend."""
 
@@ -75,14 +87,7 @@ class Verifier:
 
     @property
     def fingerprint_parts(self) -> dict:
-        # the view is named only when focused: whole-page runs keep the fingerprints they had before it existed;
-        # stopping early accepts the same queries
-        unnamed = {"stop_early"} | ({"page_view", "focus_chars"} if self.settings.page_view == "whole" else set())
-        return {
-            "settings": self.settings.model_dump(mode="json", exclude=unnamed),
-            "prompts": [t.fingerprint for t in self.templates],
-            "backend": self.backend.identity(),
-        }
+        return verifier_fingerprint(self.backend, self.settings)
 
     def verdicts(self, pairs: Sequence[tuple[Page, str]], decide: Expectation | None = None) -> list[Verdict]:
         """One verdict per (page, query) pair, in order; all prompts of all pairs go in one batch.

@@ -1,0 +1,97 @@
+"""Executors: what runs a pipeline's stages over shards of pages, and where.
+
+``run_shard`` is the unit of work any executor runs: every stage of one shard in order, each stage resumed
+from its finished files or run and written with its completion marker. ``LocalExecutor`` runs the shards one
+after another in this process. Executors report progress through a callback (stage, shards done, shards in
+all) and never print: the CLI draws the bars.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from docrerank.backends import Backend
+from docrerank.pages import Page
+from docrerank.pipeline.context import StageContext
+from docrerank.pipeline.records import QueryRecord
+from docrerank.pipeline.stage import Pipeline
+
+__all__ = ["COUNTERS", "LocalExecutor", "ProgressCallback", "ShardOutcome", "run_shard"]
+
+# stage name, shards done, shards in all: called once per stage with 0 before any work, then after each shard
+ProgressCallback = Callable[[str, int, int], None]
+
+COUNTERS = ("requests_sent", "cache_hits", "prompt_tokens", "completion_tokens", "busy_s")
+
+
+@dataclass
+class ShardOutcome:
+    """What running one shard did: whether every stage was resumed from disk, failures, and each stage's cost."""
+
+    shard: str
+    pages: int
+    resumed: bool = True
+    failed: int = 0  # items whose requests got no answer; a rerun retries them
+    profile: dict[str, dict[str, float]] = field(default_factory=dict)  # stage -> seconds and backend counters
+
+
+def _counters(backends: dict[str, Backend]) -> dict[str, float]:
+    unique = {id(b): b for b in backends.values()}.values()  # names may share one backend
+    return {name: sum(getattr(b.stats, name) for b in unique) for name in COUNTERS}
+
+
+def run_shard(
+    pipeline: Pipeline,
+    ctx: StageContext,
+    shard: str,
+    pages: list[Page],
+    on_stage: Callable[[str], None] | None = None,
+) -> ShardOutcome:
+    """Every stage of one shard, in order. A stage is redone when unfinished, when it had failures, or when a
+    stage before it was redone; otherwise its records are read back."""
+    run = ctx.run
+    outcome = ShardOutcome(shard=shard, pages=len(pages))
+    upstream: list[QueryRecord] = []
+    for stage in pipeline.stages:
+        if outcome.resumed and run.is_done(stage.name, shard) and not run.failed(stage.name, shard):
+            upstream = run.read_shard(stage.name, shard, QueryRecord)
+        else:
+            outcome.resumed = False
+            before, started = _counters(ctx.backends), time.perf_counter()
+            kept, rejected = pipeline.run_stage(stage, ctx, pages, upstream)
+            after = _counters(ctx.backends)
+            cost = {"seconds": time.perf_counter() - started} | {n: after[n] - before[n] for n in COUNTERS}
+            outcome.profile[stage.name] = cost
+            failed = sum(bool(r.failed) for r in rejected)
+            run.write_shard(stage.name, shard, kept, rejected, failed=failed)
+            outcome.failed += failed
+            upstream = kept
+        if on_stage:
+            on_stage(stage.name)
+    return outcome
+
+
+class LocalExecutor:
+    """The shards one after another in this process: a shard goes through every stage before the next starts,
+    so results appear early and a killed run loses at most one shard's stage."""
+
+    def run(
+        self,
+        pipeline: Pipeline,
+        ctx: StageContext,
+        shards: list[tuple[str, list[Page]]],
+        on_progress: ProgressCallback | None = None,
+    ) -> list[ShardOutcome]:
+        done = dict.fromkeys(pipeline.names, 0)
+
+        def advance(stage: str) -> None:
+            done[stage] += 1
+            if on_progress:
+                on_progress(stage, done[stage], len(shards))
+
+        if on_progress:
+            for name in pipeline.names:
+                on_progress(name, 0, len(shards))
+        return [run_shard(pipeline, ctx, shard, pages, advance) for shard, pages in shards]
