@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -15,8 +16,14 @@ from docrerank.errors import DocrerankError
 from docrerank.pages import PageStore
 from docrerank.pages.sample import SAMPLE_MIN_CHARS, spread_sample
 from docrerank.pipeline.generate import run_pipeline
+from docrerank.pipeline.ray_executor import RayExecutor
 
 __all__ = ["generate_command", "select_pages"]
+
+
+class ExecutorKind(str, Enum):
+    LOCAL = "local"
+    RAY = "ray"
 
 
 def select_pages(
@@ -56,14 +63,33 @@ def generate_command(
         typer.Option(help="N pages drawn across the documents in turn (seeded), each with >= 500 characters of text"),
     ] = None,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    executor: Annotated[
+        ExecutorKind, typer.Option(help="where the shards run: in this process, or on a Ray cluster")
+    ] = ExecutorKind.LOCAL,
+    address: Annotated[
+        str | None, typer.Option(help="the Ray cluster (ray start --head prints it); default: start a local one")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Ray actors, each running one shard at a time (default: cluster CPUs)")
+    ] = None,
+    worker_gpus: Annotated[float, typer.Option(min=0, help="GPUs per Ray actor (in-process models)")] = 0,
 ) -> None:
     """Run (or resume) the DocReRank pipeline: positives, verification, negatives, verification, selection."""
     store = PageStore.open(pages)
     settings = pipeline_config(config)
     page_ids = select_pages(store, pages, max_pages, sample, settings.seed)
+    runner = None
+    if executor is ExecutorKind.RAY:
+        runner = RayExecutor(address=address, workers=workers, num_gpus=worker_gpus)
+    elif address or workers:
+        raise DocrerankError("--address and --workers are options of --executor ray")
     with StageBars(disable=not progress) as bars:
-        report = run_pipeline(store, settings, run_dir, force=force, on_progress=bars, page_ids=page_ids)
+        report = run_pipeline(
+            store, settings, run_dir, force=force, on_progress=bars, page_ids=page_ids, executor=runner
+        )
     print_stats(json.loads((report.run_dir / "stats.json").read_text()))
+    if runner and runner.actors_lost:
+        typer.echo(f"{runner.actors_lost} Ray actor(s) lost during the run: their shards were resumed by others")
     if report.skipped:
         typer.echo(
             f"{len(report.skipped)} page(s) without text left out (the verifier reads page text): "

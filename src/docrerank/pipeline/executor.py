@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from docrerank.backends import Backend
 from docrerank.pages import Page
@@ -18,7 +19,7 @@ from docrerank.pipeline.context import StageContext
 from docrerank.pipeline.records import QueryRecord
 from docrerank.pipeline.stage import Pipeline
 
-__all__ = ["COUNTERS", "LocalExecutor", "ProgressCallback", "ShardOutcome", "run_shard"]
+__all__ = ["COUNTERS", "Executor", "LocalExecutor", "ProgressCallback", "ShardOutcome", "run_shard"]
 
 # stage name, shards done, shards in all: called once per stage with 0 before any work, then after each shard
 ProgressCallback = Callable[[str, int, int], None]
@@ -71,6 +72,18 @@ def run_shard(
         if on_stage:
             on_stage(stage.name)
     return outcome
+
+
+class Executor(Protocol):
+    """Runs a pipeline's stages over shards: every shard through ``run_shard``, wherever it runs."""
+
+    def run(
+        self,
+        pipeline: Pipeline,
+        ctx: StageContext,
+        shards: list[tuple[str, list[Page]]],
+        on_progress: ProgressCallback | None = None,
+    ) -> list[ShardOutcome]: ...
 
 
 class LocalExecutor:

@@ -16,7 +16,7 @@ from docrerank.errors import DocrerankError
 from docrerank.pages import Page, PageStore
 from docrerank.pipeline.config import PipelineConfig
 from docrerank.pipeline.context import StageContext
-from docrerank.pipeline.executor import COUNTERS, LocalExecutor, ProgressCallback
+from docrerank.pipeline.executor import COUNTERS, Executor, LocalExecutor, ProgressCallback
 from docrerank.pipeline.rundir import RunDir
 from docrerank.pipeline.stage import Pipeline
 from docrerank.pipeline.stages import default_pipeline
@@ -75,11 +75,13 @@ def run_pipeline(
     on_progress: ProgressCallback | None = None,
     page_ids: list[str] | None = None,
     pipeline: Pipeline | None = None,
-    executor: LocalExecutor | None = None,
+    executor: Executor | None = None,
 ) -> RunReport:
     """Run (or resume) the pipeline over the store's pages (or ``page_ids``) into ``run_dir``.
 
     ``on_progress(stage, shards_done, shards)`` is told of each stage's progress (the library prints nothing).
+    ``executor``: where the shards run (default ``LocalExecutor``: in turn, in this process; ``RayExecutor``:
+    on a Ray cluster); ``pipeline``: the stages (default: the six of ``pipeline.stages``).
 
     Raises:
         DocrerankError: ``page_ids`` is empty (an empty selection is never the whole store), the run

@@ -1,0 +1,205 @@
+"""The Ray executor on a real two-node Ray cluster on this machine (``ray start --head`` and a second node).
+
+The model is the FAKE loopback server (valid structured answers, yes/no log-probabilities): these tests are
+about where shards run and what the run directory holds afterwards, not about what a model says. Each Ray
+run is compared with the local executor's run of the same pages, config and seed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+
+from docrerank.pipeline.config import PipelineConfig
+from docrerank.pipeline.generate import run_pipeline
+from docrerank.pipeline.ray_executor import RayExecutor
+from docrerank.pipeline.rundir import RunDir
+from docrerank.pipeline.stages import STAGES
+from docrerank.testing.fake_server import FakeOpenAIServer
+from tests.helpers import invoke_cli
+
+ray = pytest.importorskip("ray")  # a dev dependency: skipped only where the extra is not installed
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(300)]
+
+RAY = str(Path(sys.executable).parent / "ray")
+# each node's object store at Ray's minimum: the tests move page ids and records, and the suite runs beside
+OBJECT_STORE = str(80 * 1024 * 1024)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Cluster:
+    address: str
+    second_node: psutil.Process  # its raylet
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head node and a second node process, one CPU each, this test process its driver."""
+    env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0"}
+    port, node_port = _free_port(), _free_port()
+    common = ["--num-cpus", "1", "--object-store-memory", OBJECT_STORE, "--disable-usage-stats"]
+    head = [RAY, "start", "--head", "--port", str(port), "--include-dashboard=false", *common]
+    subprocess.run(head, check=True, env=env, capture_output=True)
+    # the second node on another loopback address: the driver joins the head's raylet (the machine's address),
+    # so killing the second node leaves the driver standing, as losing a worker machine would
+    second = [RAY, "start", "--address", f"127.0.0.1:{port}", "--node-ip-address", "127.0.0.2"]
+    second += ["--node-manager-port", str(node_port), *common]
+    try:
+        subprocess.run(second, check=True, env=env, capture_output=True)
+        ray.init(address=f"127.0.0.1:{port}", log_to_driver=False, configure_logging=False)
+        raylets = [
+            p for p in psutil.process_iter(["cmdline"]) if f"--node_manager_port={node_port}" in p.info["cmdline"]
+        ]
+        assert len(ray.nodes()) == 2 and len(raylets) == 1
+        yield Cluster(f"127.0.0.1:{port}", raylets[0])
+    finally:
+        ray.shutdown()
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True)
+
+
+def _config(server: FakeOpenAIServer) -> PipelineConfig:
+    backend = server.backend_config(max_concurrency=4)
+    return PipelineConfig.model_validate(
+        {
+            "pages_per_shard": 1,
+            "backends": {"generator": backend, "verifier": backend},
+            "positives": {"n": 2},
+            "negative_candidates": {"freeform": {"m": 2}, "controlled": {"properties": ["number"], "per_property": 1}},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def pages(vignette_store):
+    return vignette_store, [p.page_id for p in vignette_store if p.text.strip()]
+
+
+@pytest.fixture(scope="module")
+def reference(pages, tmp_path_factory) -> Path:
+    """The local executor's run of every page: what each Ray run must equal."""
+    store, ids = pages
+    run = tmp_path_factory.mktemp("local") / "run"
+    with FakeOpenAIServer(answer_schemas=True) as server:
+        run_pipeline(store, _config(server), run, page_ids=ids)
+    return run
+
+
+def _contents(run: Path) -> dict[str, str]:
+    """Every stage's shard files (kept and rejected records, markers), by path inside the run directory."""
+    folder = RunDir(run)
+    files = {}
+    for stage in STAGES:
+        for shard in folder.shard_pages():
+            for suffix in (".jsonl", ".rejected.jsonl", ".done"):
+                path = folder.stage_dir(stage) / f"{shard}{suffix}"
+                files[f"{stage}/{shard}{suffix}"] = path.read_text()
+    return files
+
+
+def test_the_ray_executor_writes_what_the_local_one_writes(cluster, pages, reference, tmp_path):
+    store, ids = pages
+    events = []
+    with FakeOpenAIServer(answer_schemas=True) as server:
+        report = run_pipeline(
+            store,
+            _config(server),
+            tmp_path / "run",
+            page_ids=ids,
+            executor=RayExecutor(),
+            on_progress=lambda *e: events.append(e),
+        )
+    assert (report.shards, report.shards_resumed, report.failed) == (3, 0, 0)
+    assert _contents(tmp_path / "run") == _contents(reference)
+    assert [done for stage, done, _ in events if stage == "selected"] == [0, 1, 2, 3]
+    assert report.profile["positives"]["requests_sent"] == 3  # the actors' costs come back with their shards
+
+
+def test_generate_runs_on_the_cluster_it_is_given(cluster, pages, reference, tmp_path):
+    store, ids = pages
+    with FakeOpenAIServer(answer_schemas=True) as server:
+        config = tmp_path / "config.yaml"
+        config.write_text(_config(server).to_yaml())
+        args = ["generate", "--pages", store.root, "--run-dir", tmp_path / "run", "--no-progress"]
+        wrong = invoke_cli(*args, "--config", config, "--address", cluster.address)
+        result = invoke_cli(*args, "--config", config, "--executor", "ray", "--address", cluster.address)
+    assert "--address and --workers are options of --executor ray" in str(wrong.exception)  # exit 2 by the app
+    assert result.exit_code == 0, result.stdout
+    assert _contents(tmp_path / "run") == _contents(reference)
+
+
+def test_a_run_begun_on_one_executor_resumes_on_the_other(cluster, pages, reference, tmp_path):
+    store, ids = pages
+    run = tmp_path / "run"
+    with FakeOpenAIServer(answer_schemas=True) as server:
+        run_pipeline(store, _config(server), run, page_ids=ids[:1])
+        on_ray = run_pipeline(store, _config(server), run, page_ids=ids[:2], executor=RayExecutor())
+        back_home = run_pipeline(store, _config(server), run, page_ids=ids)
+        sent = server.log.requests
+        again = run_pipeline(store, _config(server), run, page_ids=ids, executor=RayExecutor())
+        assert server.log.requests == sent, "a finished run asked again"
+    assert (on_ray.shards, on_ray.shards_resumed) == (2, 1)
+    assert (back_home.shards, back_home.shards_resumed) == (3, 2)
+    assert again.shards_resumed == 3
+    assert _contents(run) == _contents(reference)
+
+
+def test_a_driver_stopped_mid_run_resumes(cluster, pages, reference, tmp_path):
+    store, ids = pages
+    run = tmp_path / "run"
+
+    def stop_after_first_shard(stage: str, done: int, total: int) -> None:
+        if stage == "selected" and done == 1:
+            raise KeyboardInterrupt
+
+    with FakeOpenAIServer(answer_schemas=True) as server:
+        with pytest.raises(KeyboardInterrupt):
+            run_pipeline(
+                store,
+                _config(server),
+                run,
+                page_ids=ids,
+                executor=RayExecutor(workers=1),
+                on_progress=stop_after_first_shard,
+            )
+        resumed = run_pipeline(store, _config(server), run, page_ids=ids, executor=RayExecutor())
+    assert resumed.shards_resumed >= 1
+    assert _contents(run) == _contents(reference)
+
+
+def test_a_worker_node_killed_mid_run_loses_nothing(cluster, pages, reference, tmp_path):
+    """The second node dies (its raylet and its workers, SIGKILL) while its actor is inside a shard; the shard
+    goes to a new actor on the head node, which resumes it, and the run ends as the local one does."""
+    store, ids = pages
+    killed = threading.Event()
+
+    def kill_the_second_node(count: int, body: dict) -> None:
+        if count == 12 and not killed.is_set():  # a few requests into the run: both actors are inside a shard
+            for process in [cluster.second_node, *cluster.second_node.children(recursive=True)]:
+                try:
+                    process.send_signal(signal.SIGKILL)
+                except psutil.NoSuchProcess:
+                    pass
+            killed.set()
+
+    with FakeOpenAIServer(answer_schemas=True, latency_s=0.05, on_request=kill_the_second_node) as server:
+        executor = RayExecutor(workers=2)
+        report = run_pipeline(store, _config(server), tmp_path / "run", page_ids=ids, executor=executor)
+    assert killed.is_set() and executor.actors_lost == 1
+    assert report.failed == 0
+    assert _contents(tmp_path / "run") == _contents(reference)
