@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from common import sample_store
-from docrerank.prompts.requests import PageContent
+from docrerank.pages.content import PageContent
 from docrerank.rerankers import CrossEncoderReranker, TrueFalseReranker
 from docrerank.training import TrainingGroup
 from docrerank.training.trainer import TrainSettings, train

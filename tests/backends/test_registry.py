@@ -21,6 +21,7 @@ from docrerank.backends import (
 from docrerank.backends.bundles import BundleError, bundle_path, resolve_bundle
 from docrerank.backends.llamacpp import LlamaCppBackend, LlamaCppConfig
 from docrerank.backends.openai_http import OpenAIBackend, OpenAIConfig
+from docrerank.backends.registry import best_capabilities
 from docrerank.backends.transformers_local import TransformersConfig
 from docrerank.backends.vllm_offline import VllmBackend, VllmConfig
 from docrerank.errors import DocrerankError
@@ -90,6 +91,10 @@ def test_the_capability_table_names_who_can_do_what():
     assert backends_with(Capability.IMAGES) == ["openai (if the server supports it)", "transformers", "vllm"]
     assert "llamacpp" in backends_with(Capability.LOGPROBS)
     assert "transformers" not in backends_with(Capability.JSON_SCHEMA)
+    # declared once, on each backend class; a backend whose config cannot lower them has them all
+    assert best_capabilities("llamacpp") == LlamaCppBackend.best_capabilities
+    assert LlamaCppBackend(LlamaCppConfig(model="m.gguf")).capabilities == LlamaCppBackend.best_capabilities
+    assert best_capabilities("openai") == frozenset(Capability)
     http = OpenAIBackend(OpenAIConfig(model="m", supports_images=True, supports_logprobs=False, json_mode="none"))
     assert http.capabilities == frozenset({Capability.IMAGES})
     with pytest.raises(DocrerankError, match="choice scoring needs logprobs"):

@@ -27,7 +27,7 @@ from docrerank.evaluation import (
     per_query,
     score_pairs,
 )
-from docrerank.prompts.requests import PageLike
+from docrerank.pages.content import PageLike
 from docrerank.rerankers import CascadeReranker
 from docrerank.rerankers.base import Reranker
 from docrerank.retrieval import BM25Retriever

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from docrerank.backends.messages import ChatRequest, ChoiceRequest, Generation, ImagePart, TextPart
+from docrerank.pages.content import PageContent
 from docrerank.pages.record import Page, TextSource
 from docrerank.pipeline.records import QueryRecord
 from docrerank.prompts import (
@@ -15,7 +16,6 @@ from docrerank.prompts import (
     ControlledNegatives,
     NegativeQueries,
     OutputError,
-    PageContent,
     PositiveQueries,
     PromptError,
     PromptTemplate,

@@ -15,7 +15,7 @@ import httpx
 import uvicorn
 from PIL import Image
 
-from docrerank.prompts.requests import PageLike
+from docrerank.pages.content import PageLike
 from docrerank.rerankers import Reranker
 from docrerank.rerankers.base import page_text
 from docrerank.server import ServerSettings, create_app

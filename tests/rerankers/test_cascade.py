@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from docrerank.errors import DocrerankError
-from docrerank.prompts.requests import PageLike
+from docrerank.pages.content import PageLike
 from docrerank.rerankers import CascadeReranker, CrossEncoderReranker, LLMReranker, Reranker
 from docrerank.rerankers.base import UNSCORED, PairScore, page_text
 from docrerank.retrieval import read_trec, write_trec

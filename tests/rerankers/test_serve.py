@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from docrerank.prompts.requests import PageContent, PageLike
+from docrerank.pages.content import PageContent, PageLike
 from docrerank.rerankers import CrossEncoderReranker, Reranker
 from docrerank.server import reranker_warnings
 from tests.helpers import docrerank_command

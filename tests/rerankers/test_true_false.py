@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 
 from docrerank.backends.messages import ImagePart
 from docrerank.errors import DocrerankError
-from docrerank.prompts.requests import PageContent
+from docrerank.pages.content import PageContent
 from docrerank.rerankers import Reranker, TrueFalseReranker
 from docrerank.rerankers.base import UNSCORED
 from docrerank.rerankers.true_false import LORA_TARGETS

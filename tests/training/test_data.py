@@ -95,6 +95,6 @@ def test_split_by_document_keeps_documents_whole_and_is_seeded(training_sets):
 
 
 def _page(page_id, text):
-    from docrerank.prompts.requests import PageContent
+    from docrerank.pages.content import PageContent
 
     return PageContent(text=text, page_id=page_id)

@@ -8,7 +8,7 @@ from itertools import combinations
 
 import pytest
 
-from docrerank.prompts.requests import PageContent, PageLike
+from docrerank.pages.content import PageContent, PageLike
 from docrerank.rerankers import CrossEncoderReranker, Reranker
 from docrerank.rerankers.base import page_text
 from docrerank.training import TrainingGroup, TrainSettings, train

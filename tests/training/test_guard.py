@@ -9,7 +9,7 @@ import json
 import pytest
 
 from docrerank.errors import DocrerankError
-from docrerank.prompts.requests import PageContent
+from docrerank.pages.content import PageContent
 from docrerank.rerankers import CrossEncoderReranker, Reranker
 from docrerank.training.data import TrainingGroup
 from docrerank.training.evaluator import HeldOutEvaluator

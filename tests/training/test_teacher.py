@@ -12,7 +12,7 @@ import yaml
 
 from docrerank.errors import DocrerankError
 from docrerank.evaluation.runner import ScoreCache
-from docrerank.prompts.requests import PageContent, PageLike
+from docrerank.pages.content import PageContent, PageLike
 from docrerank.rerankers.base import Reranker, page_text
 from docrerank.training import TrainingGroup, label_dataset, label_groups, read_groups
 from docrerank.training.teacher import CACHE, EXAMPLES

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from docrerank.prompts.requests import PageContent
+from docrerank.pages.content import PageContent
 from docrerank.rerankers import Reranker, TrueFalseReranker
 from docrerank.training import TrainingGroup
 from docrerank.training.losses import group_loss

@@ -157,13 +157,16 @@ def _log_answered(operation: str, key: str) -> None:
 class Backend(ABC):
     """One model behind the common interface. Build it from its config; use it batch by batch.
 
-    Subclasses set ``type_name``, ``install_hint`` and ``config_class``, implement ``capabilities``,
-    ``identity``, ``_generate`` and ``_score_choices``, and may override ``aclose``.
+    Subclasses set ``type_name``, ``install_hint``, ``config_class`` and ``best_capabilities``, implement
+    ``identity``, ``_generate`` and ``_score_choices``, and may override ``capabilities`` (when a config has
+    less than the best) and ``aclose``.
     """
 
     type_name: ClassVar[str]
     install_hint: ClassVar[str]
     config_class: ClassVar[type[BackendConfig]]
+    # what the type can do at best, known without a config or a model (`backends list`, capability errors)
+    best_capabilities: ClassVar[frozenset[Capability]]
 
     def __init__(self, config: BackendConfig, cache: ResponseCache | None = None):
         self.config = config
@@ -173,8 +176,9 @@ class Backend(ABC):
     # -- what a subclass provides -------------------------------------------------------------------
 
     @property
-    @abstractmethod
-    def capabilities(self) -> frozenset[Capability]: ...
+    def capabilities(self) -> frozenset[Capability]:
+        """What this backend, with its config, can do: by default its type's best."""
+        return self.best_capabilities
 
     @abstractmethod
     def identity(self) -> dict[str, Any]:

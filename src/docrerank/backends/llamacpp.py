@@ -85,7 +85,7 @@ class LlamaCppBackend(Backend):
     config_class: ClassVar[type[BackendConfig]] = LlamaCppConfig
     config: LlamaCppConfig
 
-    capabilities = frozenset({Capability.LOGPROBS, Capability.JSON_SCHEMA})  # type: ignore[assignment]
+    best_capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.LOGPROBS, Capability.JSON_SCHEMA})
 
     def __init__(self, config: LlamaCppConfig, cache=None):
         super().__init__(config, cache)

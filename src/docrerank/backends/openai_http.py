@@ -134,6 +134,8 @@ class OpenAIBackend(Backend):
     install_hint: ClassVar[str] = "built in (aiohttp); point base_url at any OpenAI-compatible server"
     config_class: ClassVar[type[BackendConfig]] = OpenAIConfig
     config: OpenAIConfig
+    # with a server that supports everything; the config says what this one does
+    best_capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
 
     @property
     def capabilities(self) -> frozenset[Capability]:

@@ -1,8 +1,9 @@
 """Backend configs by ``type``, and building a backend from one.
 
 The config models import nothing heavy, so a YAML file can be checked (and a missing capability reported)
-before any model library is imported. The table below says what each backend type can do at best; the
-``openai`` type's actual capabilities come from its config (what the server supports).
+before any model library is imported. Each backend class declares what its type can do at best
+(``best_capabilities``); the ``openai`` type's actual capabilities come from its config (what the server
+supports).
 """
 
 from __future__ import annotations
@@ -37,27 +38,19 @@ BACKEND_TYPES: dict[str, type[Backend]] = {
     cls.type_name: cls for cls in (LlamaCppBackend, OpenAIBackend, TransformersBackend, VllmBackend)
 }
 
-# What each type can do at best (openai: when the server supports it and the config says so).
-_BEST_CAPABILITIES: dict[str, frozenset[Capability]] = {
-    "llamacpp": frozenset({Capability.LOGPROBS, Capability.JSON_SCHEMA}),
-    "openai": frozenset(Capability),
-    "transformers": frozenset({Capability.IMAGES, Capability.LOGPROBS}),
-    "vllm": frozenset(Capability),
-}
-
 # Errors leave the input values out: an API key pasted into a config must not reach messages and logs.
 _adapter: TypeAdapter = TypeAdapter(AnyBackendConfig, config=ConfigDict(hide_input_in_errors=True))
 
 
 def best_capabilities(backend_type: str) -> frozenset[Capability]:
     """What a backend type can do at best (the openai type: with a server that supports everything)."""
-    return _BEST_CAPABILITIES[backend_type]
+    return BACKEND_TYPES[backend_type].best_capabilities
 
 
 def backends_with(capability: Capability) -> list[str]:
     """The backend types that can have ``capability``, as names to show a user."""
     notes = {"openai": "openai (if the server supports it)"}
-    return [notes.get(name, name) for name, caps in _BEST_CAPABILITIES.items() if capability in caps]
+    return [notes.get(name, name) for name, cls in BACKEND_TYPES.items() if capability in cls.best_capabilities]
 
 
 def load_backend_config(source: dict[str, Any] | str | Path) -> BackendConfig:

@@ -139,6 +139,8 @@ class TransformersBackend(Backend):
     install_hint: ClassVar[str] = INSTALL_HINT
     config_class: ClassVar[type[BackendConfig]] = TransformersConfig
     config: TransformersConfig
+    # a VLM; a causal LM reads no images
+    best_capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.IMAGES, Capability.LOGPROBS})
 
     def __init__(self, config: TransformersConfig, cache=None):
         super().__init__(config, cache)
@@ -167,10 +169,10 @@ class TransformersBackend(Backend):
         return self._kind
 
     @property
-    def capabilities(self) -> frozenset[Capability]:  # type: ignore[override]
+    def capabilities(self) -> frozenset[Capability]:
         if self.kind == "vlm":
-            return frozenset({Capability.IMAGES, Capability.LOGPROBS})
-        return frozenset({Capability.LOGPROBS})
+            return self.best_capabilities
+        return self.best_capabilities - {Capability.IMAGES}
 
     def identity(self) -> dict[str, Any]:
         config = self.config

@@ -47,7 +47,7 @@ class VllmBackend(Backend):
     config_class: ClassVar[type[BackendConfig]] = VllmConfig
     config: VllmConfig
 
-    capabilities = frozenset(Capability)  # type: ignore[assignment]
+    best_capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
 
     def __init__(self, config: VllmConfig, cache=None):
         super().__init__(config, cache)

@@ -16,7 +16,7 @@ from docrerank.cli.retrieve import QueriesOption, open_queries
 from docrerank.errors import DocrerankError
 from docrerank.prompts.focus import PAGE_VIEWS
 from docrerank.prompts.requests import DEFAULT_MAX_PAGE_CHARS
-from docrerank.rerankers import BiEncoderReranker, CascadeReranker, CrossEncoderReranker, LLMReranker, Reranker
+from docrerank.rerankers import RERANKER_KINDS, CascadeReranker, LLMReranker, Reranker
 from docrerank.retrieval import Ranking, read_trec, write_trec
 
 __all__ = [
@@ -32,7 +32,8 @@ __all__ = [
 
 stdout = Console()
 stderr = Console(stderr=True)
-RERANKERS = ("cross-encoder", "bi-encoder", "llm", "cascade", "saved")
+# `--reranker`: the kinds built from these options, or a reranker saved in a folder (any kind)
+RERANKERS = (*(name for name, kind in RERANKER_KINDS.items() if kind.built_by_rerank), "saved")
 # No reranker is a default: one becomes the default of `rerank` and `serve` only by beating the default first
 # stage with p < 0.05 on the quality benchmark's 94 questions (bench/decision.py), and none has (README "The
 # table that decides the defaults"). Without --reranker, `rerank` keeps the first stage's order and says so;
@@ -114,10 +115,8 @@ def make_reranker(
     ``cascade``: the saved reranker ``--model`` (a student, e.g. trained on teacher scores) scores every
     candidate, and the LLM of ``--config``/``--backend`` re-scores its top ``--cascade-top``. ``trust``
     (``--trust-reranker``): load a saved folder that sends an API key off this machine or runs remote code."""
-    if kind == "cross-encoder":
-        return CrossEncoderReranker(model=model)
-    if kind == "bi-encoder":
-        return BiEncoderReranker(model=model)
+    if kind not in RERANKERS:
+        raise DocrerankError(f"unknown reranker {kind!r}: use one of {', '.join(RERANKERS)}")
     if kind in ("saved", "cascade"):
         if model is None:
             raise DocrerankError(f"--reranker {kind} needs --model FOLDER (a reranker saved by `docrerank train`)")
@@ -127,7 +126,7 @@ def make_reranker(
         return CascadeReranker(saved, llm_reranker(config, backend, page_view=page_view), cascade_top)
     if kind == "llm":
         return llm_reranker(config, backend, page_view=page_view)
-    raise DocrerankError(f"unknown reranker {kind!r}: use one of {', '.join(RERANKERS)}")
+    return RERANKER_KINDS[kind].cls(model=model)  # cross-encoder, bi-encoder: a model name or folder
 
 
 def _mrr(rankings: dict[str, Ranking], positives: dict[str, list[str]]) -> float:

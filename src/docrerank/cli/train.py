@@ -14,7 +14,7 @@ from rich.markup import escape
 from docrerank.cli.files import print_skipped, read_yaml, validation_summary
 from docrerank.errors import DocrerankError
 from docrerank.pages import PageStore
-from docrerank.rerankers import BiEncoderReranker, CrossEncoderReranker, Reranker
+from docrerank.rerankers import RERANKER_KINDS, Reranker, TrueFalseReranker
 from docrerank.training.data import read_groups, require_teacher_scores
 from docrerank.training.guard import BenchmarkGuard
 from docrerank.training.losses import DISTILLATIONS, LOSSES
@@ -25,20 +25,16 @@ __all__ = ["EXIT_NOT_IMPROVED", "train_command"]
 stdout, stderr = Console(), Console(stderr=True)
 # `train --require-improvement`: the model did not beat its first stage and its untrained start
 EXIT_NOT_IMPROVED = 4
-TRAINABLE = ("cross-encoder", "bi-encoder", "true-false")
+TRAINABLE = tuple(name for name, kind in RERANKER_KINDS.items() if kind.trainable)
 DEFAULT_VLM = "Qwen/Qwen2-VL-2B-Instruct"
 
 
 def _reranker(kind: str, model: str | None, store: PageStore | None) -> Reranker:
-    if kind == "cross-encoder":
-        return CrossEncoderReranker(model=model)
-    if kind == "bi-encoder":
-        return BiEncoderReranker(model=model)
-    if kind == "true-false":
-        from docrerank.rerankers.true_false import TrueFalseReranker
-
+    if kind not in TRAINABLE:
+        raise DocrerankError(f"unknown reranker {kind!r}: train one of {', '.join(TRAINABLE)}")
+    if kind == "true-false":  # a VLM: its default model, the store's page images, any device
         return TrueFalseReranker(model=model or DEFAULT_VLM, store=store, device="auto")
-    raise DocrerankError(f"unknown reranker {kind!r}: train one of {', '.join(TRAINABLE)}")
+    return RERANKER_KINDS[kind].cls(model=model)  # cross-encoder, bi-encoder: a model name or folder
 
 
 def _metrics(result: dict | None) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from docrerank.errors import InputError
 from docrerank.pages import PageStore
-from docrerank.prompts.requests import PageContent, PageLike
+from docrerank.pages.content import PageContent, PageLike
 from docrerank.samples import default_cache_dir
 
 __all__ = ["Benchmark", "TextCorpus"]

@@ -35,8 +35,8 @@ from typing import Any
 from docrerank.errors import DocrerankError, InputError, import_optional
 from docrerank.evaluation.benchmark import Benchmark, TextCorpus
 from docrerank.pages import IngestSettings, PageStore, ingest
+from docrerank.pages.content import PageContent
 from docrerank.pipeline.colhnque import png_bytes
-from docrerank.prompts.requests import PageContent
 from docrerank.samples import default_cache_dir
 
 __all__ = ["load_beir", "load_realmm", "load_store", "load_vidore", "read_trec_qrels"]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from docrerank.evaluation.benchmark import Benchmark
 from docrerank.evaluation.metrics import PRIMARY, mean, paired_p_value, per_query
-from docrerank.prompts.requests import PageLike
+from docrerank.pages.content import PageLike
 from docrerank.rerankers.base import Reranker
 from docrerank.retrieval.runs import Run
 

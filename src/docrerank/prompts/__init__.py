@@ -5,6 +5,7 @@ prompt's expected output is a pydantic model whose generated JSON schema goes in
 builders turn a page and a query into the backend request of one stage.
 """
 
+from docrerank.pages.content import PageContent  # its home is pages/; kept here for old imports
 from docrerank.prompts.library import PromptError, PromptTemplate, load_prompt, prompt_names
 from docrerank.prompts.outputs import (
     ControlledNegative,
@@ -23,7 +24,6 @@ from docrerank.prompts.requests import (
     DEFAULT_MAX_PAGE_CHARS,
     VERIFY_CHOICES,
     VERIFY_TEMPLATES,
-    PageContent,
     QueryLike,
     controlled_negative_request,
     cut_page_text,

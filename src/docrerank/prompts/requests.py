@@ -26,7 +26,6 @@ near) and the prompt says it was cut.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from docrerank.backends.messages import (
@@ -38,6 +37,7 @@ from docrerank.backends.messages import (
     TextPart,
 )
 from docrerank.errors import DocrerankError
+from docrerank.pages.content import PageContent, PageLike
 from docrerank.pages.record import Page
 from docrerank.prompts.focus import DEFAULT_FOCUS_CHARS, PageView, focused_text
 from docrerank.prompts.library import PromptTemplate, load_prompt
@@ -54,7 +54,8 @@ __all__ = [
     "DEFAULT_MAX_PAGE_CHARS",
     "VERIFY_CHOICES",
     "VERIFY_TEMPLATES",
-    "PageContent",
+    "PageContent",  # moved to docrerank.pages.content: still importable from here
+    "PageLike",
     "QueryLike",
     "controlled_negative_request",
     "cut_page_text",
@@ -80,30 +81,6 @@ class QueryLike(Protocol):
 
     text: str
     answer: str | None
-
-
-@dataclass(frozen=True)
-class PageContent:
-    """What a prompt can show of a page: its text, and its image when there is one to show."""
-
-    text: str
-    image: ImagePart | None = None
-    page_id: str | None = None
-
-    @classmethod
-    def from_page(cls, page: Page, store: Any = None, image: bool = False) -> PageContent:
-        """A stored page's text, and with ``image=True`` its image, read from ``store`` (a ``PageStore``)."""
-        if not image:
-            return cls(text=page.text, page_id=page.page_id)
-        if store is None:
-            raise DocrerankError(
-                f"page {page.page_id}: its image is in the page store; pass the store to read it "
-                "(PageContent.from_page(page, store, image=True))"
-            )
-        return cls(text=page.text, image=ImagePart.from_path(store.image_path(page)), page_id=page.page_id)
-
-
-PageLike = PageContent | Page | str
 
 
 def cut_page_text(text: str, max_chars: int = DEFAULT_MAX_PAGE_CHARS) -> tuple[str, bool]:

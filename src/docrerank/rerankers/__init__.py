@@ -4,10 +4,12 @@ from docrerank.rerankers.base import UNSCORED, PairScore, Reranker, UntrustedRer
 from docrerank.rerankers.bi_encoder import BiEncoderReranker
 from docrerank.rerankers.cascade import CascadeReranker
 from docrerank.rerankers.cross_encoder import CrossEncoderReranker
+from docrerank.rerankers.registry import RERANKER_KINDS, RerankerKind
 from docrerank.rerankers.true_false import TrueFalseReranker
 from docrerank.rerankers.zero_shot import LLMReranker
 
 __all__ = [
+    "RERANKER_KINDS",
     "UNSCORED",
     "BiEncoderReranker",
     "CascadeReranker",
@@ -15,6 +17,7 @@ __all__ = [
     "LLMReranker",
     "PairScore",
     "Reranker",
+    "RerankerKind",
     "TrueFalseReranker",
     "UntrustedRerankerError",
 ]

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 
 from docrerank.errors import DocrerankError
-from docrerank.prompts.requests import PageLike
+from docrerank.pages.content import PageLike
 
 __all__ = ["CONFIG_FILE", "UNSCORED", "PairScore", "Reranker", "UntrustedRerankerError", "page_text"]
 
@@ -150,6 +150,14 @@ class Reranker(ABC):
         """What ``save`` writes beside the weights, so ``load`` rebuilds the same reranker."""
         return {}
 
+    @classmethod
+    def from_saved(cls, settings: dict[str, Any], folder: Path, where: str, *, allow_remote: bool = False) -> Reranker:
+        """The reranker ``save`` wrote into ``folder``, from the rest of its ``reranker.json`` (``settings``).
+
+        This default suits a reranker whose weights are the folder: the model is the folder, the settings its
+        keyword arguments. ``where`` names the document in errors; ``allow_remote``: as for ``load``."""
+        return cls(model=str(folder), **settings)
+
     def save(self, path: str | Path) -> None:
         """Write the reranker (weights where it has them, and ``reranker.json``) into the folder ``path``."""
         folder = Path(path)
@@ -251,25 +259,8 @@ def _refuse_remote(kind: Any, settings: dict[str, Any], where: str) -> None:
 
 
 def _build(kind: Any, settings: dict[str, Any], folder: Path, where: str, allow_remote: bool) -> Reranker:
-    if kind == "cross-encoder":
-        from docrerank.rerankers.cross_encoder import CrossEncoderReranker
+    from docrerank.rerankers.registry import RERANKER_KINDS  # it imports every reranker, and so this module
 
-        return CrossEncoderReranker(model=str(folder), **settings)
-    if kind == "bi-encoder":
-        from docrerank.rerankers.bi_encoder import BiEncoderReranker
-
-        return BiEncoderReranker(model=str(folder), **settings)
-    if kind == "true-false":
-        from docrerank.rerankers.true_false import TrueFalseReranker
-
-        return TrueFalseReranker.from_folder(folder, **settings)
-    if kind == "llm":
-        from docrerank.backends import load_backend
-        from docrerank.rerankers.zero_shot import LLMReranker
-
-        return LLMReranker(load_backend(settings.pop("backend")), **settings)
-    if kind == "cascade":
-        from docrerank.rerankers.cascade import load_cascade
-
-        return load_cascade(settings, folder, where, allow_remote=allow_remote)
-    raise DocrerankError(f"{where}: unknown reranker kind {kind!r}")
+    if not isinstance(kind, str) or kind not in RERANKER_KINDS:
+        raise DocrerankError(f"{where}: unknown reranker kind {kind!r}: one of {', '.join(RERANKER_KINDS)}")
+    return RERANKER_KINDS[kind].cls.from_saved(settings, folder, where, allow_remote=allow_remote)

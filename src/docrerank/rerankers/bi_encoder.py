@@ -18,7 +18,7 @@ import numpy as np
 from docrerank.embeddings import encode_side
 from docrerank.encoders import DEFAULT_ENCODER, canonical_encoder, encoder_path
 from docrerank.errors import DocrerankError, import_optional
-from docrerank.prompts.requests import PageLike
+from docrerank.pages.content import PageLike
 from docrerank.rerankers.base import PairScore, Reranker, page_text, scored_where_text
 from docrerank.retrieval.dense import CHUNKING, DEFAULT_CHUNKING, chunk_words
 

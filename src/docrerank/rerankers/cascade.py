@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from docrerank.errors import DocrerankError
-from docrerank.prompts.requests import PageLike
+from docrerank.pages.content import PageLike
 from docrerank.rerankers.base import PairScore, Reranker, split_sets
 
 __all__ = ["CascadeReranker", "load_cascade"]
@@ -59,6 +59,12 @@ class CascadeReranker(Reranker):
             raise DocrerankError(f"the cascade's top must be at least 1 (the pages the teacher re-scores), got {top}")
         self.student, self.teacher, self.top = student, teacher, top
         self.uses = student.uses | teacher.uses
+
+    @classmethod
+    def from_saved(
+        cls, settings: dict[str, Any], folder: Path, where: str, *, allow_remote: bool = False
+    ) -> CascadeReranker:
+        return load_cascade(settings, folder, where, allow_remote=allow_remote)
 
     def settings(self) -> dict[str, Any]:
         teacher: str | dict[str, Any] = TEACHER

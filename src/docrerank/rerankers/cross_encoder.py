@@ -16,7 +16,7 @@ from typing import Any
 
 from docrerank.encoders import encoder_path
 from docrerank.errors import DocrerankError, import_optional
-from docrerank.prompts.requests import PageLike
+from docrerank.pages.content import PageLike
 from docrerank.rerankers.base import PairScore, Reranker, page_text, scored_where_text
 from docrerank.retrieval.dense import chunk_words
 

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 from docrerank.backends.messages import Message, TextPart
 from docrerank.backends.transformers_local import PreparedChat, TransformersBackend, TransformersConfig
 from docrerank.errors import DocrerankError, import_optional
+from docrerank.pages.content import PageContent, PageLike
 from docrerank.pages.record import Page
-from docrerank.prompts.requests import DEFAULT_MAX_PAGE_CHARS, PageContent, PageLike, cut_page_text
+from docrerank.prompts.requests import DEFAULT_MAX_PAGE_CHARS, cut_page_text
 from docrerank.rerankers.base import PairScore, Reranker, missing_text, page_name
 
 if TYPE_CHECKING:
@@ -277,6 +278,12 @@ class TrueFalseReranker(Reranker):
         if self.backend.image_processor is not None:
             self.backend.image_processor.save_pretrained(str(path))
         super().save(path)
+
+    @classmethod
+    def from_saved(
+        cls, settings: dict[str, Any], folder: Path, where: str, *, allow_remote: bool = False
+    ) -> TrueFalseReranker:
+        return cls.from_folder(folder, **settings)
 
     @classmethod
     def from_folder(cls, path: str | Path, **settings: Any) -> TrueFalseReranker:

@@ -12,14 +12,16 @@ It holds no weights: ``save`` writes the backend's config and the prompt setting
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from docrerank.backends import Backend
+from docrerank.backends import Backend, load_backend
 from docrerank.backends.base import Capability
 from docrerank.errors import DocrerankError
+from docrerank.pages.content import PageLike
 from docrerank.prompts.focus import DEFAULT_FOCUS_CHARS, PageView
 from docrerank.prompts.library import PromptTemplate
-from docrerank.prompts.requests import DEFAULT_MAX_PAGE_CHARS, PageLike, rerank_request
+from docrerank.prompts.requests import DEFAULT_MAX_PAGE_CHARS, rerank_request
 from docrerank.rerankers.base import PairScore, Reranker, page_name
 
 __all__ = ["LLMReranker"]
@@ -42,6 +44,14 @@ class LLMReranker(Reranker):
         self.backend, self.template, self.use_image, self.max_page_chars = backend, template, use_image, max_page_chars
         self.page_view, self.focus_chars = page_view, focus_chars
         self.uses = frozenset({"image"} if use_image else {"text"})
+
+    @classmethod
+    def from_saved(
+        cls, settings: dict[str, Any], folder: Path, where: str, *, allow_remote: bool = False
+    ) -> LLMReranker:
+        """No weights: the saved backend config (``backend``) is built again."""
+        settings = dict(settings)
+        return cls(load_backend(settings.pop("backend")), **settings)
 
     def settings(self) -> dict[str, Any]:
         template = self.template.source if isinstance(self.template, PromptTemplate) else str(self.template)

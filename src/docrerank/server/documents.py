@@ -19,7 +19,7 @@ from typing import Any
 from PIL import Image
 
 from docrerank.backends.messages import ImagePart
-from docrerank.prompts.requests import PageContent, PageLike
+from docrerank.pages.content import PageContent, PageLike
 from docrerank.rerankers.base import Reranker
 from docrerank.server.errors import Rejected, Unscorable, check_image_size, check_limit
 from docrerank.server.image_urls import fetch_image

@@ -9,7 +9,7 @@ import io
 from PIL import Image
 
 from docrerank.backends.messages import ImagePart
-from docrerank.prompts.requests import PageContent, PageLike
+from docrerank.pages.content import PageContent, PageLike
 from docrerank.rerankers.base import Reranker
 
 __all__ = ["reranker_warnings", "warm_up_pair"]

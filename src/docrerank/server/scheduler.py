@@ -18,7 +18,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from docrerank.prompts.requests import PageLike
+from docrerank.pages.content import PageLike
 from docrerank.rerankers.base import Reranker
 from docrerank.server.schemas import BatchStats, ModelStatus
 

@@ -35,8 +35,8 @@ from typing import Any
 from docrerank.backends.messages import ImagePart
 from docrerank.errors import DocrerankError, InputError, import_optional
 from docrerank.pages import PageStore
+from docrerank.pages.content import PageContent
 from docrerank.pipeline.colhnque import read_rows, row_queries
-from docrerank.prompts.requests import PageContent
 
 __all__ = ["TrainingGroup", "read_groups", "require_teacher_scores", "split_by_document"]
 

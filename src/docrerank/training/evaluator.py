@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from docrerank.evaluation.metrics import mean, per_query
-from docrerank.prompts.requests import PageContent
+from docrerank.pages.content import PageContent
 from docrerank.rerankers.base import Reranker
 from docrerank.training.data import TrainingGroup
 

@@ -36,7 +36,7 @@ from typing import Any
 from docrerank.errors import InputError
 from docrerank.evaluation.runner import ScoreCache, score_pairs
 from docrerank.pages import PageStore
-from docrerank.prompts.requests import PageContent
+from docrerank.pages.content import PageContent
 from docrerank.rerankers.base import Reranker
 from docrerank.training.data import TrainingGroup, read_groups
 
