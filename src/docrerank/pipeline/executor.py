@@ -19,7 +19,7 @@ from docrerank.pipeline.context import StageContext
 from docrerank.pipeline.records import QueryRecord
 from docrerank.pipeline.stage import Pipeline
 
-__all__ = ["COUNTERS", "Executor", "LocalExecutor", "ProgressCallback", "ShardOutcome", "run_shard"]
+__all__ = ["COUNTERS", "Executor", "LocalExecutor", "ProgressCallback", "ShardCount", "ShardOutcome", "run_shard"]
 
 # stage name, shards done, shards in all: called once per stage with 0 before any work, then after each shard
 ProgressCallback = Callable[[str, int, int], None]
@@ -74,6 +74,25 @@ def run_shard(
     return outcome
 
 
+class ShardCount:
+    """Shards finished per stage, told to an executor's ``on_progress`` (first 0 for every stage)."""
+
+    def __init__(self, names: list[str], shards: int, on_progress: ProgressCallback | None):
+        self.done = dict.fromkeys(names, 0)
+        self.shards = shards
+        self.on_progress = on_progress
+        for name in names:
+            self._tell(name)
+
+    def advance(self, stage: str) -> None:
+        self.done[stage] += 1
+        self._tell(stage)
+
+    def _tell(self, stage: str) -> None:
+        if self.on_progress:
+            self.on_progress(stage, self.done[stage], self.shards)
+
+
 class Executor(Protocol):
     """Runs a pipeline's stages over shards: every shard through ``run_shard``, wherever it runs."""
 
@@ -97,14 +116,5 @@ class LocalExecutor:
         shards: list[tuple[str, list[Page]]],
         on_progress: ProgressCallback | None = None,
     ) -> list[ShardOutcome]:
-        done = dict.fromkeys(pipeline.names, 0)
-
-        def advance(stage: str) -> None:
-            done[stage] += 1
-            if on_progress:
-                on_progress(stage, done[stage], len(shards))
-
-        if on_progress:
-            for name in pipeline.names:
-                on_progress(name, 0, len(shards))
-        return [run_shard(pipeline, ctx, shard, pages, advance) for shard, pages in shards]
+        count = ShardCount(pipeline.names, len(shards), on_progress)
+        return [run_shard(pipeline, ctx, shard, pages, count.advance) for shard, pages in shards]

@@ -20,7 +20,7 @@ from docrerank.errors import DocrerankError
 from docrerank.pages import Page, PageStore
 from docrerank.pipeline.config import PipelineConfig
 from docrerank.pipeline.context import StageContext
-from docrerank.pipeline.executor import ProgressCallback, ShardOutcome, run_shard
+from docrerank.pipeline.executor import ProgressCallback, ShardCount, ShardOutcome, run_shard
 from docrerank.pipeline.rundir import RunDir
 from docrerank.pipeline.stage import Pipeline
 
@@ -72,10 +72,7 @@ class RayExecutor:
         count = max(1, min(len(shards), self.workers or int(cpus // max(self.num_cpus, 0.01)) or 1))
         actor = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus)(ShardWorker)
         args = (str(ctx.store.root), ctx.config.model_dump_json(), str(ctx.run.root.resolve()), pipeline)
-        done = {name: 0 for name in pipeline.names}
-        if on_progress:
-            for name in pipeline.names:
-                on_progress(name, 0, len(shards))
+        count = ShardCount(pipeline.names, len(shards), on_progress)
 
         idle = [actor.remote(*args) for _ in range(count)]
         todo = [(shard, [p.page_id for p in pages], 1) for shard, pages in shards]
@@ -104,9 +101,7 @@ class RayExecutor:
                     continue
                 idle.append(worker)
                 for name in pipeline.names:
-                    done[name] += 1
-                    if on_progress:
-                        on_progress(name, done[name], len(shards))
+                    count.advance(name)
         finally:
             try:  # each actor's cache checkpointed into cache.sqlite; a dead actor's is SQLite's to recover
                 ray.get([w.close.remote() for w in idle], timeout=60)
