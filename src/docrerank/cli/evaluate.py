@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from docrerank.cli.files import print_skipped
-from docrerank.cli.progress import progress_bar
+from docrerank.cli.progress import counting_bar
 from docrerank.cli.rerank import RERANKERS, PageViewOption, TrustRerankerOption, make_reranker
 from docrerank.errors import DocrerankError
 from docrerank.evaluation import (
@@ -135,6 +135,7 @@ def evaluate_command(
     mined_report: Annotated[
         Path | None, typer.Option(help="a mine --verify --out folder: the false-negative rate in report.html")
     ] = None,
+    progress: Annotated[bool, typer.Option(help="show the progress bar")] = True,
 ) -> None:
     """Rerank a first stage's top --k with each reranker; print the paper-style table and write the results
     and the report (report.html, report.md). A bad line of a benchmark or run file is named and left out
@@ -148,12 +149,8 @@ def evaluate_command(
     engines = {spec: _reranker_spec(spec, config, backend, trust_reranker, page_view) for spec in specs}
     run, bad_run_lines = _first_stage(data, first_stage, k, retriever_model)
     out.mkdir(parents=True, exist_ok=True)
-    with progress_bar() as bar:
-        task = bar.add_task("rerank (pairs)", total=None)
-        result = evaluate(
-            data, run, engines, k, Path(first_stage).name, ScoreCache(out / "scores.sqlite"),
-            lambda done, total: bar.update(task, completed=done, total=total),
-        )  # fmt: skip
+    with counting_bar("rerank (pairs)", disable=not progress) as bar:
+        result = evaluate(data, run, engines, k, Path(first_stage).name, ScoreCache(out / "scores.sqlite"), bar)
     write_evaluation(result, out)
     header, rows = table_rows(result)
     table = Table(title=f"{escape(data.name)}: {result.queries} queries, top {k} reranked (* p<0.05, ** p<0.01)")

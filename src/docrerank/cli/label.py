@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from docrerank.cli.files import print_skipped
-from docrerank.cli.progress import progress_bar
+from docrerank.cli.progress import counting_bar
 from docrerank.cli.rerank import PageViewOption, llm_reranker
 from docrerank.pages import PageStore
 from docrerank.prompts.requests import DEFAULT_MAX_PAGE_CHARS
@@ -50,17 +50,8 @@ def label_command(
     engine = llm_reranker(teacher, backend, max_page_chars, page_view)
     store = PageStore.open(pages) if pages else None
     details = {"teacher_config": str(teacher) if teacher else "built-in", "backend": backend}
-    with progress_bar(disable=not progress) as bar:
-        task = bar.add_task("label", total=None)
-        summary = label_dataset(
-            data,
-            out,
-            engine,
-            store,
-            chunk=chunk,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
-            details=details,
-        )
+    with counting_bar("label", disable=not progress) as bar:
+        summary = label_dataset(data, out, engine, store, chunk=chunk, progress=bar, details=details)
     print_skipped(summary.errors, stderr)
     stdout.print(
         f"{summary.pairs} pairs of {summary.groups} groups: {summary.cached} cached, {summary.scored} scored, "
