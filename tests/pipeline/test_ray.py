@@ -51,7 +51,11 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster():
     """A head node and a second node process, one CPU each, this test process its driver."""
-    env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0"}
+    # a loopback cluster that lives for this module: no token (Ray turns tokens on where ~/.ray/auth_token exists,
+    # which a local ray.init writes, and then a second node started without one is refused)
+    env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    saved = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # the driver, this process
     port, node_port = _free_port(), _free_port()
     common = ["--num-cpus", "1", "--object-store-memory", OBJECT_STORE, "--disable-usage-stats"]
     head = [RAY, "start", "--head", "--port", str(port), "--include-dashboard=false", *common]
@@ -71,6 +75,10 @@ def cluster():
     finally:
         ray.shutdown()
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True)
+        if saved is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved
 
 
 def _config(server: FakeOpenAIServer) -> PipelineConfig:

@@ -69,12 +69,12 @@ class RayExecutor:
         if not ray.is_initialized():
             ray.init(address=self.address, log_to_driver=False, configure_logging=False)
         cpus = ray.cluster_resources().get("CPU", 1)
-        count = max(1, min(len(shards), self.workers or int(cpus // max(self.num_cpus, 0.01)) or 1))
+        actors = max(1, min(len(shards), self.workers or int(cpus // max(self.num_cpus, 0.01)) or 1))
         actor = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus)(ShardWorker)
         args = (str(ctx.store.root), ctx.config.model_dump_json(), str(ctx.run.root.resolve()), pipeline)
-        count = ShardCount(pipeline.names, len(shards), on_progress)
+        progress = ShardCount(pipeline.names, len(shards), on_progress)
 
-        idle = [actor.remote(*args) for _ in range(count)]
+        idle = [actor.remote(*args) for _ in range(actors)]
         todo = [(shard, [p.page_id for p in pages], 1) for shard, pages in shards]
         running: dict = {}  # future -> (actor, shard, page ids, attempt)
         outcomes: dict[str, ShardOutcome] = {}
@@ -101,7 +101,7 @@ class RayExecutor:
                     continue
                 idle.append(worker)
                 for name in pipeline.names:
-                    count.advance(name)
+                    progress.advance(name)
         finally:
             try:  # each actor's cache checkpointed into cache.sqlite; a dead actor's is SQLite's to recover
                 ray.get([w.close.remote() for w in idle], timeout=60)
