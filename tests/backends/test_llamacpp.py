@@ -88,6 +88,17 @@ def test_prefix_reuse_between_requests_changes_no_score(llamacpp_backend):
     assert together[0].prob("yes") > together[1].prob("yes") + 0.2  # the page is about a test, not cooking
 
 
+def test_choice_scoring_counts_the_prompt_tokens_it_reads(llamacpp_backend):
+    # the verifier's and teacher's main cost: counted in the backend's stats (a run's profile, sizing)
+    before = llamacpp_backend.stats.prompt_tokens
+    short, long = llamacpp_backend.score_choices(
+        [ask("Is it blue?", "tokens-short"), ask("Is Python, a language first released in 1991, typed?", "tokens-long")]
+    )
+    assert 0 < short.usage.prompt_tokens < long.usage.prompt_tokens
+    assert short.usage.completion_tokens == long.usage.completion_tokens == 0
+    assert llamacpp_backend.stats.prompt_tokens - before == short.usage.prompt_tokens + long.usage.prompt_tokens
+
+
 def test_n_threads_holds_for_prompt_evaluation_too(llamacpp_backend):
     # Choice scoring is almost all prompt evaluation, which llama.cpp runs on its "batch" threads.
     llm = llamacpp_backend.llm

@@ -293,9 +293,8 @@ class Backend(ABC):
             by_key = {}
             for position, (key, result) in enumerate(zip(todo_keys, fresh, strict=True)):
                 save(position, result)
-                if operation == "generate":
-                    self.stats.prompt_tokens += result.usage.prompt_tokens
-                    self.stats.completion_tokens += result.usage.completion_tokens
+                self.stats.prompt_tokens += result.usage.prompt_tokens  # generations and choice scores
+                self.stats.completion_tokens += result.usage.completion_tokens
                 self.stats.errors += result.error is not None
                 self.stats.retries += max(0, result.attempts - 1)
                 by_key[key] = result

@@ -245,14 +245,19 @@ class LlamaCppBackend(Backend):
         )
 
     def _score_sync(self, request: ChoiceRequest) -> ChoiceScores:
+        prompt = self._prompt_tokens(request.messages)
         try:
-            logits = self._next_token_logits(self._prompt_tokens(request.messages))
+            logits = self._next_token_logits(prompt)
         except ValueError as exc:
             return ChoiceScores(error=str(exc))
         shifted = logits - logits.max()
         logprobs = shifted - np.log(np.exp(shifted).sum())
         ids = self._token_ids(tuple(request.choices))
-        return scores_from_logprobs(request.choices, {c: [float(logprobs[t]) for t in ids[c]] for c in request.choices})
+        scores = scores_from_logprobs(
+            request.choices, {c: [float(logprobs[t]) for t in ids[c]] for c in request.choices}
+        )
+        scores.usage = Usage(prompt_tokens=len(prompt))
+        return scores
 
     def _run_ordered(self, requests: list, one, key) -> list:
         """Run ``one`` over the requests in an order that keeps shared prefixes adjacent; return in order."""

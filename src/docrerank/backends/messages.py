@@ -213,6 +213,7 @@ class ChoiceScores(BaseModel):
     logprobs: dict[str, float] = {}
     mass: float = 0.0
     error: str | None = None
+    usage: Usage = Field(default_factory=Usage)  # the prompt the model read (a choice decodes nothing)
     cached: bool = False
     attempts: int = 1
     latency_s: float = 0.0

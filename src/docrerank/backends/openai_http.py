@@ -338,4 +338,6 @@ def scores_from_response(choices: tuple[str, ...], data: Any, raw: str = "") -> 
         return ChoiceScores(
             error=f"the server returned no top_logprobs (set supports_logprobs: false for it): {raw[:200]}"
         )
-    return scores_from_top_tokens(choices, pairs)
+    scores = scores_from_top_tokens(choices, pairs)
+    scores.usage = Usage(prompt_tokens=((data.get("usage") or {}).get("prompt_tokens") or 0))
+    return scores

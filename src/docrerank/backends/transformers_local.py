@@ -587,6 +587,7 @@ class TransformersBackend(Backend):
                 choices,
                 {c: [float(found.logprobs[t]) for t in ids[c]] for c in choices},  # type: ignore[index]
             )
+            results[index].usage = Usage(prompt_tokens=found.prompt_tokens)
         latency = time.perf_counter() - started
         for result in results:
             result.latency_s = latency

@@ -188,7 +188,9 @@ class VllmBackend(Backend):
         def read(request: ChoiceRequest, output: Any) -> ChoiceScores:
             top = output.outputs[0].logprobs[0]  # token id -> Logprob(logprob, rank, decoded_token)
             pairs = [(item.decoded_token or "", float(item.logprob)) for item in top.values()]
-            return scores_from_top_tokens(request.choices, pairs)
+            scores = scores_from_top_tokens(request.choices, pairs)
+            scores.usage = Usage(prompt_tokens=len(output.prompt_token_ids or []))
+            return scores
 
         return self._run(
             requests,
