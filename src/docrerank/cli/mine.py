@@ -124,7 +124,9 @@ def mine_command(
         Path | None, typer.Option("--run", help="mine from this TREC run instead of retrieving (query ids must match)")
     ] = None,
     model: ModelOption = None,
-    top_n: Annotated[int, typer.Option(min=1, help="pages retrieved per query")] = 20,
+    top_n: Annotated[
+        int, typer.Option("--k", "--top-n", min=1, help="pages retrieved per query (--top-n: its old name)")
+    ] = 20,
     negatives: Annotated[int, typer.Option(min=1, help="negatives sampled per (query, positive)")] = 3,
     rank_min: Annotated[int, typer.Option(min=1, help="best rank a negative may have (positives left out)")] = 1,
     rank_max: Annotated[int, typer.Option(min=1, help="worst rank a negative may have")] = 10,

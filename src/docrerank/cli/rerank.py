@@ -146,10 +146,12 @@ def rerank_command(
     cascade_top: CascadeTopOption = 5,
     trust_reranker: TrustRerankerOption = False,
     page_view: PageViewOption = "whole",
-    depth: Annotated[int, typer.Option(min=1, help="first-stage pages reranked per query")] = 20,
+    depth: Annotated[
+        int, typer.Option("--k", "--depth", min=1, help="first-stage pages reranked per query (--depth: its old name)")
+    ] = 20,
     top_k: Annotated[int | None, typer.Option(min=1, help="pages written per query (default: all reranked)")] = None,
 ) -> None:
-    """Rerank the top ``--depth`` pages of each query in a first-stage run; with known positives, report MRR.
+    """Rerank the top ``--k`` pages of each query in a first-stage run; with known positives, report MRR.
     Without --reranker the first stage's order is kept (no reranker is measured to beat it), and said so."""
     store, items, skipped = open_queries(pages, queries)
     first, errors = read_trec(run)
