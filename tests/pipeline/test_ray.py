@@ -19,13 +19,14 @@ from pathlib import Path
 import psutil
 import pytest
 
+from docrerank.pages import PageStore, ingest
 from docrerank.pipeline.config import PipelineConfig
 from docrerank.pipeline.generate import run_pipeline
 from docrerank.pipeline.ray_executor import RayExecutor
 from docrerank.pipeline.rundir import RunDir
 from docrerank.pipeline.stages import STAGES
 from docrerank.testing.fake_server import FakeOpenAIServer
-from tests.helpers import invoke_cli
+from tests.helpers import PDF3, invoke_cli
 
 ray = pytest.importorskip("ray")  # a dev dependency: skipped only where the extra is not installed
 
@@ -149,6 +150,20 @@ def test_generate_runs_on_the_cluster_it_is_given(cluster, pages, reference, tmp
     assert "--address and --workers are options of --executor ray" in str(wrong.exception)  # exit 2 by the app
     assert result.exit_code == 0, result.stdout
     assert _contents(tmp_path / "run") == _contents(reference)
+
+
+def test_ingest_on_ray_stores_what_the_local_pool_stores(cluster, tmp_path):
+    ingest([PDF3], tmp_path / "local", workers=1)
+    result = invoke_cli(
+        "ingest", PDF3, "--out", tmp_path / "ray", "--executor", "ray", "--address", cluster.address, "--no-progress"
+    )
+    assert result.exit_code == 0, result.stdout
+    local, on_ray = PageStore.open(tmp_path / "local"), PageStore.open(tmp_path / "ray")
+    assert len(on_ray) == len(local) == 3
+    for page in local:
+        other = on_ray.get(page.page_id)
+        assert (other.text, other.page_index, other.text_source) == (page.text, page.page_index, page.text_source)
+        assert on_ray.image_path(other).read_bytes() == local.image_path(page).read_bytes()
 
 
 def test_a_run_begun_on_one_executor_resumes_on_the_other(cluster, pages, reference, tmp_path):

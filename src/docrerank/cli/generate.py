@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from docrerank.cli.files import pipeline_config
+from docrerank.cli.options import AddressOption, ExecutorKind, ExecutorOption
 from docrerank.cli.progress import StageBars
 from docrerank.cli.stats import print_stats
 from docrerank.errors import DocrerankError
@@ -19,11 +19,6 @@ from docrerank.pipeline.generate import run_pipeline
 from docrerank.pipeline.ray_executor import RayExecutor
 
 __all__ = ["generate_command", "select_pages"]
-
-
-class ExecutorKind(str, Enum):
-    LOCAL = "local"
-    RAY = "ray"
 
 
 def select_pages(
@@ -63,12 +58,8 @@ def generate_command(
         typer.Option(help="N pages drawn across the documents in turn (seeded), each with >= 500 characters of text"),
     ] = None,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
-    executor: Annotated[
-        ExecutorKind, typer.Option(help="where the shards run: in this process, or on a Ray cluster")
-    ] = ExecutorKind.LOCAL,
-    address: Annotated[
-        str | None, typer.Option(help="the Ray cluster (ray start --head prints it); default: start a local one")
-    ] = None,
+    executor: ExecutorOption = ExecutorKind.LOCAL,
+    address: AddressOption = None,
     workers: Annotated[
         int | None, typer.Option(min=1, help="Ray actors, each running one shard at a time (default: cluster CPUs)")
     ] = None,

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from docrerank.cli.options import AddressOption, ExecutorKind, ExecutorOption
 from docrerank.cli.progress import counting_bar
 from docrerank.pages import IngestReport, IngestSettings, OcrMode, ingest
 
@@ -64,11 +65,14 @@ def ingest_command(
     ] = None,
     workers: Annotated[int | None, typer.Option(help="worker processes (default: all cores)")] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    executor: ExecutorOption = ExecutorKind.LOCAL,
+    address: AddressOption = None,
 ) -> None:
     """Render PDF pages and page images into a page store, with their text (PDF text layer or OCR).
 
     Re-running skips pages already done; an interrupted run resumes. Exit code 1 when any input failed
-    (the others are ingested; the reasons are in STORE/errors.jsonl).
+    (the others are ingested; the reasons are in STORE/errors.jsonl). --executor ray renders the units as Ray
+    tasks (the inputs and the store on paths every node reaches).
     """
     settings = IngestSettings(
         dpi=dpi,
@@ -81,7 +85,7 @@ def ingest_command(
         password=password,
     )
     with counting_bar("ingest (pages)", disable=not progress) as bar:
-        report = ingest(inputs, out, settings, workers=workers, progress=bar)
+        report = ingest(inputs, out, settings, workers=workers, progress=bar, executor=executor.value, address=address)
     print_report(report)
     if not report.ok:
         raise typer.Exit(1)

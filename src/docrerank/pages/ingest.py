@@ -20,6 +20,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -254,12 +255,54 @@ def _execute(
                         done += unit.size
                         progress(done, total)
                         continue
-                    table = pa.Table.from_pylist(records, schema=PAGE_SCHEMA)
-                    write_table_atomic(table, store / UNITS / f"{unit.key}.parquet")
-                    report.pages_new += len(records)
-                    report.errors.extend(InputError(*fields) for fields in errors)
+                    _write_unit(store, unit, records, errors, report)
                     done += unit.size
                     progress(done, total)
+
+
+def _write_unit(store: Path, unit: Unit, records: list[dict], errors: list, report: IngestReport) -> None:
+    """A finished unit's pages into the store (atomically: a unit is done when its file exists)."""
+    table = pa.Table.from_pylist(records, schema=PAGE_SCHEMA)
+    write_table_atomic(table, store / UNITS / f"{unit.key}.parquet")
+    report.pages_new += len(records)
+    report.errors.extend(InputError(*fields) for fields in errors)
+
+
+def _execute_on_ray(
+    units: list[Unit],
+    store: Path,
+    settings: IngestSettings,
+    report: IngestReport,
+    progress: Callable[[int, int], None],
+    address: str | None,
+) -> None:
+    """Run the units as Ray tasks (one CPU each) on a cluster whose nodes all reach ``store``; this process
+    writes each finished unit, as with the local pool. Ray reruns a task whose node died (its retries); a
+    task that fails for good is an error of its file, and the other units go on."""
+    try:
+        import ray
+    except ImportError:
+        raise DocrerankError('ingest on Ray needs Ray: pip install "docrerank[ray]"') from None
+    if not ray.is_initialized():
+        ray.init(address=address, log_to_driver=False, configure_logging=False)
+    render = ray.remote(num_cpus=1, max_retries=3)(_run_unit)
+    futures = {render.remote(unit, store.resolve(), settings): unit for unit in units}
+    total, done = sum(unit.size for unit in units), 0
+    progress(done, total)
+    while futures:
+        finished, _ = ray.wait(list(futures), num_returns=1)
+        unit = futures.pop(finished[0])
+        try:
+            records, errors = ray.get(finished[0])
+        except ray.exceptions.RayError as exc:
+            reason = f"its Ray task failed ({type(exc).__name__})"
+            report.errors.append(
+                InputError(display_path(unit.source.path), reason, "rerun ingest: done pages are kept")
+            )
+        else:
+            _write_unit(store, unit, records, errors, report)
+        done += unit.size
+        progress(done, total)
 
 
 def ingest(
@@ -268,6 +311,8 @@ def ingest(
     settings: IngestSettings | None = None,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    executor: Literal["local", "ray"] = "local",
+    address: str | None = None,
 ) -> IngestReport:
     """Ingest PDFs and page images into the page store at ``out`` (created if needed).
 
@@ -277,6 +322,8 @@ def ingest(
         settings: rendering and OCR settings; an existing store must have been built with the same ones.
         workers: worker processes (default: the number of cores).
         progress: told ``(pages done, pages to do)`` as units finish (the library draws nothing).
+        executor: ``local`` (a process pool of ``workers``) or ``ray`` (a task per unit on the Ray cluster at
+            ``address``; ``out`` on a path every node reaches).
 
     Returns:
         An ``IngestReport``; input errors are in ``report.errors`` (and ``errors.jsonl``), never raised.
@@ -302,8 +349,12 @@ def ingest(
         sources, report.errors = discover(inputs)
         report.documents = len(sources)
         units = _plan_units(sources, settings, _done_pages(store), report)
-        workers = max(1, min(workers or os.cpu_count() or 1, len(units) or 1))
-        _execute(units, store, settings, workers, report, progress or (lambda done, total: None))
+        progress = progress or (lambda done, total: None)
+        if executor == "ray":
+            _execute_on_ray(units, store, settings, report, progress, address)
+        else:
+            workers = max(1, min(workers or os.cpu_count() or 1, len(units) or 1))
+            _execute(units, store, settings, workers, report, progress)
 
         table = consolidate(store)
         unit_rows = sum(t.num_rows for t in unit_tables(store))
