@@ -7,6 +7,7 @@ run is compared with the local executor's run of the same pages, config and seed
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -164,6 +165,24 @@ def test_ingest_on_ray_stores_what_the_local_pool_stores(cluster, tmp_path):
         other = on_ray.get(page.page_id)
         assert (other.text, other.page_index, other.text_source) == (page.text, page.page_index, page.text_source)
         assert on_ray.image_path(other).read_bytes() == local.image_path(page).read_bytes()
+
+
+def test_verify_on_ray_gives_what_it_gives_here(cluster, pages, tmp_path):
+    store, ids = pages
+    pairs = tmp_path / "pairs.jsonl"
+    questions = ["What does the test detect?", "Which year is the break?", "Who wrote the package?"]
+    pairs.write_text("".join(json.dumps({"page_id": pid, "query": q}) + "\n" for pid in ids for q in questions))
+    with FakeOpenAIServer(answer_schemas=True) as server:
+        config = tmp_path / "config.yaml"
+        config.write_text(_config(server).to_yaml())
+        args = ["verify", "--pages", store.root, "--pairs", pairs, "--config", config, "--no-progress"]
+        here = invoke_cli(*args, "--out", tmp_path / "here.jsonl")
+        sent = server.log.requests
+        there = invoke_cli(*args, "--out", tmp_path / "there.jsonl", "--executor", "ray", "--address", cluster.address)
+        assert server.log.requests == 2 * sent  # asked again: each run has its own cache
+    assert here.exit_code == there.exit_code == 0, there.stdout
+    lines = (tmp_path / "here.jsonl").read_text().splitlines()
+    assert len(lines) == 9 and (tmp_path / "there.jsonl").read_text().splitlines() == lines
 
 
 def test_a_run_begun_on_one_executor_resumes_on_the_other(cluster, pages, reference, tmp_path):

@@ -13,10 +13,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from docrerank.cli.files import pipeline_config, print_skipped, read_text
+from docrerank.cli.options import AddressOption, ExecutorKind, ExecutorOption
 from docrerank.cli.progress import progress_bar
 from docrerank.errors import DocrerankError, InputError
 from docrerank.pages import PageStore
 from docrerank.pipeline.pairs import VerifiedPair, parse_pairs, verifier_for, verify_pairs, write_results
+from docrerank.pipeline.ray_executor import verify_pairs_on_ray
 from docrerank.pipeline.verifier_eval import evaluate_verifier, write_calibration_plot
 from docrerank.pipeline.verify import Expectation
 
@@ -34,7 +36,14 @@ ProgressOption = Annotated[bool, typer.Option(help="show a progress bar")]
 
 
 def _run(
-    pages: Path, pairs_path: Path, config: Path | None, role: str, cache: Path, progress: bool
+    pages: Path,
+    pairs_path: Path,
+    config: Path | None,
+    role: str,
+    cache: Path,
+    progress: bool,
+    executor: ExecutorKind = ExecutorKind.LOCAL,
+    address: str | None = None,
 ) -> tuple[list[VerifiedPair], list[InputError]]:
     if role not in _EXPECT:
         raise typer.BadParameter(f"--as must be negative or positive, not {role!r}")
@@ -44,17 +53,21 @@ def _run(
     pairs, errors = parse_pairs(text.splitlines(), str(pairs_path), store)
     print_skipped(errors, stderr)
     expect = _EXPECT[role]
-    verifier = verifier_for(settings, expect, cache)
     with progress_bar(disable=not progress) as bar:
         task = bar.add_task("verify", total=len(pairs))
-        results = verify_pairs(
-            pairs,
-            store,
-            verifier,
-            expect,
-            evidence_rejects=settings.negatives_verified.evidence_rejects,
-            on_batch=lambda n: bar.advance(task, n),
-        )
+        if executor is ExecutorKind.RAY:
+            results = verify_pairs_on_ray(
+                pairs, store, settings, expect, cache, address=address, on_batch=lambda n: bar.advance(task, n)
+            )
+        else:
+            results = verify_pairs(
+                pairs,
+                store,
+                verifier_for(settings, expect, cache),
+                expect,
+                evidence_rejects=settings.negatives_verified.evidence_rejects,
+                on_batch=lambda n: bar.advance(task, n),
+            )
     return results, errors
 
 
@@ -73,9 +86,13 @@ def verify_command(
         Path | None, typer.Option(help="response cache (default: OUT.cache.sqlite); a run's cache.sqlite to share it")
     ] = None,
     progress: ProgressOption = True,
+    executor: ExecutorOption = ExecutorKind.LOCAL,
+    address: AddressOption = None,
 ) -> None:
-    """Run the pipeline's verifier on given (page, query) pairs: each prompt's P(yes), the verdict, the decision."""
-    results, errors = _run(pages, pairs, config, role, cache or out.with_suffix(".cache.sqlite"), progress)
+    """Run the pipeline's verifier on given (page, query) pairs: each prompt's P(yes), the verdict, the decision.
+    --executor ray spreads the pages over a Ray cluster's actors (the store and the cache on shared paths)."""
+    cache = cache or out.with_suffix(".cache.sqlite")
+    results, errors = _run(pages, pairs, config, role, cache, progress, executor, address)
     write_results(results, out)
     counts = {v: sum(r.verdict == v for r in results) for v in ("answerable", "undecided", "unanswerable")}
     accepted = sum(r.accepted for r in results)

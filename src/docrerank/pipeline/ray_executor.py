@@ -1,4 +1,5 @@
-"""The Ray executor: the same stages over a Ray cluster, each shard run by one of a pool of Ray actors.
+"""The Ray executor: the same stages over a Ray cluster, each shard run by one of a pool of Ray actors (and
+``verify``'s page batches, the same way).
 
 An actor builds its own ``StageContext`` once (the store, the config and the run directory, read from a path
 every node reaches), so an in-process model loads once per actor and an HTTP backend keeps its connections;
@@ -14,17 +15,23 @@ Progress is counted on the driver, a shard at a time; each stage's cost comes ba
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from docrerank.errors import DocrerankError
 from docrerank.pages import Page, PageStore
 from docrerank.pipeline.config import PipelineConfig
 from docrerank.pipeline.context import StageContext
 from docrerank.pipeline.executor import ProgressCallback, ShardCount, ShardOutcome, run_shard
+from docrerank.pipeline.pairs import PairInput, VerifiedPair, verifier_for, verify_pairs
 from docrerank.pipeline.rundir import RunDir
 from docrerank.pipeline.stage import Pipeline
+from docrerank.pipeline.verify import Expectation
 
-__all__ = ["RayExecutor", "ShardWorker"]
+__all__ = ["ActorPool", "PairJudge", "RayExecutor", "ShardWorker", "verify_pairs_on_ray"]
 
 # a shard whose actor died this many times is not tried again: something kills every actor that takes it
 MAX_ATTEMPTS = 3
@@ -64,52 +71,130 @@ class RayExecutor:
         shards: list[tuple[str, list[Page]]],
         on_progress: ProgressCallback | None = None,
     ) -> list[ShardOutcome]:
-        ray = _ray()
-        self.actors_lost = 0
-        if not ray.is_initialized():
-            ray.init(address=self.address, log_to_driver=False, configure_logging=False)
-        cpus = ray.cluster_resources().get("CPU", 1)
-        actors = max(1, min(len(shards), self.workers or int(cpus // max(self.num_cpus, 0.01)) or 1))
-        actor = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus)(ShardWorker)
-        args = (str(ctx.store.root), ctx.config.model_dump_json(), str(ctx.run.root.resolve()), pipeline)
         progress = ShardCount(pipeline.names, len(shards), on_progress)
-
-        idle = [actor.remote(*args) for _ in range(actors)]
-        todo = [(shard, [p.page_id for p in pages], 1) for shard, pages in shards]
-        running: dict = {}  # future -> (actor, shard, page ids, attempt)
         outcomes: dict[str, ShardOutcome] = {}
+
+        def done(shard: str, outcome: ShardOutcome) -> None:
+            outcomes[shard] = outcome
+            for name in pipeline.names:
+                progress.advance(name)
+
+        args = (str(ctx.store.root), ctx.config.model_dump_json(), str(ctx.run.root.resolve()), pipeline)
+        jobs = [(shard, (shard, [p.page_id for p in pages])) for shard, pages in shards]
+        pool = ActorPool(ShardWorker, args, self.address, self.workers, self.num_cpus, self.num_gpus)
+        self.actors_lost = pool.run(jobs, done)
+        return [outcomes[shard] for shard, _ in shards]
+
+
+class ActorPool:
+    """Jobs on a pool of Ray actors of one class (each built once with ``args``; ``run(*job)`` per job).
+
+    An actor that dies takes nothing with it: its job goes to another actor (a new one only when none is
+    left: a living actor holds its resources, so a new one could wait forever), at most ``MAX_ATTEMPTS``
+    times; the job's own files and cache make the retry resume. ``run`` returns how many actors were lost.
+    """
+
+    def __init__(self, cls: type, args: tuple, address: str | None, workers: int | None, cpus: float, gpus: float):
+        self.ray = _ray()
+        if not self.ray.is_initialized():
+            self.ray.init(address=address, log_to_driver=False, configure_logging=False)
+        self.actor = self.ray.remote(num_cpus=cpus, num_gpus=gpus)(cls)
+        self.args = args
+        self.workers = workers or int(self.ray.cluster_resources().get("CPU", 1) // max(cpus, 0.01)) or 1
+
+    def run(self, jobs: list[tuple[str, tuple]], done) -> int:
+        """Every job (a name, the arguments of the actor's ``run``); ``done(name, result)`` as each ends."""
+        ray = self.ray
+        idle = [self.actor.remote(*self.args) for _ in range(max(1, min(len(jobs), self.workers)))]
+        todo = [(name, job, 1) for name, job in jobs]
+        running: dict = {}  # future -> (actor, name, job, attempt)
+        lost = 0
         try:
             while todo or running:
                 while todo and idle:
-                    shard, page_ids, attempt = todo.pop(0)
+                    name, job, attempt = todo.pop(0)
                     worker = idle.pop()
-                    running[worker.run.remote(shard, page_ids)] = (worker, shard, page_ids, attempt)
+                    running[worker.run.remote(*job)] = (worker, name, job, attempt)
                 finished, _ = ray.wait(list(running), num_returns=1)
-                worker, shard, page_ids, attempt = running.pop(finished[0])
+                worker, name, job, attempt = running.pop(finished[0])
                 try:
-                    outcomes[shard] = ray.get(finished[0])
+                    result = ray.get(finished[0])
                 except ray.exceptions.RayActorError as exc:
-                    self.actors_lost += 1
+                    lost += 1
                     if attempt >= MAX_ATTEMPTS:
                         raise DocrerankError(
-                            f"shard {shard} lost its Ray actor {attempt} times (last: {exc}); what was done is "
-                            "kept: rerun to resume, with the local executor to see the error"
+                            f"{name} lost its Ray actor {attempt} times (last: {exc}); what was done is kept: "
+                            "rerun to resume, with the local executor to see the error"
                         ) from None
-                    todo.append((shard, page_ids, attempt + 1))  # resumes from what the dead actor wrote
+                    todo.append((name, job, attempt + 1))
                     if not idle and not running:  # the last actor died: a new one, wherever resources are left
-                        idle.append(actor.remote(*args))
+                        idle.append(self.actor.remote(*self.args))
                     continue
                 idle.append(worker)
-                for name in pipeline.names:
-                    progress.advance(name)
+                done(name, result)
         finally:
-            try:  # each actor's cache checkpointed into cache.sqlite; a dead actor's is SQLite's to recover
+            try:  # each actor's cache checkpointed into its SQLite file; a dead actor's is SQLite's to recover
                 ray.get([w.close.remote() for w in idle], timeout=60)
             except ray.exceptions.RayError:
                 pass
             for worker in idle + [r[0] for r in running.values()]:
                 ray.kill(worker)
-        return [outcomes[shard] for shard, _ in shards]
+        return lost
+
+
+class PairJudge:
+    """What a Ray actor holds to verify given pairs: the store and the verifier (its cache on a shared path)."""
+
+    def __init__(self, store_root: str, config_json: str, expect: Expectation, cache_path: str):
+        self.store = PageStore.open(store_root)
+        self.config = PipelineConfig.model_validate_json(config_json)
+        self.verifier = verifier_for(self.config, expect, Path(cache_path))
+        self.expect = expect
+
+    def run(self, pairs: list[PairInput]) -> list[VerifiedPair]:
+        rejects = self.config.negatives_verified.evidence_rejects
+        return verify_pairs(pairs, self.store, self.verifier, self.expect, evidence_rejects=rejects)
+
+    def close(self) -> None:
+        self.verifier.backend.close()
+
+
+def verify_pairs_on_ray(
+    pairs: list[PairInput],
+    store: PageStore,
+    config: PipelineConfig,
+    expect: Expectation,
+    cache: Path,
+    *,
+    address: str | None = None,
+    workers: int | None = None,
+    batch_pages: int = 4,
+    on_batch: Callable[[int], Any] | None = None,
+) -> list[VerifiedPair]:
+    """``verify_pairs`` with its page batches spread over a pool of Ray actors; results in input order, the
+    same as on one machine (the cache, on a path every node reaches, makes a rerun resume)."""
+    by_page: dict[str, list[int]] = defaultdict(list)
+    for index, pair in enumerate(pairs):
+        by_page[pair.page_id].append(index)
+    page_ids = sorted(by_page)
+    batches = {
+        f"pages {start + 1}-{start + batch_pages}": [
+            i for pid in page_ids[start : start + batch_pages] for i in by_page[pid]
+        ]
+        for start in range(0, len(page_ids), batch_pages)
+    }
+    results: list[VerifiedPair | None] = [None] * len(pairs)
+
+    def done(name: str, verified: list[VerifiedPair]) -> None:
+        for index, result in zip(batches[name], verified, strict=True):
+            results[index] = result
+        if on_batch is not None:
+            on_batch(len(verified))
+
+    args = (str(store.root), config.model_dump_json(), expect, str(Path(cache).resolve()))
+    jobs = [(name, ([pairs[i] for i in indices],)) for name, indices in batches.items()]
+    ActorPool(PairJudge, args, address, workers, 1, 0).run(jobs, done)
+    return [r for r in results if r is not None]
 
 
 def _ray():
