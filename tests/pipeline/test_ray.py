@@ -185,6 +185,26 @@ def test_verify_on_ray_gives_what_it_gives_here(cluster, pages, tmp_path):
     assert len(lines) == 9 and (tmp_path / "there.jsonl").read_text().splitlines() == lines
 
 
+def test_mine_verify_on_ray_gives_what_it_gives_here(cluster, pages, tmp_path):
+    store, ids = pages
+    queries = tmp_path / "queries.jsonl"  # each page's first words as its query: BM25 ranks the other pages after it
+    lines = [
+        {"query_id": f"q{i}", "query": " ".join(store.get(pid).text.split()[:12]), "page_id": pid}
+        for i, pid in enumerate(ids)
+    ]
+    queries.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with FakeOpenAIServer(answer_schemas=True) as server:
+        config = tmp_path / "config.yaml"
+        config.write_text(_config(server).to_yaml())
+        args = ["mine", "--pages", store.root, "--queries", queries, "--k", "3", "--max-score-ratio", "0"]
+        args += ["--verify", "--config", config]
+        here = invoke_cli(*args, "--out", tmp_path / "here")
+        there = invoke_cli(*args, "--out", tmp_path / "there", "--executor", "ray", "--address", cluster.address)
+    assert here.exit_code == there.exit_code == 0, there.stdout
+    mined = (tmp_path / "here" / "mined.jsonl").read_text()
+    assert '"verdict"' in mined and (tmp_path / "there" / "mined.jsonl").read_text() == mined
+
+
 def test_a_run_begun_on_one_executor_resumes_on_the_other(cluster, pages, reference, tmp_path):
     store, ids = pages
     run = tmp_path / "run"

@@ -18,12 +18,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from docrerank.cli.files import pipeline_config, print_skipped
+from docrerank.cli.options import AddressOption, ExecutorKind, ExecutorOption
 from docrerank.cli.progress import progress_bar
 from docrerank.cli.retrieve import ModelOption, QueriesOption, RetrieverOption, open_queries, searched
 from docrerank.errors import DocrerankError
 from docrerank.pages import PageStore
 from docrerank.pipeline.config import PipelineConfig
 from docrerank.pipeline.pairs import PairInput, verifier_for, verify_pairs
+from docrerank.pipeline.ray_executor import verify_pairs_on_ray
 from docrerank.retrieval import (
     MinedExample,
     MiningSettings,
@@ -64,9 +66,17 @@ def _from_run(run_path: Path, items: list[RetrievalQuery], top_n: int, store: Pa
     return rankings, scores, len(errors) + bool(unknown)
 
 
-def verify_mined(examples: list[MinedExample], store: PageStore, config: PipelineConfig, cache: Path) -> int:
-    """Ask the positive verifier whether each mined page answers its query; the verdicts go onto the negatives.
-    Returns how many negatives could not be judged (pages without text)."""
+def verify_mined(
+    examples: list[MinedExample],
+    store: PageStore,
+    config: PipelineConfig,
+    cache: Path,
+    executor: ExecutorKind = ExecutorKind.LOCAL,
+    address: str | None = None,
+) -> int:
+    """Ask the positive verifier whether each mined page answers its query; the verdicts go onto the negatives
+    (on a Ray cluster's actors with ``executor`` ray). Returns how many negatives could not be judged (pages
+    without text)."""
     pairs, targets, unjudged = [], [], 0
     for example in examples:
         for negative in example.negatives:
@@ -79,12 +89,16 @@ def verify_mined(examples: list[MinedExample], store: PageStore, config: Pipelin
             targets.append(negative)
     if unjudged:
         stderr.print(f"[yellow]{unjudged} mined page(s) have no text[/yellow]: not verified; re-ingest with OCR")
-    verifier = verifier_for(config, "answerable", cache)
     with progress_bar() as bar:
         task = bar.add_task("verify", total=len(pairs))
-        results = verify_pairs(
-            pairs, store, verifier, "answerable", evidence_rejects=False, on_batch=lambda n: bar.advance(task, n)
-        )
+        advance = lambda n: bar.advance(task, n)  # noqa: E731
+        if executor is ExecutorKind.RAY:
+            results = verify_pairs_on_ray(
+                pairs, store, config, "answerable", cache, evidence_rejects=False, address=address, on_batch=advance
+            )
+        else:
+            verifier = verifier_for(config, "answerable", cache)
+            results = verify_pairs(pairs, store, verifier, "answerable", evidence_rejects=False, on_batch=advance)
     for negative, result in zip(targets, results, strict=True):
         negative.verdict = result.verdict
         negative.p_yes = [prompt.p_yes for prompt in result.prompts]
@@ -137,6 +151,8 @@ def mine_command(
     verify: Annotated[bool, typer.Option("--verify", help="ask the verifier whether each mined page answers")] = False,
     config: Annotated[Path | None, typer.Option("--config", help="pipeline config (YAML) for --verify")] = None,
     cache: Annotated[Path | None, typer.Option(help="response cache for --verify (default: OUT/cache.sqlite)")] = None,
+    executor: ExecutorOption = ExecutorKind.LOCAL,
+    address: AddressOption = None,
 ) -> None:
     """Mine hard negative pages for every query that has a known positive page."""
     if rank_max < rank_min:
@@ -171,7 +187,9 @@ def mine_command(
         write_trec({q.query_id: r for q, r in zip(items, rankings, strict=True)}, out / "run.trec", tag=engine.name)
         source = {"retriever": retriever, "settings": engine.settings()}
     examples = mine(items, rankings, positive_scores, settings)
-    unjudged = verify_mined(examples, store, verify_config, cache or out / "cache.sqlite") if verify else 0
+    unjudged = 0
+    if verify:
+        unjudged = verify_mined(examples, store, verify_config, cache or out / "cache.sqlite", executor, address)
     write_mined(examples, out / "mined.jsonl")
     summary = {
         "pages": str(pages),

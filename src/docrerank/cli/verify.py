@@ -57,7 +57,14 @@ def _run(
         task = bar.add_task("verify", total=len(pairs))
         if executor is ExecutorKind.RAY:
             results = verify_pairs_on_ray(
-                pairs, store, settings, expect, cache, address=address, on_batch=lambda n: bar.advance(task, n)
+                pairs,
+                store,
+                settings,
+                expect,
+                cache,
+                evidence_rejects=settings.negatives_verified.evidence_rejects,
+                address=address,
+                on_batch=lambda n: bar.advance(task, n),
             )
         else:
             results = verify_pairs(

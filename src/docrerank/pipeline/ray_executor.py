@@ -145,15 +145,14 @@ class ActorPool:
 class PairJudge:
     """What a Ray actor holds to verify given pairs: the store and the verifier (its cache on a shared path)."""
 
-    def __init__(self, store_root: str, config_json: str, expect: Expectation, cache_path: str):
+    def __init__(self, store_root: str, config_json: str, expect: Expectation, cache_path: str, evidence_rejects: bool):
         self.store = PageStore.open(store_root)
-        self.config = PipelineConfig.model_validate_json(config_json)
-        self.verifier = verifier_for(self.config, expect, Path(cache_path))
+        self.verifier = verifier_for(PipelineConfig.model_validate_json(config_json), expect, Path(cache_path))
         self.expect = expect
+        self.evidence_rejects = evidence_rejects
 
     def run(self, pairs: list[PairInput]) -> list[VerifiedPair]:
-        rejects = self.config.negatives_verified.evidence_rejects
-        return verify_pairs(pairs, self.store, self.verifier, self.expect, evidence_rejects=rejects)
+        return verify_pairs(pairs, self.store, self.verifier, self.expect, evidence_rejects=self.evidence_rejects)
 
     def close(self) -> None:
         self.verifier.backend.close()
@@ -166,6 +165,7 @@ def verify_pairs_on_ray(
     expect: Expectation,
     cache: Path,
     *,
+    evidence_rejects: bool = True,
     address: str | None = None,
     workers: int | None = None,
     batch_pages: int = 4,
@@ -191,7 +191,7 @@ def verify_pairs_on_ray(
         if on_batch is not None:
             on_batch(len(verified))
 
-    args = (str(store.root), config.model_dump_json(), expect, str(Path(cache).resolve()))
+    args = (str(store.root), config.model_dump_json(), expect, str(Path(cache).resolve()), evidence_rejects)
     jobs = [(name, ([pairs[i] for i in indices],)) for name, indices in batches.items()]
     ActorPool(PairJudge, args, address, workers, 1, 0).run(jobs, done)
     return [r for r in results if r is not None]
