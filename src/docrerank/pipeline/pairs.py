@@ -142,6 +142,18 @@ def _result(pair: PairInput, judgement: Judgement, verifier: Verifier, expect: E
     )
 
 
+def page_batches(pairs: Sequence[PairInput], batch_pages: int) -> list[list[int]]:
+    """The pairs' indices grouped by page, ``batch_pages`` pages a batch (a page's prefix evaluated once)."""
+    by_page: dict[str, list[int]] = defaultdict(list)
+    for index, pair in enumerate(pairs):
+        by_page[pair.page_id].append(index)
+    page_ids = sorted(by_page)
+    return [
+        [i for page_id in page_ids[start : start + batch_pages] for i in by_page[page_id]]
+        for start in range(0, len(page_ids), batch_pages)
+    ]
+
+
 def verify_pairs(
     pairs: Sequence[PairInput],
     store: PageStore,
@@ -155,13 +167,8 @@ def verify_pairs(
     """Judge every pair with every prompt, in input order. Pairs are sent grouped by page (``batch_pages`` pages a
     batch) so a page's prefix is evaluated once; each finished batch is in the response cache, so a rerun
     resumes."""
-    by_page: dict[str, list[int]] = defaultdict(list)
-    for index, pair in enumerate(pairs):
-        by_page[pair.page_id].append(index)
-    page_ids = sorted(by_page)
     results: list[VerifiedPair | None] = [None] * len(pairs)
-    for start in range(0, len(page_ids), batch_pages):
-        batch = [i for page_id in page_ids[start : start + batch_pages] for i in by_page[page_id]]
+    for batch in page_batches(pairs, batch_pages):
         judgements = verifier.judge(
             [(store[pairs[i].page_id], _record(pairs[i], expect)) for i in batch],
             expect,

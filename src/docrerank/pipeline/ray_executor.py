@@ -15,7 +15,6 @@ Progress is counted on the driver, a shard at a time; each stage's cost comes ba
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from docrerank.pages import Page, PageStore
 from docrerank.pipeline.config import PipelineConfig
 from docrerank.pipeline.context import StageContext
 from docrerank.pipeline.executor import ProgressCallback, ShardCount, ShardOutcome, run_shard
-from docrerank.pipeline.pairs import PairInput, VerifiedPair, verifier_for, verify_pairs
+from docrerank.pipeline.pairs import PairInput, VerifiedPair, page_batches, verifier_for, verify_pairs
 from docrerank.pipeline.rundir import RunDir
 from docrerank.pipeline.stage import Pipeline
 from docrerank.pipeline.verify import Expectation
@@ -173,16 +172,7 @@ def verify_pairs_on_ray(
 ) -> list[VerifiedPair]:
     """``verify_pairs`` with its page batches spread over a pool of Ray actors; results in input order, the
     same as on one machine (the cache, on a path every node reaches, makes a rerun resume)."""
-    by_page: dict[str, list[int]] = defaultdict(list)
-    for index, pair in enumerate(pairs):
-        by_page[pair.page_id].append(index)
-    page_ids = sorted(by_page)
-    batches = {
-        f"pages {start + 1}-{start + batch_pages}": [
-            i for pid in page_ids[start : start + batch_pages] for i in by_page[pid]
-        ]
-        for start in range(0, len(page_ids), batch_pages)
-    }
+    batches = {f"batch {n}": batch for n, batch in enumerate(page_batches(pairs, batch_pages), start=1)}
     results: list[VerifiedPair | None] = [None] * len(pairs)
 
     def done(name: str, verified: list[VerifiedPair]) -> None:
