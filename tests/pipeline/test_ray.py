@@ -148,7 +148,7 @@ def test_generate_runs_on_the_cluster_it_is_given(cluster, pages, reference, tmp
         args = ["generate", "--pages", store.root, "--run-dir", tmp_path / "run", "--no-progress"]
         wrong = invoke_cli(*args, "--config", config, "--address", cluster.address)
         result = invoke_cli(*args, "--config", config, "--executor", "ray", "--address", cluster.address)
-    assert "--address and --workers are options of --executor ray" in str(wrong.exception)  # exit 2 by the app
+    assert "--address: options of --executor ray" in str(wrong.exception)  # exit 2 by the app
     assert result.exit_code == 0, result.stdout
     assert _contents(tmp_path / "run") == _contents(reference)
 
@@ -203,6 +203,31 @@ def test_mine_verify_on_ray_gives_what_it_gives_here(cluster, pages, tmp_path):
     assert here.exit_code == there.exit_code == 0, there.stdout
     mined = (tmp_path / "here" / "mined.jsonl").read_text()
     assert '"verdict"' in mined and (tmp_path / "there" / "mined.jsonl").read_text() == mined
+
+
+def test_label_on_ray_gives_what_it_gives_here(cluster, pages, tmp_path):
+    """The teacher's chunks of pairs scored on the cluster's actors: the same labeled set as here, and a rerun
+    on Ray answered from the cache the driver wrote."""
+    store, ids = pages
+    pairs = tmp_path / "pairs.jsonl"
+    questions = ["What does the test detect?", "Which year is the break?", "Who wrote the package?"]
+    rows = [{"query": q, "text": store.get(pid).text, "label": int(q == questions[0])} for pid in ids for q in questions]
+    pairs.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with FakeOpenAIServer(answer_schemas=True) as server:
+        config = tmp_path / "config.yaml"
+        config.write_text(_config(server).to_yaml())
+        args = ["label", "--data", pairs, "--teacher", config, "--chunk", "2", "--no-progress"]
+        here = invoke_cli(*args, "--out", tmp_path / "here")
+        sent = server.log.requests
+        ray_args = [*args, "--out", tmp_path / "there", "--executor", "ray", "--address", cluster.address]
+        there = invoke_cli(*ray_args)
+        assert server.log.requests == 2 * sent == 2 * len(rows)  # each pair once per run (each its own cache)
+        again = invoke_cli(*ray_args)
+        assert server.log.requests == 2 * sent, "a finished labeling asked again"
+    assert here.exit_code == there.exit_code == again.exit_code == 0, there.stdout
+    assert f"{len(rows)} cached, 0 scored" in again.stdout
+    labeled = (tmp_path / "here" / "examples.jsonl").read_text()
+    assert '"teacher_score": 0.' in labeled and (tmp_path / "there" / "examples.jsonl").read_text() == labeled
 
 
 def test_a_run_begun_on_one_executor_resumes_on_the_other(cluster, pages, reference, tmp_path):

@@ -9,7 +9,14 @@ from typing import Annotated
 import typer
 
 from docrerank.cli.files import pipeline_config
-from docrerank.cli.options import AddressOption, ExecutorKind, ExecutorOption
+from docrerank.cli.options import (
+    AddressOption,
+    ExecutorKind,
+    ExecutorOption,
+    WorkerGpusOption,
+    WorkersOption,
+    ray_only,
+)
 from docrerank.cli.progress import StageBars
 from docrerank.cli.stats import print_stats
 from docrerank.errors import DocrerankError
@@ -60,20 +67,17 @@ def generate_command(
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
     executor: ExecutorOption = ExecutorKind.LOCAL,
     address: AddressOption = None,
-    workers: Annotated[
-        int | None, typer.Option(min=1, help="Ray actors, each running one shard at a time (default: cluster CPUs)")
-    ] = None,
-    worker_gpus: Annotated[float, typer.Option(min=0, help="GPUs per Ray actor (in-process models)")] = 0,
+    workers: WorkersOption = None,
+    worker_gpus: WorkerGpusOption = 0,
 ) -> None:
     """Run (or resume) the DocReRank pipeline: positives, verification, negatives, verification, selection."""
     store = PageStore.open(pages)
     settings = pipeline_config(config)
     page_ids = select_pages(store, pages, max_pages, sample, settings.seed)
+    ray_only(executor, address=address, workers=workers, worker_gpus=worker_gpus)
     runner = None
     if executor is ExecutorKind.RAY:
         runner = RayExecutor(address=address, workers=workers, num_gpus=worker_gpus)
-    elif address or workers:
-        raise DocrerankError("--address and --workers are options of --executor ray")
     with StageBars(disable=not progress) as bars:
         report = run_pipeline(
             store, settings, run_dir, force=force, on_progress=bars, page_ids=page_ids, executor=runner

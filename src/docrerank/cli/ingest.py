@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from docrerank.cli.options import AddressOption, ExecutorKind, ExecutorOption
+from docrerank.cli.options import AddressOption, ExecutorKind, ExecutorOption, ray_only
 from docrerank.cli.progress import counting_bar
 from docrerank.pages import IngestReport, IngestSettings, OcrMode, ingest
 
@@ -74,6 +74,7 @@ def ingest_command(
     (the others are ingested; the reasons are in STORE/errors.jsonl). --executor ray renders the units as Ray
     tasks (the inputs and the store on paths every node reaches).
     """
+    ray_only(executor, address=address)
     settings = IngestSettings(
         dpi=dpi,
         max_side=max_side,

@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from docrerank.cli.files import pipeline_config, print_skipped
-from docrerank.cli.options import AddressOption, ExecutorKind, ExecutorOption
+from docrerank.cli.options import AddressOption, ExecutorKind, ExecutorOption, ray_only
 from docrerank.cli.progress import progress_bar
 from docrerank.cli.retrieve import ModelOption, QueriesOption, RetrieverOption, open_queries, searched
 from docrerank.errors import DocrerankError
@@ -155,6 +155,7 @@ def mine_command(
     address: AddressOption = None,
 ) -> None:
     """Mine hard negative pages for every query that has a known positive page."""
+    ray_only(executor, address=address)
     if rank_max < rank_min:
         raise typer.BadParameter(f"--rank-max ({rank_max}) is below --rank-min ({rank_min})")
     settings = MiningSettings(

@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
-__all__ = ["AddressOption", "ExecutorKind", "ExecutorOption"]
+from docrerank.errors import DocrerankError
+
+__all__ = ["AddressOption", "ExecutorKind", "ExecutorOption", "WorkerGpusOption", "WorkersOption", "ray_only"]
 
 
 class ExecutorKind(str, Enum):
@@ -21,3 +23,14 @@ ExecutorOption = Annotated[
 AddressOption = Annotated[
     str | None, typer.Option(help="the Ray cluster (ray start --head prints it); default: start a local one")
 ]
+WorkersOption = Annotated[
+    int | None, typer.Option(min=1, help="Ray actors, each on one job at a time (default: the cluster's CPUs)")
+]
+WorkerGpusOption = Annotated[float, typer.Option(min=0, help="GPUs per Ray actor (in-process models)")]
+
+
+def ray_only(executor: ExecutorKind, **given: object) -> None:
+    """Refuse the Ray options given without ``--executor ray`` (they would be ignored without a word)."""
+    named = [f"--{name.replace('_', '-')}" for name, value in given.items() if value]
+    if named and executor is not ExecutorKind.RAY:
+        raise DocrerankError(f"{' and '.join(named)}: options of --executor ray")

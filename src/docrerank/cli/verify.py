@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from docrerank.cli.files import pipeline_config, print_skipped, read_text
-from docrerank.cli.options import AddressOption, ExecutorKind, ExecutorOption
+from docrerank.cli.options import AddressOption, ExecutorKind, ExecutorOption, ray_only
 from docrerank.cli.progress import progress_bar
 from docrerank.errors import DocrerankError, InputError
 from docrerank.pages import PageStore
@@ -98,6 +98,7 @@ def verify_command(
 ) -> None:
     """Run the pipeline's verifier on given (page, query) pairs: each prompt's P(yes), the verdict, the decision.
     --executor ray spreads the pages over a Ray cluster's actors (the store and the cache on shared paths)."""
+    ray_only(executor, address=address)
     cache = cache or out.with_suffix(".cache.sqlite")
     results, errors = _run(pages, pairs, config, role, cache, progress, executor, address)
     write_results(results, out)

@@ -25,12 +25,14 @@ from docrerank.retrieval.runs import Run
 
 __all__ = [
     "CachedReranker",
+    "ChunkRunner",
     "Comparison",
     "Evaluation",
     "ScoreCache",
     "SystemResult",
     "candidate_pairs",
     "evaluate",
+    "in_turn",
     "reranker_identity",
     "score_pairs",
 ]
@@ -96,6 +98,22 @@ class CachedReranker(Reranker):
         return [fresh[i] if i in fresh else known[key] for i, key in enumerate(keys)]
 
 
+Chunk = list[tuple[str, PageLike]]
+# (how many chunks, ``chunk(index)`` opening one chunk's pairs, ``done(index, scores)`` to call as each chunk
+# is scored, in any order)
+ChunkRunner = Callable[[int, Callable[[int], Chunk], Callable[[int, list[float]], None]], None]
+
+
+def in_turn(reranker: Reranker) -> ChunkRunner:
+    """The chunks scored one after another in this process, each chunk's pages opened when it is scored."""
+
+    def run(count: int, chunk: Callable[[int], Chunk], done: Callable[[int, list[float]], None]) -> None:
+        for index in range(count):
+            done(index, reranker.score(chunk(index)))
+
+    return run
+
+
 def score_pairs(
     reranker: Reranker,
     system: str,
@@ -104,24 +122,31 @@ def score_pairs(
     cache: ScoreCache,
     advance: Callable[[int], None] = lambda n: None,
     chunk: int = 64,
+    run_chunks: ChunkRunner | None = None,
 ) -> dict[tuple[str, str], float]:
     """Scores of (query text, page id) pairs: those in the cache, the rest scored ordered by page, so a chat
     model's backend evaluates a page's prompt prefix once for all its queries, and cached chunk by chunk,
     so an interrupted run keeps what it scored. A score that is not finite (a pair the reranker could not
-    score) is returned but not cached: a rerun retries it. ``page(page_id, image)`` opens a page."""
+    score) is returned but not cached: a rerun retries it. ``page(page_id, image)`` opens a page;
+    ``run_chunks`` scores the chunks (default: ``in_turn``; ``score_chunks_on_ray`` spreads them over a cluster)."""
     known = cache.scores(system)
     wanted = list(dict.fromkeys(pairs))
     scores = {pair: known[pair] for pair in wanted if pair in known}
     advance(len(scores))
     missing = sorted((pair for pair in wanted if pair not in known), key=lambda pair: pair[1])
     images = "image" in reranker.uses
-    for start in range(0, len(missing), chunk):
-        batch = missing[start : start + chunk]
-        fresh = reranker.score([(query, page(page_id, images)) for query, page_id in batch])
-        new = dict(zip(batch, map(float, fresh), strict=True))
+    batches = [missing[start : start + chunk] for start in range(0, len(missing), chunk)]
+
+    def done(index: int, fresh: list[float]) -> None:
+        new = dict(zip(batches[index], map(float, fresh), strict=True))
         cache.put(system, {pair: score for pair, score in new.items() if math.isfinite(score)})
         scores.update(new)
-        advance(len(batch))
+        advance(len(new))
+
+    def chunk_pairs(index: int) -> Chunk:
+        return [(query, page(page_id, images)) for query, page_id in batches[index]]
+
+    (run_chunks or in_turn(reranker))(len(batches), chunk_pairs, done)
     return scores
 
 

@@ -1,5 +1,5 @@
 """The Ray executor: the same stages over a Ray cluster, each shard run by one of a pool of Ray actors (and
-``verify``'s page batches, the same way).
+``verify``'s page batches and ``label``'s chunks of pairs, the same way).
 
 An actor builds its own ``StageContext`` once (the store, the config and the run directory, read from a path
 every node reaches), so an in-process model loads once per actor and an HTTP backend keeps its connections;
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from docrerank.errors import DocrerankError
+from docrerank.evaluation.runner import Chunk, ChunkRunner
 from docrerank.pages import Page, PageStore
 from docrerank.pipeline.config import PipelineConfig
 from docrerank.pipeline.context import StageContext
@@ -29,8 +30,17 @@ from docrerank.pipeline.pairs import PairInput, VerifiedPair, page_batches, veri
 from docrerank.pipeline.rundir import RunDir
 from docrerank.pipeline.stage import Pipeline
 from docrerank.pipeline.verify import Expectation
+from docrerank.rerankers.base import Reranker
 
-__all__ = ["ActorPool", "PairJudge", "RayExecutor", "ShardWorker", "verify_pairs_on_ray"]
+__all__ = [
+    "ActorPool",
+    "PairJudge",
+    "PairScorer",
+    "RayExecutor",
+    "ShardWorker",
+    "score_chunks_on_ray",
+    "verify_pairs_on_ray",
+]
 
 # a shard whose actor died this many times is not tried again: something kills every actor that takes it
 MAX_ATTEMPTS = 3
@@ -185,6 +195,38 @@ def verify_pairs_on_ray(
     jobs = [(name, ([pairs[i] for i in indices],)) for name, indices in batches.items()]
     ActorPool(PairJudge, args, address, workers, 1, 0).run(jobs, done)
     return [r for r in results if r is not None]
+
+
+class PairScorer:
+    """What a Ray actor holds to score pairs: a reranker rebuilt from its settings (an LLM teacher: its backend
+    config, the model loaded once per actor)."""
+
+    def __init__(self, document: dict[str, Any]):
+        self.reranker = Reranker.from_settings(document, Path.cwd(), "the driver's reranker", allow_remote=True)
+
+    def run(self, pairs: Chunk) -> list[float]:
+        return [float(score) for score in self.reranker.score(pairs)]
+
+    def close(self) -> None:
+        backend = getattr(self.reranker, "backend", None)
+        if backend is not None:
+            backend.close()
+
+
+def score_chunks_on_ray(
+    reranker: Reranker, *, address: str | None = None, workers: int | None = None, num_gpus: float = 0
+) -> ChunkRunner:
+    """``score_pairs``' chunks spread over a pool of Ray actors, each holding the same reranker (``docrerank
+    label --executor ray``): the driver writes each chunk's scores into its cache as they come, so a killed
+    run resumes as on one machine. The chunks' pages travel with them (text, and images where the reranker
+    reads them)."""
+    document = {"kind": reranker.kind, **reranker.settings()}
+
+    def run(count: int, chunk: Callable[[int], Chunk], done: Callable[[int, list[float]], None]) -> None:
+        jobs = [(str(index), (chunk(index),)) for index in range(count)]
+        ActorPool(PairScorer, (document,), address, workers, 1, num_gpus).run(jobs, lambda n, s: done(int(n), s))
+
+    return run
 
 
 def _ray():

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from docrerank.errors import InputError
-from docrerank.evaluation.runner import ScoreCache, score_pairs
+from docrerank.evaluation.runner import ChunkRunner, ScoreCache, score_pairs
 from docrerank.pages import PageStore
 from docrerank.pages.content import PageContent
 from docrerank.rerankers.base import Reranker
@@ -104,9 +104,11 @@ def label_groups(
     identity: str | None = None,
     chunk: int = 16,
     progress: Callable[[int, int], None] = lambda done, total: None,
+    run_chunks: ChunkRunner | None = None,
 ) -> tuple[list[TrainingGroup], LabelSummary]:
     """``groups`` with the teacher's score of every pair (see the module docstring); ``progress(done, total)``
-    counts distinct pairs settled. ``identity`` names the teacher in the cache (default ``teacher_identity``)."""
+    counts distinct pairs settled. ``identity`` names the teacher in the cache (default ``teacher_identity``);
+    ``run_chunks`` scores the chunks (default: in turn here; ``score_chunks_on_ray`` on a Ray cluster)."""
     started = time.perf_counter()
     groups = list(groups)
     identity = identity or teacher_identity(teacher)
@@ -139,7 +141,7 @@ def label_groups(
         progress(done, len(wanted))
 
     progress(done, len(wanted))
-    fresh = score_pairs(teacher, identity, readable, lambda key, _image: pages[key], cache, advance, chunk)
+    fresh = score_pairs(teacher, identity, readable, lambda key, _image: pages[key], cache, advance, chunk, run_chunks)
     scores = {pair: score for pair, score in fresh.items() if math.isfinite(score)}
     summary.scored = len(scores) - summary.cached
     for (query, key), score in fresh.items():
@@ -201,19 +203,21 @@ def label_dataset(
     chunk: int = 16,
     progress: Callable[[int, int], None] = lambda done, total: None,
     details: dict[str, Any] | None = None,
+    run_chunks: ChunkRunner | None = None,
 ) -> LabelSummary:
     """Score every pair of the training set ``data`` (any form ``read_groups`` reads; an export's
     queries.jsonl needs its page ``store``, which also gives page image paths) with ``teacher`` and write the
     labeled set into the folder ``out`` (see the module docstring). Rerun with the same ``out`` to resume.
 
     Rows whose page is not in ``store`` are reported in the summary's errors and left out; the rest goes on.
-    ``details`` (e.g. the teacher's config) is recorded in ``label.json``.
+    ``details`` (e.g. the teacher's config) is recorded in ``label.json``; ``run_chunks``: as for
+    ``label_groups``.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     skipped: list[InputError] = []
     groups = read_groups(data, store, images=False, skipped=skipped)
-    labeled, summary = label_groups(groups, teacher, ScoreCache(out / CACHE), identity, chunk, progress)
+    labeled, summary = label_groups(groups, teacher, ScoreCache(out / CACHE), identity, chunk, progress, run_chunks)
     summary.errors[:0] = skipped
     partial = out / f".{EXAMPLES}.partial"
     with partial.open("w") as handle:
