@@ -20,10 +20,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from docrerank.errors import DocrerankError
 from docrerank.pages import PageStore, ingest
-from docrerank.pipeline.config import PipelineConfig
+from docrerank.pipeline.config import PipelineConfig, RaySettings
 from docrerank.pipeline.generate import run_pipeline
-from docrerank.pipeline.ray_executor import RayExecutor
+from docrerank.pipeline.ray_executor import RayExecutor, Segment, segments
 from docrerank.pipeline.rundir import RunDir
 from docrerank.pipeline.stages import STAGES
 from docrerank.testing.fake_server import FakeOpenAIServer
@@ -140,6 +141,35 @@ def test_the_ray_executor_writes_what_the_local_one_writes(cluster, pages, refer
     assert report.profile["positives"]["requests_sent"] == 3  # the actors' costs come back with their shards
 
 
+def test_the_stages_cut_where_a_stage_has_a_pool_of_its_own():
+    names = ["a", "b", "c", "d", "e"]
+    assert segments(names, set()) == [Segment("", 0, 5)]
+    assert segments(names, {"c", "d"}) == [Segment("", 0, 2), Segment("c", 2, 3), Segment("d", 3, 4), Segment("", 4, 5)]
+
+
+def test_a_stage_with_a_pool_of_its_own_writes_what_the_local_executor_writes(cluster, pages, reference, tmp_path):
+    """Verification on a pool of its own (one actor, one CPU), the other stages on the executor's (one actor):
+    each shard moves from pool to pool; progress comes per segment; the files are the local run's."""
+    store, ids = pages
+    events = []
+    with FakeOpenAIServer(answer_schemas=True) as server:
+        config = _config(server).model_copy(update={"ray": RaySettings(stages={"negatives_verified": {"workers": 1}})})
+        report = run_pipeline(
+            store, config, tmp_path / "run", page_ids=ids, executor=RayExecutor(workers=1),
+            on_progress=lambda *e: events.append(e),
+        )  # fmt: skip
+        too_big = config.model_copy(update={"ray": RaySettings(stages={"negatives_verified": {"workers": 2}})})
+        with pytest.raises(DocrerankError, match=r"the Ray pools need 3 CPU at once and the cluster has 2"):
+            run_pipeline(store, too_big, tmp_path / "other", page_ids=ids, executor=RayExecutor(workers=1))
+        wrong = config.model_copy(update={"ray": RaySettings(stages={"verification": {}})})
+        with pytest.raises(DocrerankError, match="ray.stages names verification, not a stage"):
+            run_pipeline(store, wrong, tmp_path / "other", page_ids=ids, executor=RayExecutor())
+    assert (report.shards, report.shards_resumed, report.failed) == (3, 0, 0)
+    assert _contents(tmp_path / "run") == _contents(reference)
+    assert all([done for stage, done, _ in events if stage == name] == [0, 1, 2, 3] for name in STAGES)
+    assert report.profile["negatives_verified"]["requests_sent"] > 0  # its pool's costs come back too
+
+
 def test_generate_runs_on_the_cluster_it_is_given(cluster, pages, reference, tmp_path):
     store, ids = pages
     with FakeOpenAIServer(answer_schemas=True) as server:
@@ -211,7 +241,9 @@ def test_label_on_ray_gives_what_it_gives_here(cluster, pages, tmp_path):
     store, ids = pages
     pairs = tmp_path / "pairs.jsonl"
     questions = ["What does the test detect?", "Which year is the break?", "Who wrote the package?"]
-    rows = [{"query": q, "text": store.get(pid).text, "label": int(q == questions[0])} for pid in ids for q in questions]
+    rows = [
+        {"query": q, "text": store.get(pid).text, "label": int(q == questions[0])} for pid in ids for q in questions
+    ]
     pairs.write_text("".join(json.dumps(row) + "\n" for row in rows))
     with FakeOpenAIServer(answer_schemas=True) as server:
         config = tmp_path / "config.yaml"

@@ -22,7 +22,7 @@ from docrerank.pipeline.filters import FilterSettings
 from docrerank.pipeline.properties import Property
 from docrerank.pipeline.verify import VerifySettings
 
-__all__ = ["PipelineConfig"]
+__all__ = ["PipelineConfig", "RaySettings", "StageResources"]
 
 
 class _Stage(BaseModel):
@@ -139,6 +139,29 @@ def _default_backends() -> dict[str, LlamaCppConfig]:
     return {"generator": model, "verifier": model}
 
 
+class StageResources(BaseModel):
+    """A stage's own pool of Ray actors: how many, and what each holds (a GPU for an in-process model; a
+    fraction of a CPU for a stage that only waits on an HTTP server)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workers: int = Field(1, ge=1, description="actors running this stage, each on one shard at a time")
+    num_cpus: float = Field(1, ge=0, description="CPUs each actor holds")
+    num_gpus: float = Field(0, ge=0, description="GPUs each actor holds")
+
+
+class RaySettings(BaseModel):
+    """Where stages run under ``--executor ray`` (no part of any fingerprint: it changes no record)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stages: dict[str, StageResources] = Field(
+        default_factory=dict,
+        description="stages with a pool of their own (a shard moves from pool to pool, stages of different shards "
+        "run at once); the other stages share the executor's pool (--workers, --worker-gpus)",
+    )
+
+
 class PipelineConfig(BaseModel):
     """Everything that decides a generation run."""
 
@@ -156,6 +179,7 @@ class PipelineConfig(BaseModel):
     negatives_verified: NegativeVerification = NegativeVerification()
     selected: SelectionStage = SelectionStage()
     property_sets: dict[str, list[Property]] = Field(default_factory=dict, description="user-defined sets")
+    ray: RaySettings = RaySettings()
 
     @model_validator(mode="before")
     @classmethod

@@ -49,13 +49,24 @@ def run_shard(
     shard: str,
     pages: list[Page],
     on_stage: Callable[[str], None] | None = None,
+    *,
+    first: int = 0,
+    last: int | None = None,
+    redo: bool = False,
 ) -> ShardOutcome:
     """Every stage of one shard, in order. A stage is redone when unfinished, when it had failures, or when a
-    stage before it was redone; otherwise its records are read back."""
+    stage before it was redone; otherwise its records are read back.
+
+    ``first`` / ``last`` (an executor that moves a shard from pool to pool): only the stages ``first`` to
+    ``last - 1``; those before ``first`` were run for this shard in this run and are read back as they are;
+    ``redo``: one of them was redone, so these are redone too."""
     run = ctx.run
-    outcome = ShardOutcome(shard=shard, pages=len(pages))
+    outcome = ShardOutcome(shard=shard, pages=len(pages), resumed=not redo)
     upstream: list[QueryRecord] = []
-    for stage in pipeline.stages:
+    for index, stage in enumerate(pipeline.stages[:last]):
+        if index < first:
+            upstream = run.read_shard(stage.name, shard, QueryRecord)
+            continue
         if outcome.resumed and run.is_done(stage.name, shard) and not run.failed(stage.name, shard):
             upstream = run.read_shard(stage.name, shard, QueryRecord)
         else:
