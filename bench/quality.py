@@ -108,7 +108,7 @@ def mixtures(store, out: Path, run: Path) -> dict[str, Path]:
     total, made = None, {}
     for recipe in ("mined-only", "base", "full"):  # mined-only first: its size is every recipe's total
         target = out / f"mix-{recipe}"
-        args = ["mix", "--pages", store.root, "--run", run, "--mined", out / "mined", "--recipe", recipe]
+        args = ["mix", "--pages", store.root, "--run-dir", run, "--mined", out / "mined", "--recipe", recipe]
         try:
             docrerank(*args, "--out", target, "--overwrite", *(["--total", total] if total else []))
         except subprocess.CalledProcessError:

@@ -5,7 +5,9 @@
    local executor and by the Ray executor with one actor (shards in turn, as the local one runs them), in
    fresh run directories, alternating, ``--repeats`` times each; the median wall times and their ratio (Ray /
    local; goal <= 1.10). A local Ray cluster is started before the timings (its start-up is not counted;
-   each Ray run's actor start-up is). A row with two actors shows what running shards side by side gives.
+   each Ray run's actor start-up is). A row with two actors shows what running shards side by side gives; a
+   row with the negatives' verification on a pool of its own (``ray.stages``), what moving a shard from pool
+   to pool gives (one shard verified while the next is generated).
 2. Sizing: from a real run's stats.json (``--stats``; ``make demo`` writes runs/demo/run/stats.json), each
    stage's prompt and decoded tokens per page, times a GPU's throughput that you state (``--prompt-tps``,
    ``--decode-tps``; the defaults and where they come from are below): GPU-seconds a page, pages/hour per GPU,
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -30,7 +33,7 @@ from rich.table import Table
 
 from common import sample_store  # bench/common.py: scripts run as `python bench/NAME.py`
 from docrerank.pages.sample import spread_sample
-from docrerank.pipeline.config import PipelineConfig
+from docrerank.pipeline.config import PipelineConfig, RaySettings, StageResources
 from docrerank.pipeline.generate import run_pipeline
 from docrerank.pipeline.ray_executor import RayExecutor
 from docrerank.testing.fake_server import FakeOpenAIServer
@@ -47,12 +50,21 @@ DECODE_TPS = 12_500
 
 
 def overhead(store, pages: int, repeats: int) -> dict[str, list[float]]:
-    """Wall seconds of each run: local, Ray with one actor, Ray with two (alternating)."""
+    """Wall seconds of each run: local, Ray with one actor, Ray with two, Ray with one actor and the negatives'
+    verification on a pool of its own (one more actor; alternating)."""
     import ray
 
     page_ids = spread_sample(store, pages, seed=0)
-    times: dict[str, list[float]] = {"local": [], "ray, 1 actor": [], "ray, 2 actors": []}
-    executors = {"local": None, "ray, 1 actor": RayExecutor(workers=1), "ray, 2 actors": RayExecutor(workers=2)}
+    own_pool = RaySettings(stages={"negatives_verified": StageResources(workers=1)})
+    executors = {
+        "local": (None, RaySettings()),
+        "ray, 1 actor": (RayExecutor(workers=1), RaySettings()),
+        "ray, 2 actors": (RayExecutor(workers=2), RaySettings()),
+        "ray, 1 actor + 1 verifying": (RayExecutor(workers=1), own_pool),
+    }
+    times: dict[str, list[float]] = {name: [] for name in executors}
+    # no token: one written to ~/.ray/auth_token would turn token auth on for later `ray start`s (the tests')
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         with FakeOpenAIServer(latency_s=LATENCY_S, separate_process=True, answer_schemas=True) as server:
@@ -61,10 +73,11 @@ def overhead(store, pages: int, repeats: int) -> dict[str, list[float]]:
                 {"pages_per_shard": 4, "backends": {"generator": backend, "verifier": backend}}
             )
             for _ in range(repeats):
-                for name, executor in executors.items():
+                for name, (executor, placement) in executors.items():
                     with tempfile.TemporaryDirectory() as run_dir:
                         started = time.perf_counter()
-                        run_pipeline(store, config, run_dir, page_ids=page_ids, executor=executor)
+                        placed = config.model_copy(update={"ray": placement})
+                        run_pipeline(store, placed, run_dir, page_ids=page_ids, executor=executor)
                         times[name].append(time.perf_counter() - started)
     finally:
         ray.shutdown()

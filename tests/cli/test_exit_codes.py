@@ -44,11 +44,11 @@ def _args(case: str, f: dict[str, Path], tmp: Path) -> tuple:
         # a path that does not exist
         "verify --pairs": ("verify", "--pages", store, "--pairs", f["missing"], "--out", out),
         "evaluate-verifier --pairs": ("evaluate-verifier", "--pairs", f["missing"], "--pages", store, "--out", out),
-        "rerank --queries": ("rerank", "--pages", store, "--queries", f["missing"], "--run", f["run"], "--out", out),
-        "rerank --run": ("rerank", "--pages", store, "--queries", f["queries"], "--run", f["missing"], "--out", out),
+        "rerank --queries": ("rerank", "--pages", store, "--queries", f["missing"], "--trec", f["run"], "--out", out),
+        "rerank --trec": ("rerank", "--pages", store, "--queries", f["queries"], "--trec", f["missing"], "--out", out),
         "retrieve --queries": ("retrieve", "--pages", store, "--queries", f["missing"], "--out", out),
         "mine --queries": ("mine", "--pages", store, "--queries", f["missing"], "--out", out),
-        "mine --run": ("mine", "--pages", store, "--queries", f["queries"], "--run", f["missing"], "--out", out),
+        "mine --trec": ("mine", "--pages", store, "--queries", f["queries"], "--trec", f["missing"], "--out", out),
         "generate --config": ("generate", "--pages", store, "--run-dir", out, "--config", f["missing"]),
         "verify --config": (
             "verify", "--pages", store, "--pairs", f["queries"], "--out", out, "--config", f["missing"],
@@ -71,8 +71,8 @@ def _args(case: str, f: dict[str, Path], tmp: Path) -> tuple:
 
 
 MISSING = [
-    "verify --pairs", "evaluate-verifier --pairs", "rerank --queries", "rerank --run", "retrieve --queries",
-    "mine --queries", "mine --run", "generate --config", "verify --config", "train --config", "label --teacher",
+    "verify --pairs", "evaluate-verifier --pairs", "rerank --queries", "rerank --trec", "retrieve --queries",
+    "mine --queries", "mine --trec", "generate --config", "verify --config", "train --config", "label --teacher",
     "mix --config", "export RUN", "stats RUN", "evaluate --benchmark", "evaluate --queries", "evaluate --qrels",
     "import DATASET", "backends check",
 ]  # fmt: skip
@@ -94,7 +94,7 @@ def _yaml_args(case: str, f: dict[str, Path], tmp: Path) -> tuple:
         "generate --config": ("generate", "--pages", store, "--run-dir", out, "--config", bad),
         "verify --config": ("verify", "--pages", store, "--pairs", f["queries"], "--out", out, "--config", bad),
         "rerank --config": (
-            "rerank", "--pages", store, "--queries", f["queries"], "--run", f["run"], "--out", out, "--config", bad,
+            "rerank", "--pages", store, "--queries", f["queries"], "--trec", f["run"], "--out", out, "--config", bad,
             "--reranker", "llm",
         ),
         "mine --config": (
@@ -155,7 +155,7 @@ def test_malformed_jsonl_lines_are_skipped_each_named_and_exit_1(files, tmp_path
     assert "Traceback" not in result.stderr
 
     result = docrerank(
-        "rerank", "--pages", files["store"], "--queries", bad, "--run", files["run"], "--out", tmp_path / "r.trec"
+        "rerank", "--pages", files["store"], "--queries", bad, "--trec", files["run"], "--out", tmp_path / "r.trec"
     )
     assert result.exit_code == EXIT_INPUTS_FAILED, result.stderr
     assert f"skipped {bad}:1: not a JSON object" in result.stderr and "Traceback" not in result.stderr
@@ -177,7 +177,7 @@ def test_markup_in_skipped_lines_and_hints_is_printed_as_it_is(files, tmp_path, 
     queries = tmp_path / "queries.jsonl"
     queries.write_text(json.dumps({"query": "q", "page_id": "p[data]"}) + "\n")
     result = docrerank(
-        "rerank", "--pages", files["store"], "--queries", queries, "--run", files["run"], "--out", tmp_path / "r.trec"
+        "rerank", "--pages", files["store"], "--queries", queries, "--trec", files["run"], "--out", tmp_path / "r.trec"
     )
     assert "page 'p[data]' is not in the store" in result.stderr
 

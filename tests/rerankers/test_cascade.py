@@ -150,7 +150,7 @@ def test_rerank_command_with_the_cascade(student_folder, vignette_store, tmp_pat
     queries.write_text("".join(json.dumps(r) + "\n" for r in rows))
     write_trec({"q1": [(p, 1.0 / (i + 1)) for i, p in enumerate(pages)]}, tmp_path / "first.trec")
     result = run_cli(
-        "rerank", "--pages", vignette_store.root, "--queries", queries, "--run", tmp_path / "first.trec",
+        "rerank", "--pages", vignette_store.root, "--queries", queries, "--trec", tmp_path / "first.trec",
         "--out", tmp_path / "cascade.trec", "--reranker", "cascade", "--model", student_folder,
         "--config", config, "--cascade-top", "2",
     )  # fmt: skip

@@ -104,7 +104,7 @@ def test_rerank_command_reorders_the_first_stage_and_names_unknown_pages(sample_
         sample_pages.root,
         "--queries",
         mining_queries,
-        "--run",
+        "--trec",
         first_path,
         "--out",
         out,
@@ -161,12 +161,12 @@ def test_rerank_without_a_reranker_keeps_the_first_stage_order_and_names_the_cho
     store = store_with_an_empty_page
     queries, first, _ = _first_stage(store, tmp_path)
     out = tmp_path / "kept.trec"
-    result = invoke_cli("rerank", "--pages", store.root, "--queries", queries, "--run", first, "--out", out)
+    result = invoke_cli("rerank", "--pages", store.root, "--queries", queries, "--trec", first, "--out", out)
     assert result.exit_code == 0, result.stdout
     said = " ".join(result.stdout.split())
     assert "the first stage's order is kept" in said and "--reranker llm (the embedded 1.5B zero-shot" in said
     assert read_trec(out)[0] == read_trec(first)[0]  # the same pages, order and scores
-    config_alone = invoke_cli("rerank", "--pages", store.root, "--queries", queries, "--run", first, "--out", out,
+    config_alone = invoke_cli("rerank", "--pages", store.root, "--queries", queries, "--trec", first, "--out", out,
                               "--config", tmp_path / "any.yaml")  # fmt: skip
     assert isinstance(config_alone.exception, DocrerankError) and "add --reranker llm" in str(config_alone.exception)
     served = run_cli("serve", "--port", "9")  # through main(): a DocrerankError exits 2
@@ -181,7 +181,7 @@ def test_rerank_command_with_the_llm_reranker_ranks_a_page_without_text_last(sto
     config.write_text(yaml.safe_dump({"backends": {"generator": TINY, "verifier": TINY}}))
     out = tmp_path / "reranked.trec"
     result = run_cli(
-        "rerank", "--pages", store.root, "--queries", queries, "--run", first, "--out", out, "--config", config,
+        "rerank", "--pages", store.root, "--queries", queries, "--trec", first, "--out", out, "--config", config,
         "--reranker", "llm",
     )  # fmt: skip
     assert result.exit_code == 1, result.stderr[-2000:]
@@ -277,7 +277,7 @@ def test_rerank_command_refuses_an_untrusted_saved_reranker_without_the_flag(
     store = store_with_an_empty_page
     queries, first, blank = _first_stage(store, tmp_path)
     LLMReranker(load_backend(REMOTE)).save(tmp_path / "remote")
-    args = ["rerank", "--pages", store.root, "--queries", queries, "--run", first, "--out", tmp_path / "out.trec"]
+    args = ["rerank", "--pages", store.root, "--queries", queries, "--trec", first, "--out", tmp_path / "out.trec"]
     args += ["--reranker", "saved", "--model", tmp_path / "remote"]
     refused = run_cli(*args)
     assert refused.exit_code != 0 and not (tmp_path / "out.trec").exists()

@@ -105,7 +105,7 @@ def test_mine_command_writes_the_set_the_run_and_a_summary_and_names_bad_queries
     # mining again from the written run gives the same set (positives found in it keep their scores)
     from_run = tmp_path / "from-run"
     result = invoke_cli(
-        "mine", "--pages", sample_pages.root, "--queries", mining_queries, "--run", out / "run.trec", "--out", from_run
+        "mine", "--pages", sample_pages.root, "--queries", mining_queries, "--trec", out / "run.trec", "--out", from_run
     )
     assert result.exit_code == 0, result.stderr
     for a, b in zip(read_mined(from_run), examples, strict=True):
@@ -123,7 +123,7 @@ def test_a_run_file_in_the_wrong_format_is_named_line_by_line(sample_pages, mini
     run.write_text(run.read_text() + "q1 Q0 page 1\nq2 Q0 page one 1.0 tag\n")
     run.write_text(run.read_text() + f"{queries[0].query_id} Q0 {'f' * 32} 3 0.5 tag\n")  # not in the store
     result = run_cli(
-        "mine", "--pages", sample_pages.root, "--queries", mining_queries, "--run", run, "--out", tmp_path / "out"
+        "mine", "--pages", sample_pages.root, "--queries", mining_queries, "--trec", run, "--out", tmp_path / "out"
     )
     assert result.exit_code == 1
     assert f"{run}:{2 * len(queries) + 1}" in result.stderr and "4 columns instead of 6" in result.stderr

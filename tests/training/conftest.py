@@ -50,7 +50,7 @@ def training_sets(all_sample_pages, tmp_path_factory) -> TrainingSets:
         _cli("export", run, "--pages", store.root, "--out", root / name, "--format", fmt)
     _cli("mine", "--pages", store.root, "--queries", run, "--out", root / "mined")
     for fmt, name in (("hf", "mixture"), ("jsonl", "mixture-jsonl")):
-        mix = ("mix", "--pages", store.root, "--run", run, "--mined", root / "mined", "--recipe", "full")
+        mix = ("mix", "--pages", store.root, "--run-dir", run, "--mined", root / "mined", "--recipe", "full")
         _cli(*mix, "--format", fmt, "--out", root / name)
     return TrainingSets(
         store=store,

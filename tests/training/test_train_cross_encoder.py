@@ -68,7 +68,7 @@ def test_training_on_the_pipeline_data_learns_and_reports_held_out_documents(tra
     )
     assert retrieved.exit_code == 0, retrieved.stdout
     reranked = invoke_cli(
-        "rerank", "--pages", store, "--queries", queries, "--run", tmp_path / "bm25.trec",
+        "rerank", "--pages", store, "--queries", queries, "--trec", tmp_path / "bm25.trec",
         "--out", tmp_path / "reranked.trec", "--reranker", "saved", "--model", out, "--k", "5",
     )  # fmt: skip
     assert reranked.exit_code == 0, reranked.stdout[-2000:]

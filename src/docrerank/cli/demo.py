@@ -151,7 +151,7 @@ def show_payoff(out: Path, data: Path, live_run: Path) -> None:
     for run, target in zip(runs, mined, strict=True):
         _docrerank("mine", "--pages", pages, "--queries", run, "--out", target)
     mixture = out / "mixture"
-    sources = [word for run, found in zip(runs, mined, strict=True) for word in ("--run", run, "--mined", found)]
+    sources = [word for run, found in zip(runs, mined, strict=True) for word in ("--run-dir", run, "--mined", found)]
     _docrerank("mix", "--recipe", "full", "--pages", pages, *sources, "--out", mixture, "--overwrite")
     questions = out / "held-out" / "queries.jsonl"  # the rephrased twins: fewer of the page's own words
     questions.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from docrerank.cli.options import PagesOption
 from docrerank.pages import PageStore
 from docrerank.pipeline.export import FORMATS, ExportSummary, export_run
 
@@ -39,7 +40,7 @@ def print_summary(summary: ExportSummary) -> None:
 
 def export_command(
     run_dir: Annotated[Path, typer.Argument(help="a run directory (docrerank generate --run-dir)")],
-    pages: Annotated[Path, typer.Option("--pages", help="the page store the run was generated from")],
+    pages: PagesOption,
     out: Annotated[Path, typer.Option("--out", help="the output folder")],
     format: Annotated[str, typer.Option("--format", help=f"one of: {', '.join(FORMATS)}")] = "hf",
     overwrite: Annotated[bool, typer.Option(help="replace a non-empty --out folder")] = False,

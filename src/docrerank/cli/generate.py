@@ -13,6 +13,7 @@ from docrerank.cli.options import (
     AddressOption,
     ExecutorKind,
     ExecutorOption,
+    PagesOption,
     WorkerGpusOption,
     WorkersOption,
     ray_only,
@@ -55,7 +56,7 @@ def select_pages(
 
 
 def generate_command(
-    pages: Annotated[Path, typer.Option("--pages", help="a page store (docrerank ingest)")],
+    pages: PagesOption,
     run_dir: Annotated[Path, typer.Option("--run-dir", help="the run directory: output and cache")],
     config: Annotated[Path | None, typer.Option("--config", help="pipeline config (YAML); default: built-in")] = None,
     force: Annotated[bool, typer.Option(help="redo stages whose settings changed")] = False,

@@ -14,6 +14,7 @@ from docrerank.cli.options import (
     AddressOption,
     ExecutorKind,
     ExecutorOption,
+    RowPagesOption,
     WorkerGpusOption,
     WorkersOption,
     ray_only,
@@ -41,9 +42,7 @@ def label_command(
         typer.Option("--teacher", help="pipeline config (YAML) holding the teacher's backend (default: built-in)"),
     ] = None,
     backend: Annotated[str, typer.Option("--backend", help="the config's backend that judges")] = "verifier",
-    pages: Annotated[
-        Path | None, typer.Option("--pages", help="the page store (for an export's queries.jsonl; page image paths)")
-    ] = None,
+    pages: RowPagesOption = None,
     max_page_chars: Annotated[
         int, typer.Option(min=1, help="page text the teacher reads (the rest is cut)")
     ] = DEFAULT_MAX_PAGE_CHARS,

@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from docrerank.cli.files import pipeline_config, print_skipped
-from docrerank.cli.options import AddressOption, ExecutorKind, ExecutorOption, ray_only
+from docrerank.cli.options import AddressOption, ExecutorKind, ExecutorOption, PagesOption, ray_only
 from docrerank.cli.progress import progress_bar
 from docrerank.cli.retrieve import ModelOption, QueriesOption, RetrieverOption, open_queries, searched
 from docrerank.errors import DocrerankError
@@ -130,12 +130,17 @@ def _print_summary(summary: dict) -> None:
 
 
 def mine_command(
-    pages: Annotated[Path, typer.Option("--pages", help="a page store (docrerank ingest)")],
+    pages: PagesOption,
     queries: QueriesOption,
     out: Annotated[Path, typer.Option("--out", help="folder for mined.jsonl, run.trec and summary.json")],
     retriever: RetrieverOption = "bm25",
     run: Annotated[
-        Path | None, typer.Option("--run", help="mine from this TREC run instead of retrieving (query ids must match)")
+        Path | None,
+        typer.Option(
+            "--trec",
+            "--run",
+            help="mine from this TREC run file instead of retrieving (query ids must match; --run: its old name)",
+        ),
     ] = None,
     model: ModelOption = None,
     top_n: Annotated[

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from docrerank.cli.files import read_yaml, validation_summary
+from docrerank.cli.options import PagesOption
 from docrerank.errors import DocrerankError
 from docrerank.pages import PageStore
 from docrerank.pipeline.export import FORMATS
@@ -42,10 +43,13 @@ def _print(summary: MixSummary) -> None:
 
 
 def mix_command(
-    pages: Annotated[Path, typer.Option("--pages", help="the page store the runs and mined sets were made from")],
+    pages: PagesOption,
     out: Annotated[Path, typer.Option("--out", help="the output folder")],
     recipe: Annotated[str, typer.Option("--recipe", help=f"one of: {', '.join(RECIPES)}")] = "base",
-    run: Annotated[list[Path] | None, typer.Option("--run", help="a generation run (repeatable)")] = None,
+    run: Annotated[
+        list[Path] | None,
+        typer.Option("--run-dir", "--run", help="a generation run directory (repeatable; --run: its old name)"),
+    ] = None,
     mined: Annotated[list[Path] | None, typer.Option("--mined", help="a `docrerank mine` folder (repeatable)")] = None,
     format: Annotated[str, typer.Option("--format", help=f"one of: {', '.join(FORMATS)}")] = "hf",
     config: Annotated[

@@ -1,15 +1,37 @@
-"""Options that several commands share, declared once: where the work runs (this machine or a Ray cluster)."""
+"""Options that several commands share, declared once: the page store, where the work runs (this machine or a
+Ray cluster)."""
 
 from __future__ import annotations
 
 from enum import Enum
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from docrerank.errors import DocrerankError
 
-__all__ = ["AddressOption", "ExecutorKind", "ExecutorOption", "WorkerGpusOption", "WorkersOption", "ray_only"]
+__all__ = [
+    "PagesOption",
+    "RowPagesOption",
+    "AddressOption",
+    "ExecutorKind",
+    "ExecutorOption",
+    "WorkerGpusOption",
+    "WorkersOption",
+    "ray_only",
+]
+
+
+PagesOption = Annotated[
+    Path, typer.Option("--pages", help="the page store (docrerank ingest) whose pages the inputs name")
+]
+RowPagesOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--pages", help="the page store: for an export's queries.jsonl (its rows name pages), and page images"
+    ),
+]
 
 
 class ExecutorKind(str, Enum):

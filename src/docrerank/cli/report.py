@@ -23,7 +23,12 @@ def report_command(
     ],
     out: Annotated[Path, typer.Option("--out", help="the HTML file to write; its markdown summary goes beside it")],
     run: Annotated[
-        Path | None, typer.Option("--run", help="a generation run directory: its stats.json, as data quality")
+        Path | None,
+        typer.Option(
+            "--run-dir",
+            "--run",
+            help="a generation run directory: its stats.json, as data quality (--run: its old name)",
+        ),
     ] = None,
     verifier: Annotated[
         Path | None, typer.Option("--verifier", help="an evaluate-verifier --out folder: the verifier's precision")

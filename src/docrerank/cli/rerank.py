@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from docrerank.backends import load_backend
 from docrerank.cli.files import pipeline_config, print_skipped
+from docrerank.cli.options import PagesOption
 from docrerank.cli.progress import progress_bar
 from docrerank.cli.retrieve import QueriesOption, open_queries
 from docrerank.errors import DocrerankError
@@ -135,9 +136,16 @@ def _mrr(rankings: dict[str, Ranking], positives: dict[str, list[str]]) -> float
 
 
 def rerank_command(
-    pages: Annotated[Path, typer.Option("--pages", help="the page store the run's page ids are in")],
+    pages: PagesOption,
     queries: QueriesOption,
-    run: Annotated[Path, typer.Option("--run", help="the first-stage TREC run to rerank (query ids must match)")],
+    run: Annotated[
+        Path,
+        typer.Option(
+            "--trec",
+            "--run",
+            help="the first-stage TREC run file to rerank (query ids must match; --run: its old name)",
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="the reranked TREC run to write")],
     reranker: RerankerOption = DEFAULT_RERANKER,
     model: ModelOption = None,

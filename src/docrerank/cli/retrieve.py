@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from docrerank.cli.files import print_skipped
+from docrerank.cli.options import PagesOption
 from docrerank.cli.progress import progress_bar
 from docrerank.errors import DocrerankError
 from docrerank.pages import PageStore
@@ -91,7 +92,7 @@ def searched(spec: str, store: PageStore, model: str | None, texts: Sequence[str
 
 
 def retrieve_command(
-    pages: Annotated[Path, typer.Option("--pages", help="a page store (docrerank ingest)")],
+    pages: PagesOption,
     queries: QueriesOption,
     out: Annotated[Path, typer.Option("--out", help="the TREC run file to write")],
     retriever: RetrieverOption = FIRST_STAGE,

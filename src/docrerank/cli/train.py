@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from docrerank.cli.files import print_skipped, read_yaml, validation_summary
+from docrerank.cli.options import RowPagesOption
 from docrerank.errors import DocrerankError
 from docrerank.pages import PageStore
 from docrerank.rerankers import RERANKER_KINDS, Reranker, TrueFalseReranker
@@ -99,9 +100,7 @@ def train_command(
         ),
     ] = None,
     reranker: Annotated[str, typer.Option("--reranker", help=f"one of: {', '.join(TRAINABLE)}")] = "cross-encoder",
-    pages: Annotated[
-        Path | None, typer.Option("--pages", help="the page store (for an export's queries.jsonl, and page images)")
-    ] = None,
+    pages: RowPagesOption = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML of training settings (`train:`)")] = None,
     targets: Annotated[
         str | None,

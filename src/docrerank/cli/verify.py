@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from docrerank.cli.files import pipeline_config, print_skipped, read_text
-from docrerank.cli.options import AddressOption, ExecutorKind, ExecutorOption, ray_only
+from docrerank.cli.options import AddressOption, ExecutorKind, ExecutorOption, PagesOption, ray_only
 from docrerank.cli.progress import progress_bar
 from docrerank.errors import DocrerankError, InputError
 from docrerank.pages import PageStore
@@ -30,7 +30,6 @@ stderr = Console(stderr=True)
 _EXPECT: dict[str, Expectation] = {"negative": "unanswerable", "positive": "answerable"}
 
 # options both commands take
-PagesOption = Annotated[Path, typer.Option("--pages", help="the page store the pairs' page ids are in")]
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="pipeline config (YAML); default: built-in")]
 ProgressOption = Annotated[bool, typer.Option(help="show a progress bar")]
 

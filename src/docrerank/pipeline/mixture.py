@@ -304,7 +304,9 @@ def mix(
     if settings.mined > 0 and not mined_sets:
         raise DocrerankError(f"the recipe {name!r} needs mined negatives: give --mined (from `docrerank mine`)")
     if settings.generated > 0 and not runs:
-        raise DocrerankError(f"the recipe {name!r} needs generated negatives: give --run (a generation run)")
+        raise DocrerankError(
+            f"the recipe {name!r} needs generated negatives: give --run-dir (a generation run directory)"
+        )
     out = Path(out)
     positives, mined_by_text = _collect([Path(r) for r in runs], [Path(m) for m in mined_sets])
     for key in list(positives):

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -37,6 +36,7 @@ from docrerank.errors import InputError
 from docrerank.evaluation.runner import ChunkRunner, ScoreCache, score_pairs
 from docrerank.pages import PageStore
 from docrerank.pages.content import PageContent
+from docrerank.pages.store import atomic_write_bytes
 from docrerank.rerankers.base import Reranker
 from docrerank.training.data import TrainingGroup, read_groups
 
@@ -219,11 +219,7 @@ def label_dataset(
     groups = read_groups(data, store, images=False, skipped=skipped)
     labeled, summary = label_groups(groups, teacher, ScoreCache(out / CACHE), identity, chunk, progress, run_chunks)
     summary.errors[:0] = skipped
-    partial = out / f".{EXAMPLES}.partial"
-    with partial.open("w") as handle:
-        for group in labeled:
-            handle.write(json.dumps(_row(group, store)) + "\n")
-    os.replace(partial, out / EXAMPLES)
+    atomic_write_bytes(out / EXAMPLES, "".join(json.dumps(_row(g, store)) + "\n" for g in labeled).encode())
     document = {"data": str(data), "teacher_kind": teacher.kind, **(details or {}), **summary.as_dict()}
     (out / SUMMARY).write_text(json.dumps(document, indent=2, default=str) + "\n")
     return summary
