@@ -52,6 +52,7 @@ from docrerank.cli.serve import serve_command
 from docrerank.cli.stats import stats_command
 from docrerank.cli.train import train_command
 from docrerank.cli.verify import evaluate_verifier_command, verify_command
+from docrerank.cli.view import view_command
 from docrerank.errors import DocrerankError
 
 __all__ = ["EXIT_INPUTS_FAILED", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "app", "main"]
@@ -107,6 +108,7 @@ app.command("report")(report_command)
 app.command("serve")(serve_command)
 app.command("export")(export_command)
 app.command("stats")(stats_command)
+app.command("view")(view_command)
 app.add_typer(backends_app, name="backends")
 app.command("samples")(samples_command)
 app.command("demo")(demo_command)

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from docrerank.cli.options import PagesOption
+from docrerank.cli.options import IgnoreCorrectionsOption, PagesOption
 from docrerank.pages import PageStore
 from docrerank.pipeline.export import FORMATS, ExportSummary, export_run
 
@@ -34,6 +34,16 @@ def print_summary(summary: ExportSummary) -> None:
         table.add_row(label, str(value))
     for generator, count in sorted(summary.negatives_by_generator.items()):
         table.add_row(f"  negatives {escape(generator)}", str(count))
+    if summary.corrections and summary.corrections.in_force:
+        applied = summary.corrections
+        table.add_row("corrections in force", str(applied.in_force))
+        for label, value in (
+            ("dropped", applied.dropped),
+            ("kept after all", applied.added),
+            ("edited", applied.edited),
+            ("no longer matching an item", len(applied.unmatched)),
+        ):
+            table.add_row(f"  {label}", str(value))  # fmt: skip
     stdout.print(table)
     stdout.print(f"written to {escape(str(summary.out))}")
 
@@ -44,7 +54,9 @@ def export_command(
     out: Annotated[Path, typer.Option("--out", help="the output folder")],
     format: Annotated[str, typer.Option("--format", help=f"one of: {', '.join(FORMATS)}")] = "hf",
     overwrite: Annotated[bool, typer.Option(help="replace a non-empty --out folder")] = False,
+    ignore_corrections: IgnoreCorrectionsOption = False,
 ) -> None:
-    """Export the run's selected positives, rephrasings and negatives as a data set."""
+    """Export the run's selected positives, rephrasings and negatives as a data set, with a person's
+    corrections (docrerank view) applied; their readings also go to OUT/corrected_pairs.jsonl."""
     store = PageStore.open(pages)
-    print_summary(export_run(run_dir, store, format, out, overwrite=overwrite))
+    print_summary(export_run(run_dir, store, format, out, overwrite=overwrite, corrections=not ignore_corrections))

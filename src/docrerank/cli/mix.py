@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from docrerank.cli.files import read_yaml, validation_summary
-from docrerank.cli.options import PagesOption
+from docrerank.cli.options import IgnoreCorrectionsOption, PagesOption
 from docrerank.errors import DocrerankError
 from docrerank.pages import PageStore
 from docrerank.pipeline.export import FORMATS
@@ -58,6 +58,7 @@ def mix_command(
     total: Annotated[int | None, typer.Option(min=1, help="examples of original positives")] = None,
     seed: Annotated[int | None, typer.Option(help="the sampling seed")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace a non-empty --out folder")] = False,
+    ignore_corrections: IgnoreCorrectionsOption = False,
 ) -> None:
     """Mix mined negative pages and generated negative queries into one training set, by example."""
     overrides = read_yaml(config, "a mixture config (YAML)") if config else {}
@@ -70,5 +71,8 @@ def mix_command(
     except ValidationError as exc:
         where = f"{config}: " if config else ""
         raise DocrerankError(f"{where}bad recipe fields: {validation_summary(exc)}; fix these fields") from None
-    summary = mix(PageStore.open(pages), run or [], mined or [], recipe, out, format, overrides, overwrite)
+    summary = mix(
+        PageStore.open(pages), run or [], mined or [], recipe, out, format, overrides, overwrite,
+        corrections=not ignore_corrections,
+    )  # fmt: skip
     _print(summary)

@@ -12,6 +12,7 @@ import typer
 from docrerank.errors import DocrerankError
 
 __all__ = [
+    "IgnoreCorrectionsOption",
     "PagesOption",
     "RowPagesOption",
     "AddressOption",
@@ -30,6 +31,14 @@ RowPagesOption = Annotated[
     Path | None,
     typer.Option(
         "--pages", help="the page store: for an export's queries.jsonl (its rows name pages), and page images"
+    ),
+]
+
+
+IgnoreCorrectionsOption = Annotated[
+    bool,
+    typer.Option(
+        "--ignore-corrections", help="leave out a person's corrections (RUN/corrections.jsonl, docrerank view)"
     ),
 ]
 

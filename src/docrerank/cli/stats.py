@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from docrerank.embeddings import DEFAULT_EMBEDDER
-from docrerank.pipeline.export import read_selected
+from docrerank.pipeline.export import read_final
 from docrerank.pipeline.measures import quality_measures
 from docrerank.pipeline.rundir import RunDir
 from docrerank.pipeline.stages import STAGES
@@ -114,12 +114,22 @@ def stats_command(
     embeddings: Annotated[bool, typer.Option(help="compute embedding similarities (loads the embedder)")] = True,
 ) -> None:
     """Print a run's stats and the hardness and diversity of its negatives; writes them to RUN/stats.json."""
-    records = read_selected(run_dir)  # refuses an unfinished run, with the command that resumes it
+    records, applied = read_final(run_dir)  # refuses an unfinished run, with the command that resumes it
     run = RunDir(run_dir)
     stored_path = run.root / "stats.json"
     stats = json.loads(stored_path.read_text()) if stored_path.is_file() else {}
     stats |= run_stats(run)
     stats["quality"] = quality_measures(records, embedder if embeddings else None)
+    stats["corrections"] = applied.as_dict() if applied else None
     run.write_json("stats.json", stats)
     print_stats(stats)
     print_quality(stats["quality"])
+    if applied and applied.in_force:
+        kinds = ", ".join(f"{count} {action}" for action, count in sorted(applied.by_action.items()))
+        stdout.print(
+            f"corrections in force: {applied.in_force} ({kinds}); applied: {applied.dropped} dropped, "
+            f"{applied.added} rejected negatives kept, {applied.edited} edited; "
+            f"{len(applied.unmatched)} no longer match an item of the run"
+        )
+        for correction in applied.unmatched:
+            stdout.print(f"  not matched: {correction.action} {correction.query!r} (page {correction.page_id})")

@@ -43,7 +43,14 @@ from docrerank.pages import PageStore
 from docrerank.pages.store import atomic_write_bytes
 from docrerank.retrieval.runs import read_trec
 
-__all__ = ["read_evaluation", "read_quality", "reopen_benchmark", "write_report"]
+__all__ = [
+    "quality_view",
+    "read_evaluation",
+    "read_quality",
+    "reopen_benchmark",
+    "template_environment",
+    "write_report",
+]
 
 SHOWN = 5  # worst and best queries shown
 THUMBNAIL_WIDTH = 200
@@ -388,7 +395,7 @@ def read_quality(run: Path | None = None, verifier: Path | None = None, mined: P
     return quality
 
 
-def _quality_view(quality: dict[str, Any]) -> dict[str, Any] | None:
+def quality_view(quality: dict[str, Any]) -> dict[str, Any] | None:
     if not quality:
         return None
     view: dict[str, Any] = {}
@@ -433,9 +440,12 @@ def _num(value: Any, digits: int = 3) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def _environment() -> jinja2.Environment:
+def template_environment(*packages: str) -> jinja2.Environment:
+    """The report's Jinja2 environment (autoescaped, strict, its filters), reading templates from ``packages``
+    first, then the report's own (``docrerank view`` draws its stats page with the report's macros)."""
+    loaders = [jinja2.PackageLoader(package, "templates") for package in (*packages, "docrerank.evaluation")]
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("docrerank.evaluation", "templates"),
+        loader=jinja2.ChoiceLoader(loaders),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -540,13 +550,13 @@ def write_report(
             section.notes.append(f"queries and pages not shown: the benchmark could not be reopened ({exc})")
         sections.append(section)
     views = [_section_view(section, i) for i, section in enumerate(sections)]
-    quality_view = _quality_view(quality)
+    shown_quality = quality_view(quality)
     html = (
-        _environment()
+        template_environment()
         .get_template("report.html.j2")
         .render(
             sections=views,
-            quality=quality_view,
+            quality=shown_quality,
             labels=LABELS,
             primary=LABELS[PRIMARY],
             colors={"bar": BAR, "worse": WORSE, "better": BETTER, "same": SAME},
@@ -555,5 +565,5 @@ def write_report(
     out = Path(out)
     md_path = out.with_suffix(".md")
     atomic_write_bytes(out, html.encode())
-    atomic_write_bytes(md_path, _markdown(views, [s.evaluation for s in sections], quality_view).encode())
+    atomic_write_bytes(md_path, _markdown(views, [s.evaluation for s in sections], shown_quality).encode())
     return out, md_path

@@ -47,7 +47,13 @@ from typing import Any
 from docrerank import __version__
 from docrerank.errors import DocrerankError, import_optional
 from docrerank.pages import PageStore
-from docrerank.pipeline.records import QueryRecord
+from docrerank.pipeline.corrections import (
+    CorrectionsApplied,
+    apply_corrections,
+    read_corrections,
+    write_labeled_pairs,
+)
+from docrerank.pipeline.records import QueryRecord, Rejection
 from docrerank.pipeline.rundir import RunDir
 
 __all__ = [
@@ -57,7 +63,9 @@ __all__ = [
     "hf_features",
     "page_rows",
     "prepare_out",
+    "read_final",
     "read_selected",
+    "rejected_negatives",
     "write_image_rows",
     "write_jsonl_lines",
 ]
@@ -82,9 +90,11 @@ class ExportSummary:
     negatives: int = 0
     negatives_by_generator: Counter = field(default_factory=Counter)
     files: list[Path] = field(default_factory=list)
+    corrections: CorrectionsApplied | None = None  # None: ignored (--ignore-corrections)
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "corrections": self.corrections.as_dict() if self.corrections else None,
             "format": self.format,
             "out": str(self.out),
             "rows": self.rows,
@@ -96,12 +106,18 @@ class ExportSummary:
         }
 
 
-def read_selected(run_dir: str | Path) -> list[QueryRecord]:
-    """The records of the run's finished ``selected`` stage, shard by shard.
+def read_selected(run_dir: str | Path, corrections: bool = True) -> list[QueryRecord]:
+    """The records of the run's finished ``selected`` stage, shard by shard, with a person's corrections
+    (``corrections.jsonl``) applied unless ``corrections`` is false.
 
     Raises:
         DocrerankError: not a run directory, no finished ``selected`` stage, or an unfinished run.
     """
+    return read_final(run_dir, corrections)[0]
+
+
+def read_final(run_dir: str | Path, corrections: bool = True) -> tuple[list[QueryRecord], CorrectionsApplied | None]:
+    """``read_selected``, and what applying the corrections did (None when they were not applied)."""
     root = Path(run_dir)
     if not root.is_dir():
         raise DocrerankError(f"{root} is not a run directory: make one with `docrerank generate --run-dir {root}`")
@@ -118,7 +134,22 @@ def read_selected(run_dir: str | Path) -> list[QueryRecord]:
             f"the run {root} is unfinished: {len(shards)} of {len(started)} shards reached the {FINAL_STAGE!r} "
             f"stage. Resume it with `docrerank generate --pages STORE --run-dir {root}` first"
         )
-    return [record for shard in shards for record in run.read_shard(FINAL_STAGE, shard, QueryRecord)]
+    records = [record for shard in shards for record in run.read_shard(FINAL_STAGE, shard, QueryRecord)]
+    made = read_corrections(root)
+    if not corrections or not made:
+        return records, (CorrectionsApplied() if corrections else None)
+    return apply_corrections(records, made, rejected_negatives(run))
+
+
+def rejected_negatives(run: RunDir) -> list[QueryRecord]:
+    """Every negative a stage rejected (filters, verification, selection): what a correction can bring back."""
+    records = []
+    for stage in sorted(p.name for p in (run.root / "stages").iterdir() if p.is_dir()):
+        for shard in run.shards(stage):
+            for rejection in run.read_shard(stage, shard, Rejection, rejected=True):
+                if rejection.record is not None and rejection.record.kind == "negative":
+                    records.append(rejection.record)
+    return records
 
 
 def _provenance(run_dir: Path, store: PageStore, fmt: str) -> dict[str, Any]:
@@ -284,6 +315,7 @@ def _query_rows(records: list[QueryRecord], store: PageStore, provenance: dict) 
                 "query": positive.text,
                 "answer": positive.answer,
                 "generator": positive.generator,
+                **({"corrected": positive.corrected} if positive.corrected else {}),
                 "p_yes": list(positive.verdict.p_yes) if positive.verdict else None,
                 "rephrased": [dump(c) for c in kids if c.kind == "rephrased"],
                 "negatives": [dump(c) for c in kids if c.kind == "negative"],
@@ -314,18 +346,25 @@ def prepare_out(out: Path, overwrite: bool) -> None:
 
 
 def export_run(
-    run_dir: str | Path, store: PageStore, fmt: str, out: str | Path, overwrite: bool = False
+    run_dir: str | Path,
+    store: PageStore,
+    fmt: str,
+    out: str | Path,
+    overwrite: bool = False,
+    corrections: bool = True,
 ) -> ExportSummary:
-    """Export the run's ``selected`` stage in format ``fmt`` (one of ``FORMATS``) into the folder ``out``."""
+    """Export the run's ``selected`` stage in format ``fmt`` (one of ``FORMATS``) into the folder ``out``, with
+    a person's corrections applied unless ``corrections`` is false; their readings also go to
+    ``corrected_pairs.jsonl`` (labeled pairs for ``evaluate-verifier``)."""
     if fmt not in FORMATS:
         raise DocrerankError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
     run_dir, out = Path(run_dir), Path(out)
-    records = read_selected(run_dir)
+    records, applied = read_final(run_dir, corrections)
     provenance = _provenance(run_dir, store, fmt)
     rows = list(page_rows(records, store, json.dumps(provenance, sort_keys=True)))
     prepare_out(out, overwrite)
 
-    summary = ExportSummary(format=fmt, out=out, pages=len(rows))
+    summary = ExportSummary(format=fmt, out=out, pages=len(rows), corrections=applied)
     for row in rows:
         summary.positives += len(row["positive_queries"])
         summary.rephrased += sum(len(r) for r in row["rephrased_queries"])
@@ -345,6 +384,10 @@ def export_run(
         pairs = list(_pair_rows(rows))
         write_jsonl_lines(path, iter(pairs))
         summary.files, summary.rows = [path], len(pairs)
+    if corrections and write_labeled_pairs(read_corrections(run_dir), out / "corrected_pairs.jsonl"):
+        summary.files.append(out / "corrected_pairs.jsonl")
+    else:
+        (out / "corrected_pairs.jsonl").unlink(missing_ok=True)
     meta = out / "provenance.json"
     meta.write_text(json.dumps({**provenance, "summary": summary.as_dict()}, indent=2) + "\n")
     summary.files.append(meta)

@@ -22,7 +22,9 @@ from docrerank.pipeline.stage import Pipeline
 from docrerank.pipeline.stages import default_pipeline
 from docrerank.pipeline.stats import run_stats
 
-__all__ = ["RunReport", "plan_shards", "run_pipeline"]
+__all__ = ["STORE_FILE", "RunReport", "plan_shards", "run_pipeline"]
+
+STORE_FILE = "store.json"  # RUN/store.json: the page store the run was made from
 
 
 @dataclass
@@ -111,6 +113,7 @@ def _run(ctx: StageContext, pipeline: Pipeline, executor, force, on_progress, pa
     pipeline.check(ctx)
     run.check_fingerprints(pipeline.fingerprints(ctx), pipeline.names, force)
     (run.root / "config.yaml").write_text(config.to_yaml())
+    run.write_json(STORE_FILE, {"root": str(store.root.resolve())})  # where `docrerank view` finds the pages
     report = RunReport(run_dir=run.root)
     if page_ids is None and config.positives.given is not None:
         page_ids = [pid for pid in store.page_ids if pid in ctx.given.positives]

@@ -107,11 +107,11 @@ class _Positive:
 
 
 def _collect(
-    runs: list[Path], mined_sets: list[Path]
+    runs: list[Path], mined_sets: list[Path], corrections: bool = True
 ) -> tuple[dict[tuple[str, str], _Positive], dict[tuple[str, str], MinedExample]]:
     positives: dict[tuple[str, str], _Positive] = {}
     for run in runs:
-        records = read_selected(run)
+        records = read_selected(run, corrections)
         children: dict[str, list[QueryRecord]] = {}
         for record in records:
             if record.parent_id:
@@ -296,8 +296,10 @@ def mix(
     fmt: str = "hf",
     overrides: dict[str, Any] | None = None,
     overwrite: bool = False,
+    corrections: bool = True,
 ) -> MixSummary:
-    """Build the recipe ``name`` from generation runs and mined sets and write it in format ``fmt``."""
+    """Build the recipe ``name`` from generation runs and mined sets and write it in format ``fmt`` (each run
+    with a person's corrections applied unless ``corrections`` is false)."""
     if fmt not in FORMATS:
         raise DocrerankError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
     settings = recipe(name, overrides)
@@ -308,7 +310,7 @@ def mix(
             f"the recipe {name!r} needs generated negatives: give --run-dir (a generation run directory)"
         )
     out = Path(out)
-    positives, mined_by_text = _collect([Path(r) for r in runs], [Path(m) for m in mined_sets])
+    positives, mined_by_text = _collect([Path(r) for r in runs], [Path(m) for m in mined_sets], corrections)
     for key in list(positives):
         if positives[key].page_id not in store:
             raise DocrerankError(

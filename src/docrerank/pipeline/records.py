@@ -70,6 +70,9 @@ class QueryRecord(BaseModel):
     changed_to: str | None = None
     verdict: Verdict | None = None
     evidence: Evidence | None = None
+    corrected: Literal["edited", "unanswerable"] | None = Field(
+        None, description="a person's correction (corrections.jsonl): the text edited, or a rejected negative kept"
+    )
 
     def made_by(self) -> str:
         """What made it, for per-property counts: ``llm:controlled:<property>``, else the generator."""
