@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from docrerank.pages import IngestSettings, PageStore, ingest
-from tests.helpers import DATA, PDF3, SCAN, THREADS, WORKERS, make_pdf, text_page
+from tests.helpers import DATA, PDF3, ROOT, SCAN, THREADS, WORKERS, make_pdf, text_page
 
 MINING_QUERIES = DATA.parent / "mining-queries.jsonl"  # queries on sample pages, named by file and page index
 
@@ -94,3 +95,19 @@ def mining_queries(sample_pages, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("mining-queries") / "queries.jsonl"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _browser() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium (the report's and the viewer's browser tests); installed here (scripts/system-deps.sh,
+    as `make test` does) when it can be."""
+    if _browser() is None:
+        done = subprocess.run([ROOT / "scripts" / "system-deps.sh", "chromium"], capture_output=True, text=True)
+        assert done.returncode == 0, f"installing chromium failed: {done.stderr[-2000:]}"
+        if _browser() is None:
+            pytest.skip(f"chromium is not installed and cannot be installed here: {done.stderr.strip()}")
+    return _browser()

@@ -30,6 +30,7 @@ def test_the_earlier_name_of_the_depth_still_parses(command, old, tmp_path):
         ("rerank", "--trec", "--run"),
         ("mix", "--run-dir", "--run"),
         ("report", "--run-dir", "--run"),
+        ("evaluate", "--report-run-dir", "--report-run"),
     ],
 )
 def test_a_run_file_is_trec_and_a_run_directory_run_dir_and_the_old_name_parses(command, new, old):

@@ -78,7 +78,7 @@ def _evaluate(out: Path, *args) -> Path:
 def beir_eval(tmp_path_factory) -> Path:
     """The BEIR fixture, BM25 + the cross-encoder, with the data-quality inputs passed through."""
     out = tmp_path_factory.mktemp("report-beir") / "eval"
-    quality = ["--report-run", QUALITY / "run", "--verifier-report", QUALITY / "verifier"]
+    quality = ["--report-run-dir", QUALITY / "run", "--verifier-report", QUALITY / "verifier"]
     return _evaluate(out, "--benchmark", BEIR, *quality, "--mined-report", QUALITY / "mined")
 
 
@@ -198,21 +198,6 @@ def test_report_combines_evaluations_and_names_bad_inputs(beir_eval, store_eval,
     _check_sections(html, [moved])
     with pytest.raises(DocrerankError, match="no evaluation folder given"):
         write_report([], tmp_path / "none.html")
-
-
-def _browser() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    """Debian's chromium; installed here (scripts/system-deps.sh, as `make test` does) when it can be."""
-    if _browser() is None:
-        done = subprocess.run([ROOT / "scripts" / "system-deps.sh", "chromium"], capture_output=True, text=True)
-        assert done.returncode == 0, f"installing chromium failed: {done.stderr[-2000:]}"
-        if _browser() is None:
-            pytest.skip(f"chromium is not installed and cannot be installed here: {done.stderr.strip()}")
-    return _browser()
 
 
 def _headless(binary: str, profile: Path, *args) -> str:

@@ -170,5 +170,5 @@ def show_payoff(out: Path, data: Path, live_run: Path) -> None:
     )  # fmt: skip
     _docrerank(
         "evaluate", "--benchmark", pages, "--queries", questions, "--qrels", qrels, "--first-stage", FIRST_STAGE,
-        "--k", 10, "--rerankers", f"saved={model}", "--report-run", live_run, "--out", evaluation,
+        "--k", 10, "--rerankers", f"saved={model}", "--report-run-dir", live_run, "--out", evaluation,
     )  # fmt: skip

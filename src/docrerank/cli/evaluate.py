@@ -127,7 +127,12 @@ def evaluate_command(
     trust_reranker: TrustRerankerOption = False,
     page_view: PageViewOption = "whole",
     report_run: Annotated[
-        Path | None, typer.Option(help="a generation run directory: its data quality in report.html")
+        Path | None,
+        typer.Option(
+            "--report-run-dir",
+            "--report-run",
+            help="a generation run directory: its data quality in report.html (--report-run: its old name)",
+        ),
     ] = None,
     verifier_report: Annotated[
         Path | None, typer.Option(help="an evaluate-verifier --out folder: the verifier's precision in report.html")

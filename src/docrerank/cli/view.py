@@ -38,7 +38,7 @@ def view_command(
             f"--host {host} lets other machines write corrections without any login: add --read-only, "
             "or keep the default 127.0.0.1 (an SSH tunnel reaches it from elsewhere)"
         )
-    uvicorn = import_optional("uvicorn", "serve")
+    uvicorn = import_optional("uvicorn", "viewer")
     view = RunView.open(run_dir, pages, mined)
     app = create_app(view, read_only=read_only, hosts=["127.0.0.1", "localhost", host])
     stdout.print(

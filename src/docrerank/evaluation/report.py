@@ -420,6 +420,7 @@ def quality_view(quality: dict[str, Any]) -> dict[str, Any] | None:
             "agreement": [(k, v) for k, v in stats.get("verifier_agreement", {}).items() if v.get("pairs")],
             "by_property": list(stats.get("negatives_by_property", {}).items()),
             "quality": stats.get("quality"),
+            "hardness_chart": _hardness_chart(stats.get("quality")),
         }
         view["run"] = run_view
     if "verifier" in quality:
@@ -427,6 +428,15 @@ def quality_view(quality: dict[str, Any]) -> dict[str, Any] | None:
     if "mined" in quality:
         view["mined"] = quality["mined"]
     return view
+
+
+def _hardness_chart(measured: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Mean similarity of each generator's negatives to their positive (embedding, else lexical): how hard."""
+    if not measured or not measured.get("hardness"):
+        return None
+    name = "embedding" if any(s.get("embedding") for s in measured["hardness"].values()) else "lexical"
+    bars = [(group, scores[name]["mean"]) for group, scores in measured["hardness"].items() if scores.get(name)]
+    return _bar_chart(bars, f"hardness: mean {name} similarity to the positive") if bars else None
 
 
 # -- output ---------------------------------------------------------------------------------------------------

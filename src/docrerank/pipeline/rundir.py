@@ -11,6 +11,8 @@ Layout::
     RUN/stages/<stage>/<shard>.rejected.jsonl  rejected records with the reason (failures marked ``failed``)
     RUN/stages/<stage>/<shard>.done            completion marker, written last: {"failed": N}
     RUN/stats.json                     counts, pass rates, rejection reasons, tokens, time
+    RUN/store.json                     the page store the run was made from (``docrerank view`` opens it)
+    RUN/corrections.jsonl              a person's corrections (``docrerank view``), applied by export and mix
 
 A shard is bound to its pages: its name is a hash of its page ids, so a rerun over other or more pages
 reuses the shards that hold pages already done and cuts only the new pages into new shards. A shard is

@@ -9,7 +9,7 @@ def create_app(*args, **kwargs):
     """The web app (``viewer.app.create_app``), imported when asked: it needs the `serve` extra (FastAPI)."""
     from docrerank.errors import import_optional
 
-    import_optional("fastapi", "serve")  # a missing extra named, not a bare ImportError
+    import_optional("fastapi", "viewer")  # a missing extra named, not a bare ImportError
     from docrerank.viewer.app import create_app as build
 
     return build(*args, **kwargs)

@@ -19,9 +19,12 @@
   }
 
   function selected() { return document.querySelector("li.item.selected") || items()[0]; }
-  function select(item) {
+  function select(item, scroll = true) {
     items().forEach((i) => i.classList.remove("selected"));
-    if (item) { item.classList.add("selected"); item.focus({preventScroll: false}); history.replaceState(null, "", `#${item.id}`); }
+    if (!item) return;
+    item.classList.add("selected");
+    item.focus({preventScroll: !scroll});
+    if (scroll) history.replaceState(null, "", `#${item.id}`);
   }
 
   async function correct(item, action) {
@@ -80,6 +83,6 @@
 
   window.addEventListener("DOMContentLoaded", () => {
     const wanted = window.location.hash && document.querySelector(window.location.hash);
-    select(wanted && wanted.matches("li.item") ? wanted : items()[0]);
+    if (wanted && wanted.matches("li.item")) select(wanted); else select(items()[0], false);
   });
 })();
