@@ -149,9 +149,11 @@ class RunView:
         }
 
     def review_sample(self, seed: int, size: int) -> list[Item]:
-        """A seeded random sample of the negatives the verifier judged (kept and rejected alike), so a person's
-        readings measure the verifier without bias: the same seed gives the same sample."""
-        judged = [item for item in self.all_items() if item.record.kind == "negative" and item.record.verdict]
+        """A seeded random sample of the negatives the verifier judged (kept and rejected alike; every negative
+        of a run without verification), so a person's readings measure the verifier without bias: the same
+        seed gives the same sample."""
+        negatives = [item for item in self.all_items() if item.record.kind == "negative"]
+        judged = [item for item in negatives if item.record.verdict] or negatives
         return random.Random(seed).sample(judged, min(size, len(judged)))
 
     def readings(self) -> dict[tuple[str, str], Correction]:
