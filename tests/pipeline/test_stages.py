@@ -173,3 +173,22 @@ def test_config_sections_are_the_stages_names_and_the_old_names_still_read_with_
         PipelineConfig.model_validate({"selection": {"k": 1}, "selected": {"k": 2}})
     with pytest.raises(ValueError, match="keep negative_candidates.freeform only"):
         PipelineConfig.model_validate({"negatives_freeform": {"m": 1}, "negative_candidates": {"freeform": {"m": 2}}})
+
+
+def test_a_question_the_generator_asks_twice_is_kept_once(pages, tmp_path):
+    """The model's list of positives holds one question twice (`inspect` found it in the training set): the
+    second is rejected as a duplicate, not kept and verified twice."""
+    store, ids = pages
+    question = {"query": "Which R package tests for structural change in linear regression models?",
+                "answer": "strucchange"}  # fmt: skip
+    off = {"enabled": False}
+    with FakeOpenAIServer(text=json.dumps({"queries": [question, question]})) as server:
+        config = _config(server, positives_verified=off, rephrased=off, negatives_verified=off,
+                         negative_candidates={"freeform": off, "controlled": off, "rulebased": off})  # fmt: skip
+        run_pipeline(store, config, tmp_path / "run", page_ids=ids[:1])
+    run = RunDir(tmp_path / "run")
+    (shard,) = run.shards("positives")
+    kept = run.read_shard("positives", shard, QueryRecord)
+    rejected = run.read_shard("positives", shard, Rejection, rejected=True)
+    assert [r.text for r in kept] == [question["query"]]
+    assert [r.reason for r in rejected] == ["filter duplicate_positive"]

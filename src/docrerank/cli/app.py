@@ -42,6 +42,7 @@ from docrerank.cli.files import validation_summary
 from docrerank.cli.generate import generate_command
 from docrerank.cli.import_dataset import import_command
 from docrerank.cli.ingest import ingest_command
+from docrerank.cli.inspect import inspect_command
 from docrerank.cli.label import label_command
 from docrerank.cli.mine import mine_command
 from docrerank.cli.mix import mix_command
@@ -108,6 +109,7 @@ app.command("report")(report_command)
 app.command("serve")(serve_command)
 app.command("export")(export_command)
 app.command("stats")(stats_command)
+app.command("inspect")(inspect_command)
 app.command("view")(view_command)
 app.add_typer(backends_app, name="backends")
 app.command("samples")(samples_command)

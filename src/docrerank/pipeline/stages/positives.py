@@ -49,6 +49,7 @@ class Positives(Stage):
             if rejection:
                 rejected.append(rejection)
                 continue
+            made: set[str] = set()
             for item in parsed.queries:
                 record = QueryRecord(
                     query_id=query_id(page.page_id, "positive", item.query),
@@ -58,6 +59,10 @@ class Positives(Stage):
                     answer=item.answer.strip() or None,
                     generator="llm:positive",
                 )
+                if record.query_id in made:  # the model asked the same question twice (found by `inspect`)
+                    rejected.append(Rejection(stage=self.name, reason="filter duplicate_positive", record=record))
+                    continue
+                made.add(record.query_id)
                 decision = check_positive(record.text, page.text, ctx.config.filters, record.answer)
                 if not decision.keep:
                     rejected.append(Rejection(stage=self.name, reason=f"filter {decision.reason}", record=record))
