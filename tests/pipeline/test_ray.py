@@ -23,6 +23,7 @@ import pytest
 from docrerank.errors import DocrerankError
 from docrerank.pages import PageStore, ingest
 from docrerank.pipeline.config import PipelineConfig, RaySettings
+from docrerank.pipeline.costs import Budget
 from docrerank.pipeline.generate import run_pipeline
 from docrerank.pipeline.ray_executor import RayExecutor, Segment, segments
 from docrerank.pipeline.rundir import RunDir
@@ -112,14 +113,20 @@ def reference(pages, tmp_path_factory) -> Path:
 
 
 def _contents(run: Path) -> dict[str, str]:
-    """Every stage's shard files (kept and rejected records, markers), by path inside the run directory."""
+    """Every stage's shard files (kept and rejected records, markers without their costs: seconds differ), by
+    path inside the run directory."""
     folder = RunDir(run)
     files = {}
     for stage in STAGES:
         for shard in folder.shard_pages():
             for suffix in (".jsonl", ".rejected.jsonl", ".done"):
                 path = folder.stage_dir(stage) / f"{shard}{suffix}"
-                files[f"{stage}/{shard}{suffix}"] = path.read_text()
+                text = path.read_text()
+                if suffix == ".done":
+                    marker = json.loads(text)
+                    assert "cost" in marker, path  # every finished stage says what it cost
+                    text = json.dumps(marker | {"cost": None})
+                files[f"{stage}/{shard}{suffix}"] = text
     return files
 
 
@@ -298,6 +305,18 @@ def test_a_driver_stopped_mid_run_resumes(cluster, pages, reference, tmp_path):
             )
         resumed = run_pipeline(store, _config(server), run, page_ids=ids, executor=RayExecutor())
     assert resumed.shards_resumed >= 1
+    assert _contents(run) == _contents(reference)
+
+
+def test_a_budget_stops_the_ray_executor_at_a_shard_boundary(cluster, pages, reference, tmp_path):
+    store, ids = pages
+    run = tmp_path / "run"
+    with FakeOpenAIServer(answer_schemas=True) as server:
+        stopped = run_pipeline(store, _config(server), run, page_ids=ids, executor=RayExecutor(workers=1),
+                               budget=Budget(tokens=1))  # fmt: skip
+        assert stopped.budget_stop and "2 of 3 shards left" in stopped.budget_stop
+        assert len(RunDir(run).shards("selected")) == 1
+        run_pipeline(store, _config(server), run, page_ids=ids, executor=RayExecutor())
     assert _contents(run) == _contents(reference)
 
 

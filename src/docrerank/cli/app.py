@@ -13,6 +13,8 @@ Exit codes, the same for every command:
   with ``-vv``) to report.
 - 4: ``train --require-improvement``: the trained model did not beat its first stage and its untrained start
   on every source of the guard; it was kept apart (``OUT/rejected-model``), not saved as the model.
+- 5: ``generate --budget-tokens / --budget-money``: the budget was spent; the shards done are kept, a rerun with
+  a larger budget goes on.
 - 130: interrupted (Ctrl-C).
 """
 
@@ -36,6 +38,7 @@ from rich.markup import escape
 from docrerank import __version__
 from docrerank.cli.backends import app as backends_app
 from docrerank.cli.demo import demo_command, samples_command
+from docrerank.cli.estimate import estimate_command
 from docrerank.cli.evaluate import evaluate_command
 from docrerank.cli.export import export_command
 from docrerank.cli.files import validation_summary
@@ -96,6 +99,7 @@ def _configure(
 app.command("ingest")(ingest_command)
 app.command("import")(import_command)
 app.command("generate")(generate_command)
+app.command("estimate")(estimate_command)
 app.command("verify")(verify_command)
 app.command("evaluate-verifier")(evaluate_verifier_command)
 app.command("retrieve")(retrieve_command)

@@ -23,10 +23,13 @@ from docrerank.cli.stats import print_stats
 from docrerank.errors import DocrerankError
 from docrerank.pages import PageStore
 from docrerank.pages.sample import SAMPLE_MIN_CHARS, spread_sample
+from docrerank.pipeline.costs import Budget
 from docrerank.pipeline.generate import run_pipeline
 from docrerank.pipeline.ray_executor import RayExecutor
 
-__all__ = ["generate_command", "select_pages"]
+__all__ = ["EXIT_BUDGET", "generate_command", "select_pages"]
+
+EXIT_BUDGET = 5  # stopped by --budget-tokens / --budget-money: resumable
 
 
 def select_pages(
@@ -70,6 +73,12 @@ def generate_command(
     address: AddressOption = None,
     workers: WorkersOption = None,
     worker_gpus: WorkerGpusOption = 0,
+    budget_tokens: Annotated[
+        float | None, typer.Option(min=1, help="stop at the next shard once the run has used this many tokens")
+    ] = None,
+    budget_money: Annotated[
+        float | None, typer.Option(min=0, help="stop at the next shard once the run has spent this (config: prices)")
+    ] = None,
 ) -> None:
     """Run (or resume) the DocReRank pipeline: positives, verification, negatives, verification, selection."""
     store = PageStore.open(pages)
@@ -81,8 +90,9 @@ def generate_command(
         runner = RayExecutor(address=address, workers=workers, num_gpus=worker_gpus)
     with StageBars(disable=not progress) as bars:
         report = run_pipeline(
-            store, settings, run_dir, force=force, on_progress=bars, page_ids=page_ids, executor=runner
-        )
+            store, settings, run_dir, force=force, on_progress=bars, page_ids=page_ids, executor=runner,
+            budget=Budget(budget_tokens, budget_money) if budget_tokens or budget_money else None,
+        )  # fmt: skip
     print_stats(json.loads((report.run_dir / "stats.json").read_text()))
     if runner and runner.actors_lost:
         typer.echo(f"{runner.actors_lost} Ray actor(s) lost during the run: their shards were resumed by others")
@@ -93,3 +103,6 @@ def generate_command(
         )
     if report.failed:  # requests that got no answer: the rest is done, a rerun retries them
         raise typer.Exit(1)
+    if report.budget_stop:
+        typer.echo(f"stopped by the budget: {report.budget_stop}; rerun with a larger budget to go on")
+        raise typer.Exit(EXIT_BUDGET)

@@ -12,6 +12,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from docrerank.embeddings import DEFAULT_EMBEDDER
+from docrerank.pipeline.config import PipelineConfig
+from docrerank.pipeline.costs import run_costs
 from docrerank.pipeline.export import read_final
 from docrerank.pipeline.measures import quality_measures
 from docrerank.pipeline.rundir import RunDir
@@ -80,6 +82,30 @@ def print_stats(stats: dict[str, Any]) -> None:
             if cost["seconds"] >= 0.05
         )
         stdout.print(f"per page ({stats['pages_per_hour']} pages/hour): {spent}", markup=False)
+    if stats.get("cost", {}).get("stages"):
+        print_costs(stats["cost"])
+
+
+def print_costs(cost: dict[str, Any]) -> None:
+    """What each stage cost over every finished shard and attempt: requests, retries, cache hits, tokens,
+    seconds, money and GPU-hours (the config's prices), in all and per page."""
+    table = Table(title="cost (every shard and attempt; money and GPU-hours from the config's prices)",
+                  title_justify="left")  # fmt: skip
+    columns = ("requests_sent", "retries", "cache_hits", "prompt_tokens", "completion_tokens", "seconds", "money",
+               "gpu_hours")  # fmt: skip
+    table.add_column("stage")
+    for column in (*columns, "pages", "tokens/page", "money/page"):
+        table.add_column(column.replace("_", " "), justify="right")
+    rows = [*cost["stages"].items(), ("all stages", cost["total"])]
+    for stage, row in rows:
+        per_page = row.get("per_page", {})
+        cells = [f"{row.get(c, 0):,.4g}" if c in ("money", "gpu_hours") else f"{row.get(c, 0):,.0f}" for c in columns]
+        table.add_row(
+            stage, *cells, str(row.get("pages", "")),
+            f"{per_page['tokens']:,.0f}" if "tokens" in per_page else "",
+            f"{per_page['money']:.4g}" if "money" in per_page else "",
+        )  # fmt: skip
+    stdout.print(table)
 
 
 def print_quality(quality: dict[str, Any]) -> None:
@@ -121,6 +147,8 @@ def stats_command(
     stats |= run_stats(run)
     stats["quality"] = quality_measures(records, embedder if embeddings else None)
     stats["corrections"] = applied.as_dict() if applied else None
+    if (run.root / "config.yaml").is_file():  # every finished shard's cost, priced with the run's config
+        stats["cost"] = run_costs(run, PipelineConfig.from_yaml(run.root / "config.yaml"), STAGES)
     run.write_json("stats.json", stats)
     print_stats(stats)
     print_quality(stats["quality"])

@@ -421,6 +421,7 @@ def quality_view(quality: dict[str, Any]) -> dict[str, Any] | None:
             "by_property": list(stats.get("negatives_by_property", {}).items()),
             "quality": stats.get("quality"),
             "hardness_chart": _hardness_chart(stats.get("quality")),
+            "cost": stats.get("cost") if (stats.get("cost") or {}).get("stages") else None,
         }
         view["run"] = run_view
     if "verifier" in quality:

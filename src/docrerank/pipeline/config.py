@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from docrerank.backends.llamacpp import LlamaCppConfig
 from docrerank.backends.registry import AnyBackendConfig
+from docrerank.pipeline.costs import Price
 from docrerank.pipeline.filters import FilterSettings
 from docrerank.pipeline.properties import Property
 from docrerank.pipeline.verify import VerifySettings
@@ -180,6 +181,9 @@ class PipelineConfig(BaseModel):
     selected: SelectionStage = SelectionStage()
     property_sets: dict[str, list[Property]] = Field(default_factory=dict, description="user-defined sets")
     ray: RaySettings = RaySettings()
+    prices: dict[str, Price] = Field(
+        default_factory=dict, description="by backend name: what its tokens or GPU-hours cost (stats, --budget-money)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -216,6 +220,7 @@ class PipelineConfig(BaseModel):
             "negative_candidates.controlled": self.negative_candidates.controlled.backend,
             "negatives_verified": self.negatives_verified.backend,
         }
+        named |= {f"prices.{name}": name for name in self.prices}
         missing = {stage: name for stage, name in named.items() if name not in self.backends}
         if missing:
             detail = ", ".join(f"{stage} uses {name!r}" for stage, name in missing.items())

@@ -16,15 +16,25 @@ from typing import Protocol
 from docrerank.backends import Backend
 from docrerank.pages import Page
 from docrerank.pipeline.context import StageContext
+from docrerank.pipeline.costs import Spending
 from docrerank.pipeline.records import QueryRecord
 from docrerank.pipeline.stage import Pipeline
 
-__all__ = ["COUNTERS", "Executor", "LocalExecutor", "ProgressCallback", "ShardCount", "ShardOutcome", "run_shard"]
+__all__ = [
+    "COUNTERS",
+    "add_costs",
+    "Executor",
+    "LocalExecutor",
+    "ProgressCallback",
+    "ShardCount",
+    "ShardOutcome",
+    "run_shard",
+]
 
 # stage name, shards done, shards in all: called once per stage with 0 before any work, then after each shard
 ProgressCallback = Callable[[str, int, int], None]
 
-COUNTERS = ("requests_sent", "cache_hits", "prompt_tokens", "completion_tokens", "busy_s")
+COUNTERS = ("requests_sent", "cache_hits", "retries", "prompt_tokens", "completion_tokens", "busy_s")
 
 
 @dataclass
@@ -36,6 +46,11 @@ class ShardOutcome:
     resumed: bool = True
     failed: int = 0  # items whose requests got no answer; a rerun retries them
     profile: dict[str, dict[str, float]] = field(default_factory=dict)  # stage -> seconds and backend counters
+
+
+def add_costs(total: dict[str, float], cost: dict[str, float]) -> dict[str, float]:
+    """Two costs summed, counter by counter."""
+    return {name: round(total.get(name, 0.0) + cost.get(name, 0.0), 4) for name in {*total, *cost}}
 
 
 def _counters(backends: dict[str, Backend]) -> dict[str, float]:
@@ -77,7 +92,8 @@ def run_shard(
             cost = {"seconds": time.perf_counter() - started} | {n: after[n] - before[n] for n in COUNTERS}
             outcome.profile[stage.name] = cost
             failed = sum(bool(r.failed) for r in rejected)
-            run.write_shard(stage.name, shard, kept, rejected, failed=failed)
+            spent = add_costs(run.cost(stage.name, shard), cost)  # a redo's attempts before it count too
+            run.write_shard(stage.name, shard, kept, rejected, failed=failed, cost=spent)
             outcome.failed += failed
             upstream = kept
         if on_stage:
@@ -105,7 +121,8 @@ class ShardCount:
 
 
 class Executor(Protocol):
-    """Runs a pipeline's stages over shards: every shard through ``run_shard``, wherever it runs."""
+    """Runs a pipeline's stages over shards: every shard through ``run_shard``, wherever it runs; with
+    ``spending``, no shard is started once the budget is spent (the outcomes are those of the shards run)."""
 
     def run(
         self,
@@ -113,6 +130,7 @@ class Executor(Protocol):
         ctx: StageContext,
         shards: list[tuple[str, list[Page]]],
         on_progress: ProgressCallback | None = None,
+        spending: Spending | None = None,
     ) -> list[ShardOutcome]: ...
 
 
@@ -126,6 +144,14 @@ class LocalExecutor:
         ctx: StageContext,
         shards: list[tuple[str, list[Page]]],
         on_progress: ProgressCallback | None = None,
+        spending: Spending | None = None,
     ) -> list[ShardOutcome]:
         count = ShardCount(pipeline.names, len(shards), on_progress)
-        return [run_shard(pipeline, ctx, shard, pages, count.advance) for shard, pages in shards]
+        outcomes = []
+        for shard, pages in shards:
+            if spending is not None and spending.exhausted():
+                break
+            outcomes.append(run_shard(pipeline, ctx, shard, pages, count.advance))
+            if spending is not None:
+                spending.add(outcomes[-1].profile)
+        return outcomes

@@ -16,6 +16,7 @@ from docrerank.errors import DocrerankError
 from docrerank.pages import Page, PageStore
 from docrerank.pipeline.config import PipelineConfig
 from docrerank.pipeline.context import StageContext
+from docrerank.pipeline.costs import Budget, Spending, run_costs
 from docrerank.pipeline.executor import COUNTERS, Executor, LocalExecutor, ProgressCallback
 from docrerank.pipeline.rundir import RunDir
 from docrerank.pipeline.stage import Pipeline
@@ -37,6 +38,7 @@ class RunReport:
     elapsed_s: float = 0.0
     profile: dict[str, dict[str, float]] = field(default_factory=dict)  # stage -> what it cost in this run
     pages_run: int = 0  # pages of shards that ran a stage in this run (not all resumed): the profile's denominator
+    budget_stop: str | None = None  # the budget was spent: what was spent, and how many shards are left
 
 
 def plan_shards(run: RunDir, store: PageStore, pages: list[Page], per_shard: int) -> list[tuple[str, list[Page]]]:
@@ -78,12 +80,15 @@ def run_pipeline(
     page_ids: list[str] | None = None,
     pipeline: Pipeline | None = None,
     executor: Executor | None = None,
+    budget: Budget | None = None,
 ) -> RunReport:
     """Run (or resume) the pipeline over the store's pages (or ``page_ids``) into ``run_dir``.
 
     ``on_progress(stage, shards_done, shards)`` is told of each stage's progress (the library prints nothing).
     ``executor``: where the shards run (default ``LocalExecutor``: in turn, in this process; ``RayExecutor``:
-    on a Ray cluster); ``pipeline``: the stages (default: the six of ``pipeline.stages``).
+    on a Ray cluster); ``pipeline``: the stages (default: the six of ``pipeline.stages``); ``budget``: no shard is
+    started once the run (all its shards and resumes) has spent it (``report.budget_stop`` says so; a rerun
+    with a larger budget resumes).
 
     Raises:
         DocrerankError: ``page_ids`` is empty (an empty selection is never the whole store), the run
@@ -99,16 +104,17 @@ def run_pipeline(
         run.check_layout(force)
         ctx = StageContext(store, config, run)
         try:
-            report = _run(ctx, pipeline, executor or LocalExecutor(), force, on_progress, page_ids)
+            report = _run(ctx, pipeline, executor or LocalExecutor(), force, on_progress, page_ids, budget)
         finally:
             ctx.close()
         report.elapsed_s = time.perf_counter() - started
         stats = run_stats(run, ctx.backends, report.elapsed_s, report.profile, report.pages_run, pipeline.stages)
+        stats["cost"] = run_costs(run, config, pipeline.names)
         run.write_json("stats.json", stats)
         return report
 
 
-def _run(ctx: StageContext, pipeline: Pipeline, executor, force, on_progress, page_ids) -> RunReport:
+def _run(ctx: StageContext, pipeline: Pipeline, executor, force, on_progress, page_ids, budget) -> RunReport:
     store, config, run = ctx.store, ctx.config, ctx.run
     pipeline.check(ctx)
     run.check_fingerprints(pipeline.fingerprints(ctx), pipeline.names, force)
@@ -127,7 +133,14 @@ def _run(ctx: StageContext, pipeline: Pipeline, executor, force, on_progress, pa
         )
     shards = plan_shards(run, store, pages, config.pages_per_shard)
     report.shards = len(shards)
-    for outcome in executor.run(pipeline, ctx, shards, on_progress):
+    spending = Spending(budget, config, run, pipeline.names) if budget else None
+    if spending is not None and spending.exhausted():
+        report.budget_stop = f"{spending.describe()} before this run: nothing was run"
+        return report
+    outcomes = executor.run(pipeline, ctx, shards, on_progress, spending)
+    if spending is not None and len(outcomes) < len(shards):
+        report.budget_stop = f"{spending.describe()}: {len(shards) - len(outcomes)} of {len(shards)} shards left"
+    for outcome in outcomes:
         report.shards_resumed += outcome.resumed
         report.failed += outcome.failed
         report.pages_run += 0 if outcome.resumed else outcome.pages

@@ -26,6 +26,7 @@ from docrerank.evaluation.runner import Chunk, ChunkRunner
 from docrerank.pages import Page, PageStore
 from docrerank.pipeline.config import PipelineConfig
 from docrerank.pipeline.context import StageContext
+from docrerank.pipeline.costs import Spending
 from docrerank.pipeline.executor import ProgressCallback, ShardCount, ShardOutcome, run_shard
 from docrerank.pipeline.pairs import PairInput, VerifiedPair, page_batches, verifier_for, verify_pairs
 from docrerank.pipeline.rundir import RunDir
@@ -108,6 +109,7 @@ class RayExecutor:
         ctx: StageContext,
         shards: list[tuple[str, list[Page]]],
         on_progress: ProgressCallback | None = None,
+        spending: Spending | None = None,
     ) -> list[ShardOutcome]:
         own = ctx.config.ray.stages
         unknown = sorted(set(own) - set(pipeline.names))
@@ -125,18 +127,28 @@ class RayExecutor:
             segment, redo = cut[step], not outcomes[shard].resumed
             return Job(segment.pool, shard, (shard, page_ids[shard], segment.first, segment.last, redo), step)
 
-        def done(finished: Job, outcome: ShardOutcome) -> list[Job]:
-            merged = outcomes[finished.name]
+        finished: set[str] = set()
+
+        def done(ended: Job, outcome: ShardOutcome) -> list[Job]:
+            merged = outcomes[ended.name]
             merged.resumed &= outcome.resumed
             merged.failed += outcome.failed
             merged.profile |= outcome.profile
-            segment = cut[finished.step]
+            if spending is not None:
+                spending.add(outcome.profile)
+            segment = cut[ended.step]
             for name in pipeline.names[segment.first : segment.last]:
                 progress.advance(name)
-            return [job(finished.name, finished.step + 1)] if finished.step + 1 < len(cut) else []
+            if ended.step + 1 < len(cut):
+                return [job(ended.name, ended.step + 1)]
+            finished.add(ended.name)
+            return []
 
-        self.actors_lost = dispatch(pools, [job(shard, 0) for shard, _ in shards], done)
-        return [outcomes[shard] for shard, _ in shards]
+        def admit(next_job: Job) -> bool:  # a shard begun goes on; a new one only while the budget lasts
+            return next_job.step > 0 or spending is None or not spending.exhausted()
+
+        self.actors_lost = dispatch(pools, [job(shard, 0) for shard, _ in shards], done, admit)
+        return [outcomes[shard] for shard, _ in shards if shard in finished]
 
     def _pools(self, pipeline: Pipeline, ctx: StageContext, cut: list[Segment], shards: int) -> dict[str, ActorPool]:
         """A pool per stage with its own (``ray.stages``) and the executor's pool for the rest, each at most one
@@ -203,8 +215,14 @@ class ActorPool:
         self.idle = [self.actor.remote(*self.args) for _ in range(max(1, min(jobs, self.workers)))]
 
 
-def dispatch(pools: dict[str, ActorPool], jobs: list[Job], done: Callable[[Job, Any], list[Job]]) -> int:
-    """Jobs on their pools' actors; ``done(job, result)`` as each ends returns the jobs that follow from it.
+def dispatch(
+    pools: dict[str, ActorPool],
+    jobs: list[Job],
+    done: Callable[[Job, Any], list[Job]],
+    admit: Callable[[Job], bool] = lambda job: True,
+) -> int:
+    """Jobs on their pools' actors; ``done(job, result)`` as each ends returns the jobs that follow from it;
+    a job that ``admit`` refuses when its turn comes is left undone (a budget spent).
 
     An actor that dies takes nothing with it: its job goes to another actor of its pool (a new one only when
     the pool has none left: a living actor holds its resources, so a new one could wait forever), at most
@@ -220,8 +238,12 @@ def dispatch(pools: dict[str, ActorPool], jobs: list[Job], done: Callable[[Job, 
             for job in [j for j in todo if pools[j.pool].idle]:
                 if pools[job.pool].idle:
                     todo.remove(job)
+                    if not admit(job):
+                        continue
                     worker = pools[job.pool].idle.pop()
                     running[worker.run.remote(*job.args)] = (worker, job)
+            if not running:
+                break
             finished, _ = ray.wait(list(running), num_returns=1)
             worker, job = running.pop(finished[0])
             pool = pools[job.pool]

@@ -9,7 +9,7 @@ Layout::
     RUN/shards/<shard>.json            the page ids of a shard; the shard's name is a hash of them
     RUN/stages/<stage>/<shard>.jsonl           kept records of one shard of pages
     RUN/stages/<stage>/<shard>.rejected.jsonl  rejected records with the reason (failures marked ``failed``)
-    RUN/stages/<stage>/<shard>.done            completion marker, written last: {"failed": N}
+    RUN/stages/<stage>/<shard>.done            completion marker, written last: {"failed": N, "cost": {...}}
     RUN/stats.json                     counts, pass rates, rejection reasons, tokens, time
     RUN/store.json                     the page store the run was made from (``docrerank view`` opens it)
     RUN/corrections.jsonl              a person's corrections (``docrerank view``), applied by export and mix
@@ -158,22 +158,37 @@ class RunDir:
     def is_done(self, stage: str, shard: str) -> bool:
         return (self.stage_dir(stage) / f"{shard}.done").exists()
 
-    def failed(self, stage: str, shard: str) -> int:
-        """How many of a finished shard's items failed (requests that got no answer), per its marker."""
+    def _marker(self, stage: str, shard: str) -> dict[str, Any]:
         marker = self.stage_dir(stage) / f"{shard}.done"
         text = marker.read_text() if marker.is_file() else ""
-        return int(json.loads(text).get("failed", 0)) if text.strip() else 0
+        return json.loads(text) if text.strip() else {}
+
+    def failed(self, stage: str, shard: str) -> int:
+        """How many of a finished shard's items failed (requests that got no answer), per its marker."""
+        return int(self._marker(stage, shard).get("failed", 0))
+
+    def cost(self, stage: str, shard: str) -> dict[str, float]:
+        """What the stage cost on the shard (seconds, requests, tokens...), every attempt summed; {} when its
+        marker does not say (not run yet, or written by a docrerank before 0.x that did not count)."""
+        return dict(self._marker(stage, shard).get("cost", {}))
 
     def write_shard(
-        self, stage: str, shard: str, kept: Iterable[BaseModel], rejected: Iterable[BaseModel], failed: int = 0
+        self,
+        stage: str,
+        shard: str,
+        kept: Iterable[BaseModel],
+        rejected: Iterable[BaseModel],
+        failed: int = 0,
+        cost: dict[str, float] | None = None,
     ) -> None:
         """Write a shard's kept and rejected records atomically, then its completion marker (with the count
-        of failed items, which a rerun retries)."""
+        of failed items, which a rerun retries, and what the stage cost on this shard, every attempt summed)."""
         folder = self.stage_dir(stage)
         for name, records in ((f"{shard}.jsonl", kept), (f"{shard}.rejected.jsonl", rejected)):
             lines = "".join(record.model_dump_json(exclude_none=True) + "\n" for record in records)
             atomic_write_bytes(folder / name, lines.encode())
-        atomic_write_bytes(folder / f"{shard}.done", json.dumps({"failed": failed}).encode())
+        marker = {"failed": failed} | ({"cost": cost} if cost else {})
+        atomic_write_bytes(folder / f"{shard}.done", json.dumps(marker).encode())
 
     def read_shard(self, stage: str, shard: str, model: type[BaseModel], rejected: bool = False) -> list:
         path = self.stage_dir(stage) / (f"{shard}.rejected.jsonl" if rejected else f"{shard}.jsonl")
