@@ -65,7 +65,7 @@ $(VENV)/.torch: | $(BIN)/python
 
 # every extra that runs on a CPU, so the README's commands after the demo (retrieve, rerank, evaluate,
 # evaluate-verifier's plot, serve) find their packages; not colpali/gpu (GPU) nor train (its trainers)
-DEMO_EXTRAS := llamacpp,data,embed,retrieval,report,serve,eval,viewer
+DEMO_EXTRAS := llamacpp,data,embed,retrieval,report,serve,eval,viewer,onnx
 
 $(VENV)/.installed-demo: pyproject.toml $(VENV)/.torch
 	$(BIN)/pip install -q -e ".[$(DEMO_EXTRAS)]"

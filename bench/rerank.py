@@ -8,7 +8,12 @@
 2. VLM batching: pages/s of the True/False reranker with length-sorted padded batches of 8 divided by pages/s
    one page at a time, on the tiny random Qwen2-VL (the real model code; no VLM weights are at hand here) over
    real sample pages. On CPU here; on a GPU where one is (goal >= 5x there).
-3. Training: pairs/s of ``docrerank train``'s cross-encoder step (each pair scored over all its chunks to find
+3. ONNX Runtime: pairs/s of the cross-encoder on ONNX Runtime (fp32, and int8 weights by dynamic
+   quantization) divided by pairs/s of the same reranker on PyTorch, whole pages by chunks, the same pairs,
+   alternated (goal >= 2x at no loss of ranking quality: `docrerank evaluate ... --rerankers
+   saved=DIR,saved=DIR@onnx,saved=DIR@onnx-int8` measures that on the quality benchmark). ``--model`` names a
+   trained folder (default: the bundled MiniLM with a seeded head: the same work).
+4. Training: pairs/s of ``docrerank train``'s cross-encoder step (each pair scored over all its chunks to find
    the best one, then the loss on that chunk) divided by pairs/s of sentence-transformers' own
    ``CrossEncoderTrainer`` with its ``BinaryCrossEntropyLoss`` on the first 256 tokens of the same pairs.
 
@@ -17,6 +22,7 @@ Absolute rates depend on the machine and are printed only beside the ratios.
 
     python bench/rerank.py            # ~12 min on 2 cores
     python bench/rerank.py --quick    # ~2 min
+    python bench/rerank.py --only onnx [--model DIR]
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from rich.table import Table
 
 from common import sample_store
 from docrerank.pages.content import PageContent
-from docrerank.rerankers import CrossEncoderReranker, TrueFalseReranker
+from docrerank.rerankers import CrossEncoderReranker, Reranker, TrueFalseReranker
 from docrerank.training import TrainingGroup
 from docrerank.training.trainer import TrainSettings, train
 
@@ -83,6 +89,27 @@ def text_scoring(pairs, repeats: int) -> list[tuple[str, float, float, str]]:
         ours, reference = alternated(lambda r=reranker: r.score(inputs), predict, len(inputs), repeats)
         chunks = len(reranker._chunks(inputs)[0]) / len(inputs)
         rows.append((name, ours, reference, f"{chunks:.1f} chunks a pair"))
+    return rows
+
+
+def onnx_scoring(pairs, repeats: int, model: str | None) -> list[tuple[str, float, float, str]]:
+    import shutil
+
+    inputs = [(query, page) for query, page, _ in pairs]
+    with tempfile.TemporaryDirectory() as scratch:  # a copy: the ONNX files are written beside the model
+        folder = Path(scratch) / "model"
+        if model:
+            shutil.copytree(model, folder)
+        else:
+            CrossEncoderReranker(seed=0).save(folder)
+        on_torch = Reranker.load(folder)
+        rows = []
+        for runtime in ("onnx", "onnx-int8"):
+            on_onnx = Reranker.load(folder).use_runtime(runtime)
+            ours, reference = alternated(
+                lambda r=on_onnx: r.score(inputs), lambda: on_torch.score(inputs), len(inputs), repeats
+            )
+            rows.append((f"{runtime} vs PyTorch", ours, reference, f"{on_onnx.batch_size} chunks a batch"))
     return rows
 
 
@@ -148,6 +175,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer pairs, repeats and steps (~2 min)")
     parser.add_argument("--store", type=Path, default=ROOT / "runs" / "demo" / "pages")
     parser.add_argument("--device", default="auto", help="device of the VLM line (auto: a GPU when there is one)")
+    parser.add_argument("--only", choices=("onnx",), help="only this part")
+    parser.add_argument("--model", help="a trained cross-encoder folder for the ONNX part")
     args = parser.parse_args()
     store = sample_store(args.store)
     pairs = labeled_pairs(store, 60 if args.quick else 160)
@@ -156,6 +185,11 @@ def main() -> None:
     table = Table(title=f"Rerankers ({len(pairs)} labeled pairs of the sample documents)")
     for column in ("measure", "ours /s", "reference /s", "ratio", "note"):
         table.add_column(column)
+    for name, ours, reference, note in onnx_scoring(pairs, repeats, args.model):
+        table.add_row(f"text scoring, {name}", f"{ours:.1f}", f"{reference:.1f}", f"{ours / reference:.2f}", note)
+    if args.only == "onnx":
+        console.print(table)
+        return
     for name, ours, reference, note in text_scoring(pairs, repeats):
         table.add_row(f"text scoring, {name}", f"{ours:.1f}", f"{reference:.1f}", f"{ours / reference:.2f}", note)
     batched, single = vlm_batching(pairs[:32] if args.quick else pairs[:64], repeats, args.device)

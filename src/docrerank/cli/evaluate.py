@@ -26,6 +26,7 @@ from docrerank.evaluation import (
 )
 from docrerank.evaluation.report import read_quality, write_report
 from docrerank.evaluation.results import table_rows, write_evaluation
+from docrerank.rerankers.onnx_runtime import RUNTIMES
 from docrerank.retrieval import FIRST_STAGE, RETRIEVER_NAMES, make_retriever, read_trec
 from docrerank.retrieval.runs import Run
 
@@ -90,9 +91,14 @@ def _first_stage(benchmark: Benchmark, spec: str, k: int, model: str | None) -> 
 
 def _reranker_spec(spec: str, config: Path | None, backend: str, trust: bool = False, page_view: str = "whole"):
     kind, _, model = spec.partition("=")
+    runtime = "torch"
+    if "@" in model and model.rpartition("@")[2] in RUNTIMES:  # saved=DIR@onnx-int8: the same model on ONNX
+        model, _, runtime = model.rpartition("@")
     if kind not in RERANKERS:
-        raise DocrerankError(f"--rerankers {spec!r}: want KIND or KIND=MODEL, KIND one of {', '.join(RERANKERS)}")
-    reranker = make_reranker(kind, model or None, config, backend, trust=trust, page_view=page_view)
+        raise DocrerankError(
+            f"--rerankers {spec!r}: want KIND, KIND=MODEL or KIND=MODEL@RUNTIME, KIND one of {', '.join(RERANKERS)}"
+        )
+    reranker = make_reranker(kind, model or None, config, backend, trust=trust, page_view=page_view, runtime=runtime)
     return reranker, reranker_identity(reranker, spec)
 
 
@@ -107,7 +113,10 @@ def evaluate_command(
     ] = FIRST_STAGE,
     rerankers: Annotated[
         list[str] | None,
-        typer.Option("--rerankers", help="KIND[=MODEL], repeat or comma-separate: cross-encoder, saved=DIR, llm"),
+        typer.Option(
+            "--rerankers",
+            help="KIND[=MODEL[@RUNTIME]], repeat or comma-separate: cross-encoder, saved=DIR, saved=DIR@onnx-int8, llm",
+        ),
     ] = None,
     k: Annotated[int, typer.Option("--k", min=1, help="first-stage pages each reranker re-scores")] = 20,
     benchmark_format: Annotated[

@@ -18,6 +18,7 @@ from docrerank.errors import DocrerankError
 from docrerank.prompts.focus import PAGE_VIEWS
 from docrerank.prompts.requests import DEFAULT_MAX_PAGE_CHARS
 from docrerank.rerankers import RERANKER_KINDS, CascadeReranker, LLMReranker, Reranker
+from docrerank.rerankers.onnx_runtime import RUNTIMES
 from docrerank.retrieval import Ranking, read_trec, write_trec
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "CascadeTopOption",
     "TrustRerankerOption",
     "llm_reranker",
+    "RuntimeOption",
     "make_reranker",
     "rerank_command",
 ]
@@ -79,6 +81,14 @@ PageViewOption = Annotated[
         "nearest the query, a few times faster)",
     ),
 ]
+RuntimeOption = Annotated[
+    str,
+    typer.Option(
+        "--runtime",
+        help=f"how a cross-encoder (or a saved one) runs: one of {', '.join(RUNTIMES)} (ONNX Runtime on CPU: fp32 "
+        "or int8 weights; exported beside the model on first use)",
+    ),
+]
 TrustRerankerOption = Annotated[
     bool,
     typer.Option(
@@ -110,8 +120,10 @@ def make_reranker(
     cascade_top: int = 5,
     trust: bool = False,
     page_view: str = "whole",
+    runtime: str = "torch",
 ) -> Reranker:
-    """The reranker `--reranker KIND --model ... [--config --backend --cascade-top]` names (`rerank`, `serve`).
+    """The reranker `--reranker KIND --model ... [--config --backend --cascade-top --runtime]` names (`rerank`,
+    `serve`); ``runtime``: PyTorch or ONNX Runtime for a cross-encoder (a cascade's student).
 
     ``cascade``: the saved reranker ``--model`` (a student, e.g. trained on teacher scores) scores every
     candidate, and the LLM of ``--config``/``--backend`` re-scores its top ``--cascade-top``. ``trust``
@@ -121,13 +133,22 @@ def make_reranker(
     if kind in ("saved", "cascade"):
         if model is None:
             raise DocrerankError(f"--reranker {kind} needs --model FOLDER (a reranker saved by `docrerank train`)")
-        saved = Reranker.load(model, allow_remote=trust)
+        saved = _on(Reranker.load(model, allow_remote=trust), runtime)
         if kind == "saved":
             return saved
         return CascadeReranker(saved, llm_reranker(config, backend, page_view=page_view), cascade_top)
     if kind == "llm":
-        return llm_reranker(config, backend, page_view=page_view)
-    return RERANKER_KINDS[kind].cls(model=model)  # cross-encoder, bi-encoder: a model name or folder
+        return _on(llm_reranker(config, backend, page_view=page_view), runtime)
+    return _on(RERANKER_KINDS[kind].cls(model=model), runtime)  # cross-encoder, bi-encoder: a name or folder
+
+
+def _on(reranker: Reranker, runtime: str) -> Reranker:
+    """The reranker on ``runtime``: only a cross-encoder runs on ONNX Runtime."""
+    if runtime == "torch":
+        return reranker
+    if not hasattr(reranker, "use_runtime"):
+        raise DocrerankError(f"--runtime {runtime} runs a cross-encoder; this reranker is a {reranker.kind}")
+    return reranker.use_runtime(runtime)
 
 
 def _mrr(rankings: dict[str, Ranking], positives: dict[str, list[str]]) -> float:
@@ -154,6 +175,7 @@ def rerank_command(
     cascade_top: CascadeTopOption = 5,
     trust_reranker: TrustRerankerOption = False,
     page_view: PageViewOption = "whole",
+    runtime: RuntimeOption = "torch",
     depth: Annotated[
         int, typer.Option("--k", "--depth", min=1, help="first-stage pages reranked per query (--depth: its old name)")
     ] = 20,
@@ -177,7 +199,9 @@ def rerank_command(
             soft_wrap=True,
         )
     else:
-        engine = make_reranker(reranker, model, config, backend, cascade_top, trust=trust_reranker, page_view=page_view)
+        engine = make_reranker(
+            reranker, model, config, backend, cascade_top, trust=trust_reranker, page_view=page_view, runtime=runtime
+        )
     reranked, unknown, unscored = {}, set(), 0
     with progress_bar() as bar:
         task = bar.add_task("rerank", total=len(items))

@@ -24,6 +24,7 @@ from docrerank.cli.rerank import (
     ModelOption,
     PageViewOption,
     RerankerOption,
+    RuntimeOption,
     TrustRerankerOption,
     make_reranker,
 )
@@ -75,6 +76,7 @@ def serve_command(
     cascade_top: CascadeTopOption = 5,
     trust_reranker: TrustRerankerOption = False,
     page_view: PageViewOption = "whole",
+    runtime: RuntimeOption = "torch",
     host: Annotated[
         str,
         typer.Option(
@@ -185,7 +187,9 @@ def serve_command(
     )
     warnings = _server_warnings(host, key)
     app = create_app(
-        make_reranker(reranker, model, config, backend, cascade_top, trust=trust_reranker, page_view=page_view),
+        make_reranker(
+            reranker, model, config, backend, cascade_top, trust=trust_reranker, page_view=page_view, runtime=runtime
+        ),
         settings,
         warnings,
     )

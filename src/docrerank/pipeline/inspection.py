@@ -37,7 +37,15 @@ from rapidfuzz import fuzz, process
 from docrerank.errors import DocrerankError
 from docrerank.pages import PageStore
 
-__all__ = ["Check", "Example", "InspectSettings", "inspect_examples", "read_examples"]
+__all__ = [
+    "Check",
+    "Example",
+    "InspectSettings",
+    "checks_as_json",
+    "inspect_examples",
+    "read_examples",
+    "require_examples",
+]
 
 
 class InspectSettings(BaseModel):

@@ -18,6 +18,7 @@ from docrerank.encoders import encoder_path
 from docrerank.errors import DocrerankError, import_optional
 from docrerank.pages.content import PageLike
 from docrerank.rerankers.base import PairScore, Reranker, page_text, scored_where_text
+from docrerank.rerankers.onnx_runtime import RUNTIMES, OnnxCrossEncoder, Runtime, onnx_files
 from docrerank.retrieval.dense import chunk_words
 
 __all__ = ["CrossEncoderReranker"]
@@ -42,13 +43,16 @@ class CrossEncoderReranker(Reranker):
 
         transformers.utils.logging.disable_progress_bar()
         self.chunk_words, self.stride, self.max_length, self.batch_size = chunk_words, stride, max_length, batch_size
+        self.model_path = encoder_path(model)
+        self.runtime: Runtime = "torch"
+        self.onnx: OnnxCrossEncoder | None = None
         import torch
 
         try:
             with torch.random.fork_rng(devices=[]):  # a fresh head is drawn the same way every time
                 torch.manual_seed(seed)
                 self.model = sentence_transformers.CrossEncoder(
-                    encoder_path(model),
+                    self.model_path,
                     num_labels=1,
                     max_length=max_length,
                     device=device,
@@ -63,7 +67,21 @@ class CrossEncoderReranker(Reranker):
             ) from None
 
     def settings(self) -> dict[str, Any]:
-        return {"chunk_words": self.chunk_words, "stride": self.stride, "max_length": self.max_length}
+        runtime = {"runtime": self.runtime} if self.runtime != "torch" else {}  # its scores differ a little
+        return {"chunk_words": self.chunk_words, "stride": self.stride, "max_length": self.max_length} | runtime
+
+    def use_runtime(self, runtime: Runtime) -> CrossEncoderReranker:
+        """Score with PyTorch (``torch``) or ONNX Runtime (``onnx``: fp32; ``onnx-int8``: int8 weights), the same
+        chunks and best-chunk rule either way (``rerankers.onnx_runtime``); training stays on PyTorch."""
+        if runtime not in RUNTIMES:
+            raise DocrerankError(f"runtime {runtime!r}: use one of {', '.join(RUNTIMES)}")
+        self.runtime = runtime
+        self.onnx = (
+            None
+            if runtime == "torch"
+            else OnnxCrossEncoder(self.model, onnx_files(self.model, self.model_path, runtime))
+        )
+        return self
 
     def _chunks(self, pairs: Sequence[tuple[str, PageLike]]) -> tuple[list[tuple[str, str]], list[int]]:
         """(query, chunk) inputs of every pair, and the pair each belongs to."""
@@ -80,7 +98,8 @@ class CrossEncoderReranker(Reranker):
         if not inputs:
             return [], []
         training = self.model.training
-        chunk_scores = self.model.predict(inputs, batch_size=self.batch_size, show_progress_bar=False)
+        scorer = self.onnx or self.model
+        chunk_scores = scorer.predict(inputs, batch_size=self.batch_size, show_progress_bar=False)
         self.model.train(training)  # predict leaves the model in eval mode; training goes on in train mode
         best, chosen = [float("-inf")] * len(pairs), [("", "")] * len(pairs)
         for owner, value, pair in zip(owners, chunk_scores, inputs, strict=True):
