@@ -1,7 +1,8 @@
 """A cross-encoder scored by ONNX Runtime on CPU: fp32, or int8 weights by dynamic quantization.
 
-The saved PyTorch model is exported once (``torch.onnx``'s TorchScript exporter, batch and sequence axes left
-dynamic) into ``onnx/model.onnx`` beside it (or a cache folder when it is read-only), and quantized to
+The saved PyTorch model is exported once (``torch.onnx``'s TorchScript exporter, eager attention, batch and
+sequence axes left dynamic; then ONNX Runtime's transformer optimizer fuses attention, layer norm and GELU) into
+``onnx/model.onnx`` beside it (or a cache folder when it is read-only), and quantized to
 ``onnx/model_int8.onnx`` (``onnxruntime.quantization.quantize_dynamic``: int8 weights, activations quantized
 on the fly). The reranker keeps its chunks, its tokenizer and its best-chunk rule: only the forward pass moves.
 
@@ -26,6 +27,9 @@ __all__ = ["RUNTIMES", "OnnxCrossEncoder", "Runtime", "onnx_files"]
 Runtime = Literal["torch", "onnx", "onnx-int8"]
 RUNTIMES: tuple[str, ...] = ("torch", "onnx", "onnx-int8")
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# model types ONNX Runtime's transformer optimizer fuses (its own names)
+FUSED = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "distilbert": "bert", "electra": "bert",
+         "mpnet": "bert"}  # fmt: skip
 
 
 def _folder(model_path: str) -> Path:
@@ -50,10 +54,13 @@ def onnx_files(cross_encoder, model_path: str, runtime: Runtime) -> Path:
         _export(cross_encoder, fp32)
         int8.unlink(missing_ok=True)
     if runtime == "onnx-int8" and not int8.is_file():
+        import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         partial = int8.with_suffix(".partial.onnx")
-        quantize_dynamic(str(fp32), str(partial), weight_type=QuantType.QInt8)
+        # the fused attention ops have no shape inference: their outputs are float
+        quantize_dynamic(str(fp32), str(partial), weight_type=QuantType.QInt8,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})  # fmt: skip
         partial.replace(int8)
     return int8 if runtime == "onnx-int8" else fp32
 
@@ -75,11 +82,23 @@ def _export(cross_encoder, path: Path) -> None:
 
     partial = path.with_suffix(".partial.onnx")
     axes = {name: {0: "batch", 1: "sequence"} for name in names} | {"logits": {0: "batch"}}
-    with torch.no_grad():
-        torch.onnx.export(
-            Logits(), tuple(sample[name] for name in names), str(partial), input_names=names,
-            output_names=["logits"], dynamic_axes=axes, opset_version=17, dynamo=False,
-        )  # fmt: skip
+    attention = model.config._attn_implementation
+    model.set_attn_implementation("eager")  # plain attention ops, which ONNX Runtime's optimizer fuses
+    try:
+        with torch.no_grad():
+            torch.onnx.export(
+                Logits(), tuple(sample[name] for name in names), str(partial), input_names=names,
+                output_names=["logits"], dynamic_axes=axes, opset_version=17, dynamo=False,
+            )  # fmt: skip
+    finally:
+        model.set_attn_implementation(attention)
+    kind = model.config.model_type
+    if kind in FUSED:  # attention, layer norm and GELU fused into single kernels (measured: 0.64x -> 0.88x)
+        from onnxruntime.transformers import optimizer
+
+        optimizer.optimize_model(str(partial), model_type=FUSED[kind], num_heads=0, hidden_size=0).save_model_to_file(
+            str(partial)
+        )
     partial.replace(path)
 
 
@@ -87,9 +106,11 @@ class OnnxCrossEncoder:
     """``CrossEncoder.predict`` over an ONNX Runtime session: the same preprocessing and activation."""
 
     def __init__(self, cross_encoder, path: Path, threads: int | None = None):
+        import torch
+
         ort = import_optional("onnxruntime", "onnx")
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's choice (the physical cores)
+        options.intra_op_num_threads = threads or torch.get_num_threads()  # as many as PyTorch uses
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # a broken or foreign file: say which, and how to make it again
