@@ -91,20 +91,19 @@ def print_costs(cost: dict[str, Any]) -> None:
     seconds, money and GPU-hours (the config's prices), in all and per page."""
     table = Table(title="cost (every shard and attempt; money and GPU-hours from the config's prices)",
                   title_justify="left")  # fmt: skip
-    columns = ("requests_sent", "retries", "cache_hits", "prompt_tokens", "completion_tokens", "seconds", "money",
-               "gpu_hours")  # fmt: skip
+    priced = cost["total"].get("money", 0) or cost["total"].get("gpu_hours", 0)  # no prices: no money columns
+    columns = ("requests_sent", "retries", "cache_hits", "prompt_tokens", "completion_tokens", "seconds")
+    columns += ("money", "gpu_hours") if priced else ()
     table.add_column("stage")
-    for column in (*columns, "pages", "tokens/page", "money/page"):
+    for column in (*columns, "pages", "tokens/page", *(("money/page",) if priced else ())):
         table.add_column(column.replace("_", " "), justify="right")
     rows = [*cost["stages"].items(), ("all stages", cost["total"])]
     for stage, row in rows:
         per_page = row.get("per_page", {})
         cells = [f"{row.get(c, 0):,.4g}" if c in ("money", "gpu_hours") else f"{row.get(c, 0):,.0f}" for c in columns]
-        table.add_row(
-            stage, *cells, str(row.get("pages", "")),
-            f"{per_page['tokens']:,.0f}" if "tokens" in per_page else "",
-            f"{per_page['money']:.4g}" if "money" in per_page else "",
-        )  # fmt: skip
+        cells += [str(row.get("pages", "")), f"{per_page['tokens']:,.0f}" if "tokens" in per_page else ""]
+        cells += [f"{per_page.get('money', 0):.4g}" if per_page else ""] if priced else []
+        table.add_row(stage, *cells)
     stdout.print(table)
 
 
