@@ -228,3 +228,18 @@ def test_the_report_renders_in_headless_chromium(chromium, beir_eval, store_eval
     counts = {rgb: n for n, rgb in colours}
     assert counts.get(BAR_RGB, 0) > 2000  # the NDCG@5 bars are drawn
     assert counts.get(WORSE_RGB, 0) > 200  # the histogram's bins of queries the reranker made worse
+
+
+def test_the_report_shows_the_training_sets_checks_from_inspect(beir_eval, tmp_path):
+    rows = [
+        {"page_id": "p1", "doc_id": "d1", "query": "Which year did the survey start?", "negatives": []},
+        {"page_id": "p2", "doc_id": "d1", "query": "Which year did the survey start?", "negatives": []},
+    ]  # asked twice, and no negative: two checks over their limits
+    (tmp_path / "queries.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert invoke_cli("inspect", tmp_path / "queries.jsonl", "--out", tmp_path / "checks.json").exit_code == 0
+    result = invoke_cli("report", beir_eval, "--out", tmp_path / "r.html", "--inspect", tmp_path / "checks.json")
+    assert result.exit_code == 0, result.stdout
+    html = (tmp_path / "r.html").read_text()
+    assert "Training set checks" in html and "over their limits: <b>duplicate_queries, no_negative</b>" in html
+    wrong = invoke_cli("report", beir_eval, "--out", tmp_path / "r2.html", "--inspect", tmp_path / "queries.jsonl")
+    assert "not a report of `docrerank inspect`" in str(wrong.exception) or wrong.exit_code != 0

@@ -149,12 +149,15 @@ def evaluate_command(
     mined_report: Annotated[
         Path | None, typer.Option(help="a mine --verify --out folder: the false-negative rate in report.html")
     ] = None,
+    inspect_report: Annotated[
+        Path | None, typer.Option(help="a `docrerank inspect --out` JSON: the training set's checks in report.html")
+    ] = None,
     progress: Annotated[bool, typer.Option(help="show the progress bar")] = True,
 ) -> None:
     """Rerank a first stage's top --k with each reranker; print the paper-style table and write the results
     and the report (report.html, report.md). A bad line of a benchmark or run file is named and left out
     (exit code 1)."""
-    read_quality(report_run, verifier_report, mined_report)  # a wrong path fails now, not after the evaluation
+    read_quality(report_run, verifier_report, mined_report, inspect_report)  # a wrong path fails now, not after
     data = load_benchmark(benchmark, benchmark_format, split, queries, qrels, rephrase_level)
     print_skipped(data.skipped, stderr)
     for note in data.notes:
@@ -173,7 +176,9 @@ def evaluate_command(
     for row in rows:
         table.add_row(*(escape(str(cell)) for cell in row))
     stdout.print(table)
-    write_report([out], out / "report.html", run=report_run, verifier=verifier_report, mined=mined_report)
+    write_report(
+        [out], out / "report.html", run=report_run, verifier=verifier_report, mined=mined_report, inspect=inspect_report
+    )
     where = escape(str(out))
     stdout.print(f"written to {where} (report.html, report.md, table.md, summary.json, per_query.jsonl, runs/)")
     if data.skipped or bad_run_lines:

@@ -36,7 +36,10 @@ def report_command(
     mined: Annotated[
         Path | None, typer.Option("--mined", help="a mine --verify --out folder: the likely-false-negative rate")
     ] = None,
+    inspect: Annotated[
+        Path | None, typer.Option("--inspect", help="a `docrerank inspect --out` JSON: the training set's checks")
+    ] = None,
 ) -> None:
     """Write one HTML page (no external resources) with each benchmark's table, charts and worst/best queries."""
-    html, md = write_report(evaluations, out, run=run, verifier=verifier, mined=mined)
+    html, md = write_report(evaluations, out, run=run, verifier=verifier, mined=mined, inspect=inspect)
     stdout.print(f"report written to {escape(str(html))} (summary: {escape(str(md))})")

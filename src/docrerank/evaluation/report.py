@@ -358,10 +358,19 @@ def _counts(deltas) -> dict[str, int]:
 # -- data quality ---------------------------------------------------------------------------------------------
 
 
-def read_quality(run: Path | None = None, verifier: Path | None = None, mined: Path | None = None) -> dict[str, Any]:
+def read_quality(
+    run: Path | None = None, verifier: Path | None = None, mined: Path | None = None, inspect: Path | None = None
+) -> dict[str, Any]:
     """The data-quality inputs that are given, read and checked: ``{"run": stats, "verifier": report,
-    "mined": summary}`` (keys of the ones given). A given path that holds no such file is an error."""
+    "mined": summary, "inspect": checks}`` (keys of the ones given). A given path that holds no such file is an
+    error."""
     quality: dict[str, Any] = {}
+    if inspect is not None:
+        checks = _read_json(Path(inspect).parent, Path(inspect).name, "not an inspect report",
+                            "give the --out file of `docrerank inspect`")  # fmt: skip
+        if "checks" not in checks:
+            raise DocrerankError(f"{inspect}: not a report of `docrerank inspect` (no checks)")
+        quality["inspect"] = {"path": str(inspect), **checks}
     if run is not None:
         stats = _read_json(
             Path(run),
@@ -428,6 +437,8 @@ def quality_view(quality: dict[str, Any]) -> dict[str, Any] | None:
         view["verifier"] = quality["verifier"]
     if "mined" in quality:
         view["mined"] = quality["mined"]
+    if "inspect" in quality:
+        view["inspect"] = quality["inspect"]
     return view
 
 
@@ -542,16 +553,17 @@ def write_report(
     run: Path | None = None,
     verifier: Path | None = None,
     mined: Path | None = None,
+    inspect: Path | None = None,
 ) -> tuple[Path, Path]:
     """Write the HTML report to ``out`` and its markdown summary beside it (``out`` with ``.md``).
 
     ``evaluations``: evaluation folders (``docrerank evaluate --out``), one section each. ``run``,
-    ``verifier``, ``mined``: a generation run, an ``evaluate-verifier`` folder, a ``mine --verify`` folder,
-    for the data-quality section. Returns the two paths.
+    ``verifier``, ``mined``, ``inspect``: a generation run, an ``evaluate-verifier`` folder, a ``mine --verify``
+    folder, a ``docrerank inspect --out`` JSON, for the data-quality section. Returns the two paths.
     """
     if not evaluations:
         raise DocrerankError("no evaluation folder given: give at least one `docrerank evaluate` --out folder")
-    quality = read_quality(run, verifier, mined)
+    quality = read_quality(run, verifier, mined, inspect)
     sections = []
     for folder in evaluations:
         section = _Section(Path(folder), read_evaluation(Path(folder)))
