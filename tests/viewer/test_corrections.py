@@ -95,3 +95,18 @@ def test_a_bad_line_in_the_corrections_is_named(run_copy):
     (run_copy / "corrections.jsonl").write_text('{"action": "drop"}\n')
     with pytest.raises(DocrerankError, match=r"corrections.jsonl, line 1, is not a correction"):
         read_corrections(run_copy)
+
+
+def test_a_later_reading_of_the_same_query_decides_and_the_earlier_is_not_unmatched(run_copy):
+    from docrerank.pipeline.corrections import apply_corrections
+    from docrerank.pipeline.export import read_selected
+
+    view = RunView.open(run_copy)
+    item = next(i for i in view.all_items() if i.record.kind == "negative" and i.status == "kept")
+    record = item.record
+    for action in ("answerable", "unanswerable"):  # a person changes their mind: the negative stays
+        append_correction(run_copy, Correction(action=action, page_id=record.page_id, query=record.text))
+    records = read_selected(run_copy, corrections=False)
+    applied, summary = apply_corrections(records, read_corrections(run_copy))
+    assert record.text in {r.text for r in applied} and summary.dropped == 0
+    assert summary.in_force == 2 and summary.unmatched == []

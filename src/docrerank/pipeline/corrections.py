@@ -154,13 +154,11 @@ def apply_corrections(
     for correction in active:
         summary.by_action[correction.action] = summary.by_action.get(correction.action, 0) + 1
     latest = _latest(active)
-    matched: set[str] = set()
     out: list[QueryRecord] = []
     removed_ids: set[str] = set()
     renamed: dict[str, str] = {}
     for record in records:
         found = latest.get(item_key(record.page_id, record.text), {})
-        matched.update(c.id for c in found.values())
         drop, reading, edit = found.get("drop"), found.get("reading"), found.get("edit")
         if drop or (reading and record.kind == "negative" and reading.action == "answerable"):
             removed_ids.add(record.query_id)
@@ -182,24 +180,25 @@ def apply_corrections(
     kept = {item_key(r.page_id, r.text) for r in records}
     known_rejected = {item_key(r.page_id, r.text): r for r in rejected}
     parents = {r.query_id for r in out if r.kind == "positive"} | set(renamed)  # edited: known by their old id
+    stranded = set()  # read unanswerable, but its positive is gone: nothing to attach it to
     for correction in active:
         if correction.action != "unanswerable" or correction.key in kept or correction.kind not in (None, "negative"):
             continue
         record = known_rejected.get(correction.key) or correction.record
-        if record is None or record.kind != "negative" or record.parent_id not in parents:
-            continue
         if latest[correction.key].get("reading") is not correction:
+            continue  # a later reading of the same query decides
+        if record is None or record.kind != "negative" or record.parent_id not in parents:
+            stranded.add(correction.id)
             continue
         out.append(record.model_copy(update={"corrected": "unanswerable"}))
-        matched.add(correction.id)
         summary.added += 1
-    matched.update(c.id for c in active if c.key in known_rejected and c.action != "unanswerable")
     out = [
         r.model_copy(update={"parent_id": renamed.get(r.parent_id, r.parent_id)})
         for r in out
         if r.parent_id not in removed_ids
     ]
-    summary.unmatched = [c for c in active if c.id not in matched]
+    present = kept | set(known_rejected)  # a correction of a query no longer in the run, or one left stranded
+    summary.unmatched = [c for c in active if c.key not in present or c.id in stranded]
     return out, summary
 
 
