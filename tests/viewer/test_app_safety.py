@@ -105,4 +105,11 @@ def test_read_only_and_a_run_being_generated_refuse_writes(run_copy):
     with FileLock(run_copy / ".lock", is_singleton=False):  # what `docrerank generate` holds while it writes
         assert view.in_progress
         assert _post(app, body).status_code == 403 and "read-only" in app.get("/page/1").text
+        kept_files = [p for p in (run_copy / "stages" / "selected").glob("*.jsonl") if ".rejected" not in p.name]
+        shard = next(p for p in kept_files if p.read_text().strip())
+        kept = len(shard.read_text().splitlines())
+        before = sum(i.stage == "selected" and i.status == "kept" for i in view.all_items())
+        shard.write_text("")  # the generation rewrites a shard: a request while it runs reads it as it is now
+        app.get("/")
+        assert sum(i.stage == "selected" and i.status == "kept" for i in view.all_items()) == before - kept
     assert _post(app, body).status_code == 201

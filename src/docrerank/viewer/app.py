@@ -56,6 +56,12 @@ def create_app(view: RunView, *, read_only: bool = False, hosts: list[str] | Non
     def writable() -> bool:
         return not read_only and not view.in_progress
 
+    @app.middleware("http")
+    async def follow_a_running_generation(request: Request, call_next):
+        if request.method == "GET" and not request.url.path.startswith(("/static/", "/image/")) and view.in_progress:
+            view.reload()  # the shards written since: a run being generated is shown as it grows
+        return await call_next(request)
+
     def render(name: str, **context: Any) -> HTMLResponse:
         context |= {"token": token, "writable": writable(), "run": str(view.root), "pages": len(view.page_ids)}
         return HTMLResponse(env.get_template(name).render(**context))
