@@ -9,8 +9,9 @@ Checks (each a number, its limit from ``InspectSettings``, and up to ``examples`
   evaluation benchmark's relevant pages, their documents, pages with nearly the same text under another id, and
   questions nearly the benchmark's own: the leaks that make a benchmark flatter a model;
 - ``answer_in_query``: the positive's answer written in its own query;
-- ``trivial_negatives``: negatives that are their positive but for case, punctuation, spacing or small words
-  ("the", "a", "of", ...): no contrast at all (a one-value edit, the method's hardest negative, is not trivial);
+- ``trivial_negatives``: negatives that ask what their positive asks, by the pipeline's own test (the same text
+  after normalisation, or the same content words): no contrast at all (a one-value edit, the method's hardest
+  negative, is not trivial);
 - ``no_negative``: positives left without any negative;
 - ``property_skew``: the most frequent property of the negatives against the rarest of the properties the
   run's config asked for (max / min share; a property asked and never made counts as 1 negative);
@@ -23,7 +24,6 @@ queries.jsonl, or any form ``training.data.read_groups`` reads (mixtures, pairs,
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -36,6 +36,7 @@ from rapidfuzz import fuzz, process
 
 from docrerank.errors import DocrerankError
 from docrerank.pages import PageStore
+from docrerank.pipeline.filters import check_against_positive, normalize
 
 __all__ = [
     "Check",
@@ -107,13 +108,6 @@ class Check:
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "crossed": self.crossed}
-
-
-SMALL_WORDS = frozenset("a an the of in on at to for by with from and or is are was were be does do did".split())
-
-
-def _norm(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())
 
 
 def read_examples(source: str | Path, store: PageStore | None = None) -> tuple[list[Example], list[str]]:
@@ -201,7 +195,7 @@ def inspect_examples(
 def _duplicates(examples: list[Example], settings: InspectSettings) -> list[Check]:
     """Exact duplicates (the same question twice: a model learns it twice as much) and near ones (a template
     asked again with another value: worth a look, often a distinct question)."""
-    texts = [_norm(e.query) for e in examples]
+    texts = [normalize(e.query) for e in examples]
     exact: dict[str, int] = {}
     twice, exact_shown = set(), []
     for index, text in enumerate(texts):
@@ -243,7 +237,7 @@ def _duplicates(examples: list[Example], settings: InspectSettings) -> list[Chec
 
 def _answer_in_query(examples: list[Example], settings: InspectSettings) -> Check:
     judged = [e for e in examples if e.answer and len(e.answer.strip()) >= settings.answer_min_chars]
-    found = [e for e in judged if _norm(e.answer) and f" {_norm(e.answer)} " in f" {_norm(e.query)} "]
+    found = [e for e in judged if normalize(e.answer) and f" {normalize(e.answer)} " in f" {normalize(e.query)} "]
     rate = len(found) / len(judged) if judged else 0.0
     shown = [f"{e.query!r} holds its answer {e.answer!r}" for e in found]
     return Check(
@@ -256,21 +250,19 @@ def _answer_in_query(examples: list[Example], settings: InspectSettings) -> Chec
     )
 
 
-def _content(text: str) -> list[str]:
-    return [word for word in _norm(text).split() if word not in SMALL_WORDS]
-
-
 def _trivial_negatives(examples: list[Example], settings: InspectSettings) -> Check:
+    """The pipeline's own test of a negative against its positive (``filters.check_against_positive``)."""
     total, offenders = 0, []
     for example in examples:
         for negative in example.negatives:
             total += 1
-            if _content(negative.text) == _content(example.query):
-                offenders.append(f"{negative.text!r} is its positive {example.query!r}")
+            decision = check_against_positive(negative.text, example.query)
+            if not decision.keep:
+                offenders.append(f"{negative.text!r} is its positive {example.query!r} ({decision.reason})")
     rate = len(offenders) / total if total else 0.0
     return Check(
         "trivial_negatives", rate, settings.max_trivial_negatives, total,
-        f"{len(offenders)} of {total} negatives are their positive but for case, punctuation or small words",
+        f"{len(offenders)} of {total} negatives ask what their positive asks (same text or content words)",
         offenders[: settings.examples],
     )  # fmt: skip
 
@@ -341,13 +333,15 @@ def _leaks(examples: list[Example], settings: InspectSettings, benchmark: Any) -
         doc_of |= {pid: corpus[pid].doc_id for pid in doc_of if not doc_of[pid] and pid in corpus}
     same_doc = sorted({pid for pid, doc in doc_of.items() if doc and doc in documents})
     texts = {e.page_id: e.page_text for e in examples if e.page_text}
-    relevant_texts = {pid: _norm(getattr(corpus[pid], "text", "") or "")[:2000] for pid in relevant if pid in corpus}
+    relevant_texts = {
+        pid: normalize(getattr(corpus[pid], "text", "") or "")[:2000] for pid in relevant if pid in corpus
+    }
     near_pages = []
     for pid, text in texts.items():
         if pid in relevant:
             continue
         for other, other_text in relevant_texts.items():
-            if other_text and fuzz.ratio(_norm(text)[:2000], other_text) >= settings.near_duplicate_page:
+            if other_text and fuzz.ratio(normalize(text)[:2000], other_text) >= settings.near_duplicate_page:
                 near_pages.append(f"page {pid} has the text of the benchmark's page {other}")
                 break
     questions = list(benchmark.queries.values())
@@ -355,8 +349,8 @@ def _leaks(examples: list[Example], settings: InspectSettings, benchmark: Any) -
     if questions:
         for example in examples:
             match = process.extractOne(
-                _norm(example.query),
-                [_norm(q) for q in questions],
+                normalize(example.query),
+                [normalize(q) for q in questions],
                 scorer=fuzz.ratio,
                 score_cutoff=settings.near_duplicate,
             )

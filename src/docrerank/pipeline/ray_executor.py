@@ -235,8 +235,8 @@ def dispatch(
     lost = 0
     try:
         while todo or running:
-            for job in [j for j in todo if pools[j.pool].idle]:
-                if pools[job.pool].idle:
+            for job in list(todo):
+                if pools[job.pool].idle:  # in order, as each pool has an actor free
                     todo.remove(job)
                     if not admit(job):
                         continue

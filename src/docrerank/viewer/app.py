@@ -25,7 +25,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from docrerank.evaluation.report import quality_view, read_quality, template_environment
-from docrerank.pipeline.corrections import Correction, append_correction, in_force, labeled_pairs
+from docrerank.pipeline.corrections import Correction, append_correction, in_force
 from docrerank.viewer.items import Filters, Item, RunView
 
 __all__ = ["MAX_BODY", "create_app"]
@@ -267,7 +267,7 @@ def _reviewed(view: RunView, sample: list[Item]) -> int:
 def _verifier_by_readings(view: RunView) -> dict[str, Any]:
     """The verifier measured on a person's readings of negatives: of the negatives it kept (passed verification)
     that a person read, how many the person found unanswerable (its precision)."""
-    readings = {(p["page_id"], " ".join(p["query"].split()).casefold()): p for p in labeled_pairs(view.corrections())}
+    readings = view.readings()
     kept = read = right = 0
     for item in view.all_items():
         if item.record.kind != "negative" or item.record.verdict is None:
@@ -277,5 +277,5 @@ def _verifier_by_readings(view: RunView) -> dict[str, Any]:
         kept += accepted
         if reading is not None and accepted:
             read += 1
-            right += not reading["answerable"]
+            right += reading.action == "unanswerable"
     return {"accepted": kept, "read": read, "unanswerable": right, "precision": right / read if read else None}
