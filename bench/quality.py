@@ -24,6 +24,8 @@ its difference from retrieval alone and from ``mined-only``, with paired-randomi
     python bench/quality.py --generated   # trained on the generated training set (bench/trainset.py)
     python bench/quality.py --students bi --first-stages bm25,dense   # MiniLM bi-encoders adapted on each
                                       # recipe (`train --reranker bi-encoder`), as rerankers and as first stages
+    python bench/quality.py --generated --students fusion --first-stages bm25,dense   # fusion rerankers
+                                      # (`train --reranker fusion`) fitted on each recipe of the generated set
 
 Every system scores all its (query, page) pairs of every first stage and query set in one pass ordered by
 page, cached in OUT/scores.sqlite: a rerun scores only what is new.
@@ -55,7 +57,7 @@ from docrerank.evaluation import (
     score_pairs,
 )
 from docrerank.evaluation.results import mark
-from docrerank.rerankers import BiEncoderReranker, CrossEncoderReranker, Reranker
+from docrerank.rerankers import BiEncoderReranker, CrossEncoderReranker, FusionReranker, Reranker
 from docrerank.retrieval import FIRST_STAGE, make_retriever
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,11 +83,11 @@ def test_sets(store, out: Path) -> dict[str, object]:
     return sets
 
 
-def training_data(store, out: Path, llm_negatives: bool, variants: int, generated: bool) -> dict[str, Path]:
-    """A pipeline run on the train documents' labeled questions (or, ``generated``, the committed generated
-    training set of bench/trainset.py), mined pages, and each recipe's mixture."""
+def training_data(store, out: Path, llm_negatives: bool, variants: int, generated: Path | None) -> dict[str, Path]:
+    """A pipeline run on the train documents' labeled questions (or, ``generated``, the run directory of the
+    generated training set of bench/trainset.py), mined pages, and each recipe's mixture."""
     if generated:
-        return mixtures(store, out, DATA / "trainset" / "run")
+        return mixtures(store, out, generated)
     split = json.loads((DATA / "quality-split.json").read_text())["documents"]
     positives = out / "train-positives.jsonl"
     lines = [line for line in (DATA / "labeled-positives.jsonl").read_text().splitlines() if line.strip()]
@@ -150,12 +152,20 @@ def main() -> None:
         "--students",
         default="ce",
         help="what each recipe trains: ce (the MiniLM cross-encoder), bi (a bi-encoder adapted from --bi-model, "
-        "reranking and as a first stage of its own), or both (ce,bi)",
+        "reranking and as a first stage of its own), fusion (a fusion of --bi-model's cosine with the query's "
+        "words on the page), or several (ce,bi,fusion)",
     )
     parser.add_argument("--bi-model", default="all-MiniLM-L6-v2", help="the bi-encoder that --students bi adapts")
     parser.add_argument("--llm-negatives", action="store_true", help="free-form negatives from the embedded model")
     parser.add_argument(
         "--generated", action="store_true", help="train on the generated training set (bench/trainset.py)"
+    )
+    parser.add_argument(
+        "--generated-run",
+        type=Path,
+        default=DATA / "trainset" / "run",
+        help="its run directory; while bench/trainset.py extends it, a copy of what is committed: "
+        "`git archive HEAD bench/data/trainset | tar -x -C DIR` (mine refuses an unfinished run)",
     )
     parser.add_argument("--variants", type=int, default=12, help="free-form variants per positive")
     parser.add_argument("--zero-shot", action="store_true", help="add the embedded LLM as a zero-shot reranker")
@@ -178,6 +188,8 @@ def main() -> None:
         rerankers["untrained"] = (CrossEncoderReranker(), "untrained")
     if "bi" in students:
         rerankers["bi-encoder untrained"] = (BiEncoderReranker(args.bi_model), f"bi:{args.bi_model}")
+    if "fusion" in students:  # its start is the bi-encoder alone
+        rerankers["fusion untrained"] = (FusionReranker(args.bi_model), f"fusion:{args.bi_model}")
 
     def trained(name: str, data: Path, model: Path, *options) -> None:
         if not (model / "reranker.json").exists():
@@ -185,7 +197,7 @@ def main() -> None:
                       "--batch", "4", *options)  # fmt: skip
         rerankers[name] = (Reranker.load(model), str(model))
 
-    recipes = training_data(store, args.out, args.llm_negatives, args.variants, args.generated)
+    recipes = training_data(store, args.out, args.llm_negatives, args.variants, args.generated and args.generated_run)
     first_stages = args.first_stages.split(",")
     for recipe, data in recipes.items():
         if "ce" in students:
@@ -194,6 +206,8 @@ def main() -> None:
             adapted = args.out / f"bi-{recipe}"
             trained(f"bi-encoder {recipe}", data, adapted, "--reranker", "bi-encoder", "--model", args.bi_model)
             first_stages.append(f"dense:{adapted}")
+        if "fusion" in students:
+            trained(f"fusion {recipe}", data, args.out / f"fusion-{recipe}", "--reranker", "fusion", "--model", args.bi_model)
     for recipe in filter(None, args.teacher.split(",")):  # the embedded 1.5B's scores of a recipe's pairs
         labeled = args.out / f"teacher-{recipe}"
         docrerank("label", "--data", recipes[recipe], "--out", labeled, "--pages", store.root, "--no-progress")
@@ -237,7 +251,8 @@ def main() -> None:
         first = by_name[first_stage]
         for system, values in by_name.items():
             cells = [f"{mean(values):.3f}"]
-            pair = "bi-encoder mined-only" if system.startswith("bi-encoder") else "mined-only"
+            kind = next((k for k in ("bi-encoder", "fusion") if system.startswith(k)), None)
+            pair = f"{kind} mined-only" if kind else "mined-only"
             for baseline in (first, by_name.get(pair)):
                 if baseline is None or baseline is values:
                     cells.append("")

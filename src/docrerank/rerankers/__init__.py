@@ -4,6 +4,7 @@ from docrerank.rerankers.base import UNSCORED, PairScore, Reranker, UntrustedRer
 from docrerank.rerankers.bi_encoder import BiEncoderReranker
 from docrerank.rerankers.cascade import CascadeReranker
 from docrerank.rerankers.cross_encoder import CrossEncoderReranker
+from docrerank.rerankers.fusion import FusionReranker
 from docrerank.rerankers.registry import RERANKER_KINDS, RerankerKind
 from docrerank.rerankers.true_false import TrueFalseReranker
 from docrerank.rerankers.zero_shot import LLMReranker
@@ -14,6 +15,7 @@ __all__ = [
     "BiEncoderReranker",
     "CascadeReranker",
     "CrossEncoderReranker",
+    "FusionReranker",
     "LLMReranker",
     "PairScore",
     "Reranker",

@@ -11,6 +11,7 @@ from docrerank.rerankers.base import Reranker
 from docrerank.rerankers.bi_encoder import BiEncoderReranker
 from docrerank.rerankers.cascade import CascadeReranker
 from docrerank.rerankers.cross_encoder import CrossEncoderReranker
+from docrerank.rerankers.fusion import FusionReranker
 from docrerank.rerankers.true_false import TrueFalseReranker
 from docrerank.rerankers.zero_shot import LLMReranker
 
@@ -35,6 +36,7 @@ RERANKER_KINDS: dict[str, RerankerKind] = {
     for kind in (
         RerankerKind(CrossEncoderReranker, trainable=True, built_by_rerank=True),
         RerankerKind(BiEncoderReranker, trainable=True, built_by_rerank=True),
+        RerankerKind(FusionReranker, trainable=True, built_by_rerank=False),
         RerankerKind(TrueFalseReranker, trainable=True, built_by_rerank=False),
         RerankerKind(LLMReranker, trainable=False, built_by_rerank=True),
         RerankerKind(CascadeReranker, trainable=False, built_by_rerank=True),

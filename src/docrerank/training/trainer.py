@@ -35,6 +35,7 @@ from docrerank.retrieval.registry import FIRST_STAGE
 from docrerank.training.bi_encoder import bi_encoder_trainer
 from docrerank.training.bi_encoder import trainer_options as bi_encoder_options
 from docrerank.training.data import TrainingGroup, split_by_document
+from docrerank.training.fusion import FUSION_LEARNING_RATE, FusionTrainer
 from docrerank.training.evaluator import HeldOutEvaluator
 from docrerank.training.guard import BenchmarkGuard, GuardResult, compare
 from docrerank.training.losses import distillation_loss, group_loss
@@ -64,7 +65,10 @@ class TrainSettings(BaseModel):
     distillation: Literal["mse", "margin-mse"] = Field("margin-mse", description="loss on the teacher's scores")
     teacher_weight: float = Field(1.0, gt=0, description="weight of the distillation loss with targets both")
     learning_rate: float | None = Field(
-        None, gt=0, description="peak learning rate (default: the paper's 1e-4; 2e-5 for a bi-encoder, trained already)"
+        None,
+        gt=0,
+        description="peak learning rate (default: the paper's 1e-4; 2e-5 for a bi-encoder, trained already; 0.05 "
+        "for a fusion's few weights)",
     )
     warmup: float = Field(0.1, ge=0, description="warm-up steps, or a share of all steps when below 1")
     epochs: float = Field(1.0, gt=0)
@@ -281,7 +285,8 @@ def train(
     with the first stage and the untrained start on the held-out documents and on ``guard_benchmark``."""
     settings = settings or TrainSettings()
     if settings.learning_rate is None:  # the student's default, resolved once: training.json records it
-        default = BI_ENCODER_LEARNING_RATE if reranker.kind == "bi-encoder" else LEARNING_RATE
+        defaults = {"bi-encoder": BI_ENCODER_LEARNING_RATE, "fusion": FUSION_LEARNING_RATE}
+        default = defaults.get(reranker.kind, LEARNING_RATE)
         settings = settings.model_copy(update={"learning_rate": default})
     transformers = import_optional("transformers", "train")
     out = Path(out)
@@ -313,9 +318,11 @@ def train(
             raise DocrerankError("a bi-encoder learns the hard labels here: train it with --targets hard")
         arguments = _arguments(settings, out, "bi-encoder", **bi_encoder_options(reranker, settings))
         trainer = bi_encoder_trainer(reranker, train_groups, settings, arguments, callbacks)
+    elif reranker.kind == "fusion":
+        trainer = FusionTrainer(reranker, rows, settings, callbacks)
     else:
         raise DocrerankError(
-            f"a {reranker.kind!r} reranker is not trained here: train cross-encoder, bi-encoder or true-false"
+            f"a {reranker.kind!r} reranker is not trained here: train cross-encoder, bi-encoder, fusion or true-false"
         )
     main = trainer.is_world_process_zero()
     checkpoints = out / CHECKPOINTS
