@@ -49,7 +49,7 @@ from docrerank.evaluation import (
 )
 from docrerank.evaluation.results import mark
 from docrerank.pages import IngestSettings, PageStore, ingest
-from docrerank.rerankers import CascadeReranker, CrossEncoderReranker, LLMReranker, Reranker
+from docrerank.rerankers import CascadeReranker, CrossEncoderReranker, FusionReranker, LLMReranker, Reranker
 from docrerank.retrieval import FIRST_STAGE, make_retriever
 from quality import DATA, QUICK_QUERIES, ROOT, docrerank, sample_queries, test_sets
 
@@ -75,7 +75,8 @@ def zero_shot(model: str) -> LLMReranker:
 
 def students(folder: Path) -> dict[str, tuple[Reranker, str]]:
     """Each ``ce-[mpnet-]RECIPE[-TARGETS]`` reranker the quality benchmark trained, named by base, recipe and
-    targets (hard labels unless the folder says ``teacher`` or ``both``)."""
+    targets (hard labels unless the folder says ``teacher`` or ``both``), and each ``fusion-[mpnet-]RECIPE``
+    (``--students fusion``), with its untrained start (its bi-encoder alone)."""
     found = {}
     for path in sorted(folder.glob("ce-*")):
         if (path / "reranker.json").exists():
@@ -86,6 +87,16 @@ def students(folder: Path) -> dict[str, tuple[Reranker, str]]:
                 recipe, targets = name.removeprefix("mpnet-"), "hard"
             reranker = Reranker.load(path)
             found[f"{base} {recipe} ({targets})"] = (reranker, reranker_identity(reranker, str(path)))
+    for path in sorted(folder.glob("fusion-*")):
+        if (path / "reranker.json").exists():
+            name = path.name.removeprefix("fusion-")
+            base = "mpnet" if name.startswith("mpnet-") else "MiniLM"
+            reranker = Reranker.load(path)
+            start = f"fusion {base} untrained"
+            if start not in found:
+                untrained = FusionReranker(reranker.base)
+                found[start] = (untrained, reranker_identity(untrained, f"fusion:{reranker.base}"))
+            found[f"fusion {base} {name.removeprefix('mpnet-')} (hard)"] = (reranker, reranker_identity(reranker, str(path)))
     return found
 
 
@@ -193,7 +204,7 @@ def main() -> None:
         result = evaluate(sets[name], run, rerankers, args.k, "first stage", cache)
         by_set[name] = {s.name: s.values[PRIMARY] for s in result.systems}
     deciding = "rephrased" if "rephrased" in by_set else next(iter(by_set))
-    trained = [s for s in rerankers if s != "MiniLM untrained" and not s.startswith("zero-shot")]
+    trained = [s for s in rerankers if "untrained" not in s and not s.startswith("zero-shot")]
     if TEACHER in rerankers and trained:  # the cascade: the best student under the teacher
         best = max(trained, key=lambda s: mean(by_set[deciding][s]))
         cascade = CascadeReranker(
@@ -243,7 +254,7 @@ def goals(result: dict, values: dict[str, dict], name: str) -> None:
     """The issue's four goals, from the measured rows of one query set."""
     stages, rows = result["first stages"], result["rerankers"]
     teacher = rows[TEACHER]
-    students = {s: r for s, r in rows.items() if s.startswith(("MiniLM ", "mpnet ")) and "untrained" not in s}
+    students = {s: r for s, r in rows.items() if s.startswith(("MiniLM ", "mpnet ", "fusion ")) and "untrained" not in s}
     best_stage = max(stages, key=lambda s: stages[s]["NDCG@5"])
     chain = max(rows, key=lambda s: rows[s]["NDCG@5"])
     lines = []

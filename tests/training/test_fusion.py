@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from docrerank.errors import DocrerankError
+from docrerank.pipeline.evidence import content_words
 from docrerank.rerankers import BiEncoderReranker, FusionReranker, Reranker
-from docrerank.rerankers.fusion import FEATURES, pair_features
+from docrerank.rerankers.fusion import FEATURES, TermWeights, pair_features
 from tests.helpers import invoke_cli
 
 PAGE = (
@@ -30,7 +31,20 @@ def test_features_see_the_value_a_negative_changed():
     assert named[positive]["words"] == 1.0 and named[unrelated]["words"] == 0.0
     assert named[positive]["bigrams"] > named[unrelated]["bigrams"] == 0.0
     assert named[changed]["cosine"] == 0.5
-    assert pair_features("what is it?", PAGE, PAGE, 0.3, {}) == [0.3, 0.0, 0.0, 0.0, 0.0]  # no content words
+    assert 0 < named[changed]["bm25"] < named[positive]["bm25"] <= 1 and named[unrelated]["bm25"] == 0
+    assert pair_features("what is it?", PAGE, PAGE, 0.3, {}) == [0.3, 0, 0, 0, 0, 0]  # no content words
+
+
+def test_bm25_weighs_rare_words_above_common_ones():
+    common = "the median of the patients in the group"
+    weights = TermWeights.from_texts([PAGE, common, common + " daily", "median values were followed"])
+    assert weights.pages == 4 and weights.idf(*content_words("hazard")) > weights.idf(*content_words("median"))
+    bm25 = FEATURES.index("bm25")
+    rare = pair_features("hazard dosage", PAGE, PAGE, 0, {}, weights)[bm25]  # each query word once on the page,
+    frequent = pair_features("median dosage", PAGE, PAGE, 0, {}, weights)[bm25]  # the other one not at all
+    assert rare > frequent > 0
+    uniform = [pair_features(q, PAGE, PAGE, 0, {})[bm25] for q in ("hazard dosage", "median dosage")]
+    assert uniform[0] == pytest.approx(uniform[1])  # before training every word weighs the same
 
 
 @pytest.mark.slow  # loads MiniLM
@@ -39,7 +53,8 @@ def test_the_untrained_start_is_the_bi_encoder_and_saved_weights_load(tmp_path):
     pairs = [(q, p) for q in ("median survival treated group", "how to restart the service") for p in pages]
     start = FusionReranker()
     assert start.score(pairs) == pytest.approx(BiEncoderReranker().score(pairs))
-    start.weights = np.array([0.5, 1.0, 0.2, 0.3, -1.0])
+    start.weights = np.array([0.5, 1.0, 0.7, 0.2, 0.3, -1.0])
+    start.term_weights = TermWeights.from_texts(pages)
     start.bias = -0.25
     start.save(tmp_path / "fusion")
     loaded = Reranker.load(tmp_path / "fusion")
@@ -71,5 +86,5 @@ def test_train_fits_weights_that_put_queries_above_their_negative_queries(traini
     assert after >= before + 0.05, (before, after)
     trained = Reranker.load(out)
     assert isinstance(trained, FusionReranker)
-    assert not np.allclose(trained.weights, [1, 0, 0, 0, 0])
+    assert not np.allclose(trained.weights, [1, 0, 0, 0, 0, 0]) and trained.term_weights.pages > 10
 

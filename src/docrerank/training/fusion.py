@@ -1,6 +1,7 @@
 """Fitting a fusion reranker's weights (``docrerank train --reranker fusion``).
 
-The features of every training pair are computed once (the bi-encoder is not trained), then the weights and
+The document frequencies of BM25's feature are counted over the training pages, the features of every
+training pair are computed once (the bi-encoder is not trained), then the weights and
 the bias are fitted by Adam over batches of whole groups with the same loss as the other students
 (``trainer.batch_loss``: the paper's loss, another group loss, or a teacher's scores). It has the shape of a
 transformers trainer as far as ``trainer.train`` uses one (``train``, ``is_world_process_zero``,
@@ -41,8 +42,13 @@ class FusionTrainer:
 
         from docrerank.training.trainer import batch_loss
 
+        from docrerank.rerankers.fusion import TermWeights
+
         started, settings = time.perf_counter(), self.settings
         pairs = [(query, page) for row in self.rows for query, page, _, _ in row]
+        # BM25's document frequencies: over the pages it trains on (the untrained start weighs every word the same)
+        pages = {page.page_id: page.text for _, page in pairs}
+        self.reranker.term_weights = TermWeights.from_texts(pages.values())
         features = torch.as_tensor(self.reranker.features(pairs), dtype=torch.float64)
         weights = torch.tensor(self.reranker.weights, dtype=torch.float64, requires_grad=True)
         bias = torch.tensor(self.reranker.bias, dtype=torch.float64, requires_grad=True)
