@@ -254,10 +254,10 @@ def test_a_hand_edited_reranker_json_is_checked_and_its_errors_name_the_file(tmp
 
 
 def test_every_list_of_reranker_kinds_is_read_from_the_registry(tmp_path):
-    assert list(RERANKER_KINDS) == ["cross-encoder", "bi-encoder", "true-false", "llm", "cascade"]
+    assert list(RERANKER_KINDS) == ["cross-encoder", "bi-encoder", "fusion", "true-false", "llm", "cascade"]
     assert all(name == kind.cls.kind for name, kind in RERANKER_KINDS.items())
     (tmp_path / "reranker.json").write_text(json.dumps({"kind": "nope"}))
-    with pytest.raises(DocrerankError, match="unknown reranker kind 'nope': one of cross-encoder, bi-encoder, true-f"):
+    with pytest.raises(DocrerankError, match="unknown reranker kind .nope.: one of cross-encoder, bi-encoder, fusion, true-f"):
         Reranker.load(tmp_path)
     (tmp_path / "reranker.json").write_text(json.dumps({"kind": ["cascade"]}))  # not a name: unknown, not a crash
     with pytest.raises(DocrerankError, match="unknown reranker kind"):
@@ -265,9 +265,9 @@ def test_every_list_of_reranker_kinds_is_read_from_the_registry(tmp_path):
     assert RERANKERS == ("cross-encoder", "bi-encoder", "llm", "cascade", "saved")  # true-false: --reranker saved
     with pytest.raises(DocrerankError, match="use one of cross-encoder, bi-encoder, llm, cascade, saved"):
         make_reranker("true-false", None, None, "verifier")
-    assert TRAINABLE == ("cross-encoder", "bi-encoder", "true-false")
+    assert TRAINABLE == ("cross-encoder", "bi-encoder", "fusion", "true-false")
     untrainable = invoke_cli("train", "--data", tmp_path, "--out", tmp_path / "out", "--reranker", "llm").exception
-    assert "train one of cross-encoder, bi-encoder, true-false" in str(untrainable)
+    assert "train one of cross-encoder, bi-encoder, fusion, true-false" in str(untrainable)
 
 
 @pytest.mark.slow
