@@ -53,6 +53,9 @@ def test_the_untrained_start_is_the_bi_encoder_and_saved_weights_load(tmp_path):
     pairs = [(q, p) for q in ("median survival treated group", "how to restart the service") for p in pages]
     start = FusionReranker()
     assert start.score(pairs) == pytest.approx(BiEncoderReranker().score(pairs))
+    other = FusionReranker()  # the same base: its vectors come from the memo the start filled
+    assert other.encoder.memo is start.encoder.memo and (False, pages[1]) in other.encoder.memo
+    assert other.score(pairs) == start.score(pairs)
     start.weights = np.array([0.5, 1.0, 0.7, 0.2, 0.3, -1.0])
     start.term_weights = TermWeights.from_texts(pages)
     start.bias = -0.25

@@ -44,6 +44,7 @@ FEATURES = ("cosine", "words", "bm25", "chunk_words", "bigrams", "missing_values
 START = (1.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # the bi-encoder alone
 TERM_WEIGHTS_FILE = "term_weights.json"
 K1, B = 1.2, 0.75  # BM25's usual constants (bm25s's defaults)
+_MEMOS: dict[tuple, dict] = {}  # (base, chunking) -> the base's vectors of the texts it has encoded
 
 
 class _Words:
@@ -130,6 +131,9 @@ class FusionReranker(Reranker):
         self.term_weights = term_weights or TermWeights()
         self.base = model
         self.encoder = BiEncoderReranker(model, chunk_words, stride)
+        # the base is never trained here: fusions of the same base (a start and its students) share its vectors
+        key = (str(model), self.encoder.chunk_words, self.encoder.stride)
+        self.encoder.memo = _MEMOS.setdefault(key, {})
         self.weights = np.asarray(weights if weights is not None else START, dtype=np.float64)
         if self.weights.shape != (len(FEATURES),):
             raise DocrerankError(
