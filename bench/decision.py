@@ -96,7 +96,10 @@ def students(folder: Path) -> dict[str, tuple[Reranker, str]]:
             if start not in found:
                 untrained = FusionReranker(reranker.base)
                 found[start] = (untrained, reranker_identity(untrained, f"fusion:{reranker.base}"))
-            found[f"fusion {base} {name.removeprefix('mpnet-')} (hard)"] = (reranker, reranker_identity(reranker, str(path)))
+            found[f"fusion {base} {name.removeprefix('mpnet-')} (hard)"] = (
+                reranker,
+                reranker_identity(reranker, str(path)),
+            )
     return found
 
 
@@ -254,7 +257,9 @@ def goals(result: dict, values: dict[str, dict], name: str) -> None:
     """The issue's four goals, from the measured rows of one query set."""
     stages, rows = result["first stages"], result["rerankers"]
     teacher = rows[TEACHER]
-    students = {s: r for s, r in rows.items() if s.startswith(("MiniLM ", "mpnet ", "fusion ")) and "untrained" not in s}
+    students = {
+        s: r for s, r in rows.items() if s.startswith(("MiniLM ", "mpnet ", "fusion ")) and "untrained" not in s
+    }
     best_stage = max(stages, key=lambda s: stages[s]["NDCG@5"])
     chain = max(rows, key=lambda s: rows[s]["NDCG@5"])
     lines = []

@@ -207,7 +207,8 @@ def main() -> None:
             trained(f"bi-encoder {recipe}", data, adapted, "--reranker", "bi-encoder", "--model", args.bi_model)
             first_stages.append(f"dense:{adapted}")
         if "fusion" in students:
-            trained(f"fusion {recipe}", data, args.out / f"fusion-{recipe}", "--reranker", "fusion", "--model", args.bi_model)
+            fusion = args.out / f"fusion-{recipe}"
+            trained(f"fusion {recipe}", data, fusion, "--reranker", "fusion", "--model", args.bi_model)
     for recipe in filter(None, args.teacher.split(",")):  # the embedded 1.5B's scores of a recipe's pairs
         labeled = args.out / f"teacher-{recipe}"
         docrerank("label", "--data", recipes[recipe], "--out", labeled, "--pages", store.root, "--no-progress")

@@ -257,7 +257,9 @@ def test_every_list_of_reranker_kinds_is_read_from_the_registry(tmp_path):
     assert list(RERANKER_KINDS) == ["cross-encoder", "bi-encoder", "fusion", "true-false", "llm", "cascade"]
     assert all(name == kind.cls.kind for name, kind in RERANKER_KINDS.items())
     (tmp_path / "reranker.json").write_text(json.dumps({"kind": "nope"}))
-    with pytest.raises(DocrerankError, match="unknown reranker kind .nope.: one of cross-encoder, bi-encoder, fusion, true-f"):
+    with pytest.raises(
+        DocrerankError, match="unknown reranker kind .nope.: one of cross-encoder, bi-encoder, fusion, true-f"
+    ):
         Reranker.load(tmp_path)
     (tmp_path / "reranker.json").write_text(json.dumps({"kind": ["cascade"]}))  # not a name: unknown, not a crash
     with pytest.raises(DocrerankError, match="unknown reranker kind"):

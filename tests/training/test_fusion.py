@@ -79,7 +79,9 @@ def test_train_fits_weights_that_put_queries_above_their_negative_queries(traini
     config = tmp_path / "train.yaml"
     settings = {"held_out": 0.3, "epochs": 2, "groups_per_batch": 4, "first_stage": "bm25"}
     config.write_text(yaml.safe_dump({"train": settings}))
-    result = invoke_cli("train", "--data", training_sets.mixture, "--out", out, "--config", config, "--reranker", "fusion")
+    result = invoke_cli(
+        "train", "--data", training_sets.mixture, "--out", out, "--config", config, "--reranker", "fusion"
+    )
     assert result.exit_code == 0, result.stdout[-3000:]
     summary = json.loads((out / "training.json").read_text())
     assert summary["steps"] > 0 and summary["settings"]["learning_rate"] == 0.05
@@ -90,4 +92,3 @@ def test_train_fits_weights_that_put_queries_above_their_negative_queries(traini
     trained = Reranker.load(out)
     assert isinstance(trained, FusionReranker)
     assert not np.allclose(trained.weights, [1, 0, 0, 0, 0, 0]) and trained.term_weights.pages > 10
-

@@ -15,10 +15,8 @@ import math
 import random
 import time
 from types import SimpleNamespace
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from docrerank.rerankers.fusion import FusionReranker
+from docrerank.rerankers.fusion import FusionReranker, TermWeights
 
 __all__ = ["FUSION_LEARNING_RATE", "FusionTrainer"]
 
@@ -37,12 +35,11 @@ class FusionTrainer:
 
     def train(self, resume_from_checkpoint=None):
         """The features once, then epochs over seeded batches of ``groups_per_batch`` groups; the reranker holds
-        the result after every step (the callbacks evaluate it every ``eval_steps``)."""
+        the result after every step (the callbacks evaluate it every ``eval_steps``). No checkpoint to resume
+        from: a rerun fits again, in seconds after the features."""
         import torch
 
-        from docrerank.training.trainer import batch_loss
-
-        from docrerank.rerankers.fusion import TermWeights
+        from docrerank.training.trainer import batch_loss  # trainer imports this module
 
         started, settings = time.perf_counter(), self.settings
         pairs = [(query, page) for row in self.rows for query, page, _, _ in row]

@@ -35,8 +35,8 @@ from docrerank.retrieval.registry import FIRST_STAGE
 from docrerank.training.bi_encoder import bi_encoder_trainer
 from docrerank.training.bi_encoder import trainer_options as bi_encoder_options
 from docrerank.training.data import TrainingGroup, split_by_document
-from docrerank.training.fusion import FUSION_LEARNING_RATE, FusionTrainer
 from docrerank.training.evaluator import HeldOutEvaluator
+from docrerank.training.fusion import FUSION_LEARNING_RATE, FusionTrainer
 from docrerank.training.guard import BenchmarkGuard, GuardResult, compare
 from docrerank.training.losses import distillation_loss, group_loss
 
