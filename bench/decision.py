@@ -75,7 +75,7 @@ def zero_shot(model: str) -> LLMReranker:
 
 def students(folder: Path) -> dict[str, tuple[Reranker, str]]:
     """Each ``ce-[mpnet-]RECIPE[-TARGETS]`` reranker the quality benchmark trained, named by base, recipe and
-    targets (hard labels unless the folder says ``teacher`` or ``both``), and each ``fusion-[mpnet-]RECIPE``
+    targets (hard labels unless the folder says ``teacher`` or ``both``), and each ``fusion-[BASE-]RECIPE``
     (``--students fusion``), with its untrained start (its bi-encoder alone)."""
     found = {}
     for path in sorted(folder.glob("ce-*")):
@@ -89,17 +89,14 @@ def students(folder: Path) -> dict[str, tuple[Reranker, str]]:
             found[f"{base} {recipe} ({targets})"] = (reranker, reranker_identity(reranker, str(path)))
     for path in sorted(folder.glob("fusion-*")):
         if (path / "reranker.json").exists():
-            name = path.name.removeprefix("fusion-")
-            base = "mpnet" if name.startswith("mpnet-") else "MiniLM"
             reranker = Reranker.load(path)
+            base = reranker.base or "MiniLM"  # fusion-[BASE-]RECIPE
+            recipe = path.name.removeprefix("fusion-").removeprefix(f"{reranker.base}-")
             start = f"fusion {base} untrained"
             if start not in found:
                 untrained = FusionReranker(reranker.base)
                 found[start] = (untrained, reranker_identity(untrained, f"fusion:{reranker.base}"))
-            found[f"fusion {base} {name.removeprefix('mpnet-')} (hard)"] = (
-                reranker,
-                reranker_identity(reranker, str(path)),
-            )
+            found[f"fusion {base} {recipe} (hard)"] = (reranker, reranker_identity(reranker, str(path)))
     return found
 
 
@@ -201,6 +198,10 @@ def main() -> None:
                 throughput[system] = {"pairs": fresh, "seconds": time.perf_counter() - start}
                 throughput_file.write_text(json.dumps(throughput, indent=2) + "\n")
     rate = {system: t["pairs"] / t["seconds"] for system, t in throughput.items()}
+    for system in rate:  # a fusion's students read their start's vectors from its memo: the start's rate is theirs
+        start = " ".join(system.split()[:2]) + " untrained"
+        if system.startswith("fusion ") and start in rate:
+            rate[system] = rate[start]
 
     by_set = {}
     for name, run in candidates.items():
