@@ -86,6 +86,7 @@ def test_train_fits_weights_that_put_queries_above_their_negative_queries(traini
     summary = json.loads((out / "training.json").read_text())
     assert summary["steps"] > 0 and summary["settings"]["learning_rate"] == 0.05
     assert "trained fusion" in result.stdout and "first stage (bm25)" in result.stdout
+    assert "weights: cosine +" in result.stdout and "missing_values -" in result.stdout
     before, after = summary["before"]["query_contrast"], summary["after"]["query_contrast"]
     print(f"held-out query contrast {before:.3f} -> {after:.3f}")
     assert after >= before + 0.05, (before, after)

@@ -15,7 +15,8 @@ from docrerank.cli.files import print_skipped, read_yaml, validation_summary
 from docrerank.cli.options import RowPagesOption
 from docrerank.errors import DocrerankError
 from docrerank.pages import PageStore
-from docrerank.rerankers import RERANKER_KINDS, Reranker, TrueFalseReranker
+from docrerank.rerankers import RERANKER_KINDS, FusionReranker, Reranker, TrueFalseReranker
+from docrerank.rerankers.fusion import FEATURES
 from docrerank.training.data import read_groups, require_teacher_scores
 from docrerank.training.guard import BenchmarkGuard
 from docrerank.training.losses import DISTILLATIONS, LOSSES
@@ -187,6 +188,9 @@ def train_command(
         f"trained {reranker}{targets_note} on {summary.train_groups} groups in {summary.steps} steps "
         f"({summary.seconds:.0f} s, {summary.examples_per_second:.1f} pairs/s{resumed})"
     )
+    if isinstance(engine, FusionReranker):  # a few numbers: what it learned to trust
+        learned = ", ".join(f"{name} {weight:+.2f}" for name, weight in zip(FEATURES, engine.weights, strict=True))
+        stdout.print(f"weights: {learned}")
     if summary.held_out_groups:
         stdout.print(f"held out: {summary.held_out_groups} queries of {len(summary.held_out_documents)} documents")
         stdout.print(f"  before: {_metrics(summary.before)}")
