@@ -43,7 +43,7 @@ __all__ = ["FEATURES", "FusionReranker", "TermWeights", "pair_features"]
 FEATURES = ("cosine", "words", "bm25", "chunk_words", "bigrams", "missing_values")
 START = (1.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # the bi-encoder alone
 TERM_WEIGHTS_FILE = "term_weights.json"
-K1, B = 1.2, 0.75  # BM25's usual constants (bm25s's defaults)
+K1, B = 1.2, 0.75  # Robertson's textbook constants (the BM25 first stage, bm25s's Lucene variant, uses k1 1.5)
 _MEMOS: dict[tuple, dict] = {}  # (base, chunking) -> the base's vectors of the texts it has encoded
 
 
@@ -53,7 +53,7 @@ class _Words:
     def __init__(self, text: str):
         words = content_words(text)
         self.counts = Counter(words)
-        self.words = set(words)
+        self.words = self.counts.keys()  # a set view: & and `in` as on a set
         self.length = len(words)
         self.bigrams = set(zip(words, words[1:], strict=False))
 
