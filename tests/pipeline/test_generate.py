@@ -19,9 +19,11 @@ import yaml
 from docrerank.errors import SettingsMismatchError
 from docrerank.pages import PageStore
 from docrerank.pipeline.config import PipelineConfig
+from docrerank.pipeline.filters import page_word_share
 from docrerank.pipeline.generate import run_pipeline
 from docrerank.pipeline.records import QueryRecord, Rejection
 from docrerank.pipeline.stages import STAGES
+from docrerank.pipeline.stages.rephrased import least_copied
 from tests.helpers import invoke_cli, tiny_llm
 
 TINY = tiny_llm()
@@ -153,6 +155,47 @@ def test_changed_settings_stop_the_run_unless_forced(finished_run, store, tmp_pa
     assert per_positive == {parent: min(1, n) for parent, n in verified.items()}
     stats = json.loads((run / "stats.json").read_text())
     assert stats["backends"]["generator"]["requests_sent"] == 0  # only selection was redone: it asks no model
+
+
+@pytest.mark.slow
+def test_rephrasing_candidates_ask_new_seeds_and_keep_the_first_request(finished_run, store, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)  # made with one candidate: the setting changes the stage's fingerprint
+    changed = PipelineConfig.model_validate(_config(rephrased={"candidates": 3}))
+    with pytest.raises(SettingsMismatchError, match="rephrased"):
+        run_pipeline(store, changed, run)
+    run_pipeline(store, changed, run, force=True)
+    positives = [r for r in _records(run, "positives_verified") if r.kind == "positive"]
+    stats = json.loads((run / "stats.json").read_text())
+    # the first candidate is the request the run asked before (cached): only the two new seeds go to the model
+    assert stats["backends"]["generator"]["requests_sent"] == 2 * len(positives)
+
+
+def test_the_wording_that_copies_least_of_the_page_is_kept():
+    page = "Survival curves of the renal patients, plotted by day (Figure 2)."
+    wordings = [
+        QueryRecord(query_id=f"r{i}", page_id="p", kind="rephrased", text=text, parent_id="q", generator="llm")
+        for i, text in enumerate(
+            [
+                "How are the survival curves of the renal patients plotted?",  # 1.0
+                "Which drawing shows how long kidney patients live?",  # 1 of 6 on the page
+                "Which figure plots how long kidney patients survive?",  # 2 of 6
+            ]
+        )
+    ]
+    kept, passed_over = least_copied(wordings, page)
+    assert kept.query_id == "r1"
+    assert [(r.record.query_id, r.reason) for r in passed_over] == [
+        ("r0", "rephrasing shares 1.00 of its words with the page; the one kept 0.17"),
+        ("r2", "rephrasing shares 0.33 of its words with the page; the one kept 0.17"),
+    ]
+
+
+def test_page_word_share_counts_the_questions_content_words_on_the_page():
+    page = "The survival curves of the renal patients are plotted by day."
+    assert page_word_share("How are the survival curves of renal patients plotted?", page) == 1.0
+    assert page_word_share("Which drawing shows kidney sufferers' outcomes over time?", page) == 0.0
+    assert page_word_share("What do the curves show for kidney patients?", page) == pytest.approx(2 / 4)
 
 
 # A run killed with SIGKILL and resumed: tests/reliability/test_crash_resume.py (fake server and SmolLM2).

@@ -63,6 +63,12 @@ class PositiveVerification(VerifySettings):
 class RephraseStage(_Stage):
     backend: str = "generator"
     fraction: float = Field(0.5, ge=0, le=1, description="share of positives rephrased")
+    candidates: int = Field(
+        1,
+        ge=1,
+        description="rephrasings sampled per chosen positive (other seeds); the one that shares the fewest content "
+        "words with the page is verified and kept: in one try the 1.5B keeps most of the page's words",
+    )
     template: str = "rephrase_positive"
     temperature: float = 0.7
 

@@ -63,6 +63,7 @@ __all__ = [
     "check_not_duplicate",
     "content_overlap",
     "normalize",
+    "page_word_share",
 ]
 
 REASONS = (
@@ -230,6 +231,13 @@ def content_overlap(a: str, b: str, settings: FilterSettings | None = None) -> f
     """Jaccard overlap (0-1) of two texts' content words, words within ``typo_similarity`` counted as one."""
     settings = settings or FilterSettings()
     return _overlap(_content(a), _content(b), settings.typo_similarity)
+
+
+def page_word_share(text: str, page_text: str) -> float:
+    """The share (0-1) of ``text``'s content words that its page also uses: how much a question copies its page.
+    People's questions reuse fewer of a page's words than generated ones (bench/data/quality-queries.md)."""
+    words = _content(text).keys() - _WH  # "what", "how": the question's form, not the page's vocabulary
+    return len(words & _content(page_text).keys()) / len(words) if words else 0.0
 
 
 def check_form(text: str, settings: FilterSettings | None = None) -> FilterResult:

@@ -62,14 +62,15 @@ def _page_with_image(ctx: StageContext, page: Page) -> Any:
     return PageContent.from_page(page, store=ctx.store, image=True)
 
 
-def rephrase_request_for(ctx: StageContext, page: Page, positive: QueryRecord):
+def rephrase_request_for(ctx: StageContext, page: Page, positive: QueryRecord, candidate: int = 0):
     settings = ctx.config.rephrased
+    key = f"{positive.query_id}:{candidate}" if candidate else positive.query_id  # the first: as before candidates
     return rephrase_request(
         positive,
         page_text=page.text,
         template=settings.template,
         max_page_chars=ctx.config.max_page_chars,
-        sampling=_sampling(ctx, "rephrase", settings.temperature, 256, positive.query_id),
+        sampling=_sampling(ctx, "rephrase", settings.temperature, 256, key),
         id=positive.query_id,
     )
 
