@@ -118,6 +118,24 @@ def test_full_adds_rephrasings_and_every_kind_of_generated_negative(sample_pages
     assert all(json.loads(r["provenance"])["recipe"] == "full" for r in rows)
 
 
+def test_reworded_uses_a_rephrased_positive_only_in_its_rephrasings_words(sample_pages, generated, mined, tmp_path):
+    mix(sample_pages, [generated], [mined], "full", tmp_path / "f", "jsonl")
+    mix(sample_pages, [generated], [mined], "reworded", tmp_path / "r", "jsonl")
+    full, reworded = _rows(tmp_path / "f"), _rows(tmp_path / "r")
+    records = read_selected(generated)
+    texts = {r.query_id: r.text for r in records}
+    have_rephrasings = {texts[r.parent_id] for r in records if r.kind == "rephrased"}
+    assert any(r["variant"] == "rephrased" for r in full), "the run has no rephrasing to mix"
+    # the same examples as full, less the original wording of each positive that has a rephrasing
+    assert [r for r in reworded if r["variant"] == "rephrased"] == [
+        {**r, "provenance": reworded[0]["provenance"]} for r in full if r["variant"] == "rephrased"
+    ]
+    originals = [r for r in full if r["variant"] == "original"]
+    kept = [r for r in originals if r["query"] not in have_rephrasings]
+    assert [r["query"] for r in reworded if r["variant"] == "original"] == [r["query"] for r in kept]
+    assert len(kept) < len(originals)
+
+
 def test_hf_export_has_colhnque_and_col_hndoc_columns_and_sentence_transformers_pairs(
     sample_pages, generated, mined, tmp_path
 ):

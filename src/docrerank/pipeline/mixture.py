@@ -8,7 +8,9 @@ rephrased positives and property-controlled negatives come in:
 ``mined-only``  every example with mined pages (the paper's MonoQwen / Col-HNDoc baseline);
 ``base``        half mined, half generated free-form negatives, the same total (the paper's DocReRank-Base);
 ``full``        ``base`` plus each chosen positive's rephrasings (with the same kind of negatives) and
-                generated negatives of every kind (property-controlled and rule-based edits too).
+                generated negatives of every kind (property-controlled and rule-based edits too);
+``reworded``    ``full``, but a positive that has rephrasings is used only in their words: generated questions
+                copy their page's words, people's questions do not, and a student learns which to trust.
 
 Each positive is used once, so the kinds never share a positive. The total defaults to the number of
 positives with mined negatives (what ``mined-only`` uses), so ``base`` and ``mined-only`` have the same
@@ -61,6 +63,9 @@ class MixRecipe(BaseModel):
     total: int | None = Field(None, ge=1, description="examples of original positives (default: see module doc)")
     negatives_per_example: int = Field(3, ge=1)
     rephrased: bool = Field(False, description="add each chosen positive's rephrasings as examples too")
+    originals: bool = Field(
+        True, description="keep a positive's own wording beside its rephrasings (false: only theirs, where it has some)"
+    )
     property_negatives: bool = Field(False, description="generated negatives of every kind, not only free-form")
     drop_likely_false_negatives: bool = Field(
         True, description="leave out mined pages the verifier judged to answer the query (mine --verify)"
@@ -72,6 +77,7 @@ RECIPES: dict[str, MixRecipe] = {
     "mined-only": MixRecipe(mined=1.0, generated=0.0),
     "base": MixRecipe(),
     "full": MixRecipe(rephrased=True, property_negatives=True),
+    "reworded": MixRecipe(rephrased=True, property_negatives=True, originals=False),
 }
 
 
@@ -334,8 +340,12 @@ def mix(
     rows = []
     for kind, chosen in (("pages", with_mined), ("queries", with_generated)):
         for positive in chosen:
-            rows.append(_row(store, positive, positive.query, "original", kind, settings, positive.mined, provenance))
-            if not settings.rephrased:
+            reworded = settings.rephrased and positive.rephrasings
+            if settings.originals or not reworded:
+                rows.append(
+                    _row(store, positive, positive.query, "original", kind, settings, positive.mined, provenance)
+                )
+            if not reworded:
                 continue
             for text in positive.rephrasings:
                 own = mined_by_text.get(_key(positive.page_id, text))
