@@ -1,4 +1,4 @@
-"""``docrerank mix``: a training set from generation runs and mined sets, by a recipe (mined-only, base, full, reworded)."""
+"""``docrerank mix``: a training set from generation runs and mined sets, by a recipe (see RECIPES)."""
 
 from __future__ import annotations
 
