@@ -9,7 +9,7 @@ Training data, on the train documents only: the hand-labeled questions of verifi
 in a train document, as given positives with their hand-written unanswerable edits as negatives; a pipeline
 run adds its rule-based negatives (``--llm-negatives`` also runs the embedded model's free-form negatives
 with verification, which ``base`` needs); BM25 mines negative pages. Each recipe (``mined-only``, ``base``
-when it can be made, ``full``) is mixed with the same number of examples and trains the CPU cross-encoder
+when it can be made, ``full``, and ``reworded`` when the run has rephrasings) is mixed with the same number of examples and trains the CPU cross-encoder
 with the same settings. Then every reranker, plus the untrained start (and ``--zero-shot`` the embedded LLM),
 re-scores the same top ``--k`` of each first stage, for the original and the rephrased queries: NDCG@5 with
 its difference from retrieval alone and from ``mined-only``, with paired-randomization significance.
@@ -107,8 +107,10 @@ def training_data(store, out: Path, llm_negatives: bool, variants: int, generate
 def mixtures(store, out: Path, run: Path) -> dict[str, Path]:
     """Mined pages for the run's positives (BM25), and each recipe's mixture at the size of mined-only's."""
     docrerank("mine", "--pages", store.root, "--queries", run, "--out", out / "mined")
-    total, made = None, {}
-    for recipe in ("mined-only", "base", "full"):  # mined-only first: its size is every recipe's total
+    total, made, rephrased = None, {}, 0
+    for recipe in ("mined-only", "base", "full", "reworded"):  # mined-only first: its size is every recipe's total
+        if recipe == "reworded" and not rephrased:
+            continue  # without rephrasings it is full again
         target = out / f"mix-{recipe}"
         args = ["mix", "--pages", store.root, "--run-dir", run, "--mined", out / "mined", "--recipe", recipe]
         try:
@@ -117,6 +119,7 @@ def mixtures(store, out: Path, run: Path) -> dict[str, Path]:
             console.print(f"[yellow]recipe {recipe}: no mixture can be made from these sources; left out[/yellow]")
             continue
         summary = json.loads((target / "provenance.json").read_text())["summary"]
+        rephrased += summary["by_variant"].get("rephrased", 0)
         if total is None:
             total = summary["examples"]
         elif summary["examples"] < total:
