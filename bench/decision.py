@@ -248,10 +248,42 @@ def main() -> None:
                 results[name]["rerankers"][system] = row
         console.print(table)
         results[name]["candidates"] = FIRST_STAGES.get(args.candidates, args.candidates)
+        results[name]["recipes"] = recipe_comparisons(values, name)
     (args.out / "decision.json").write_text(json.dumps(results, indent=2) + "\n")
     console.print("* p < 0.05, ** p < 0.01 (paired randomization test)")
     if TEACHER in results[deciding]["rerankers"]:
         goals(results[deciding], by_set[deciding], deciding)
+
+
+RECIPE_PAIRS = (  # (recipe, baseline): mined-reworded is mined-only with reworded's positives (`mix --config`)
+    ("base", "mined-only"),
+    ("full", "mined-only"),
+    ("reworded", "mined-only"),
+    ("reworded", "full"),
+    ("reworded", "mined-reworded"),
+    ("mined-reworded", "mined-only"),
+)
+
+
+def recipe_comparisons(values: dict[str, dict], name: str) -> list[dict]:
+    """Each student on one recipe against the same student on another (what generated negatives add, and what
+    reworded positives add to them), with p."""
+    found = []
+    for system, per in values.items():
+        for recipe, other in RECIPE_PAIRS:
+            baseline = system.replace(f" {recipe} ", f" {other} ")
+            if f" {recipe} " in system and baseline in values:
+                delta, p = mean(per) - mean(values[baseline]), paired_p_value(per, values[baseline])
+                found.append({"system": system, "vs": baseline, "delta": delta, "p": p})
+    if found:
+        table = Table(title=f"Recipes against each other, {name} queries ({len(values['first stage'])})")
+        for column in ("student", "NDCG@5", "against", "NDCG@5 ", "Δ", "p"):
+            table.add_column(column)
+        for row in found:
+            scores = f"{mean(values[row['system']]):.3f}", row["vs"], f"{mean(values[row['vs']]):.3f}"
+            table.add_row(row["system"], *scores, f"{row['delta']:+.3f}{mark(row['p'])}", f"{row['p']:.3f}")
+        console.print(table)
+    return found
 
 
 def goals(result: dict, values: dict[str, dict], name: str) -> None:

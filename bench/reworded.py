@@ -1,0 +1,103 @@
+"""Reworded positives: does a student learn less of the page's words when its questions copy fewer of them?
+
+    python bench/reworded.py            # ~25 min of the 1.5B for the rephrasings, then ~10 min of training
+    python bench/decision.py --students runs/quality-reworded --out runs/decision94 --queries 0 --sets both \
+        --llms "" --first-stages dense:embeddinggemma    # every fusion on EmbeddingGemma's top 10, recipes compared
+
+The committed training set (bench/data/trainset, its finished pages) is rephrased again with three sampled
+wordings per positive, every positive (`rephrased: {candidates: 3, fraction: 1.0}`), the one that copies
+least of its page verified; the negative stages are switched off in that run, so only the rephrasings are new
+(its positives come from the set's shards). The experiment's run directory is the committed run with its
+rephrasings replaced by these: the same positives and negatives, other rephrasings. Then BM25 mines pages for
+it, each recipe is mixed at mined-only's total (``mined-reworded``: mined-only with reworded's positives,
+`mix --config`), and fusions of MiniLM and EmbeddingGemma are fitted on each, in one process so that a base's
+vectors are encoded once. Written to runs/quality-reworded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from common import sample_store  # bench/common.py: scripts run as `python bench/NAME.py`
+from docrerank.cli.app import app
+from docrerank.cli.progress import StageBars
+from docrerank.pipeline.config import PipelineConfig
+from docrerank.pipeline.generate import run_pipeline
+from quality import docrerank, mixtures
+
+ROOT = Path(__file__).resolve().parent.parent
+SET = ROOT / "bench" / "data" / "trainset"
+RECIPES = ("mined-only", "base", "full", "reworded", "mined-reworded")
+
+
+def rephrased_again(store, work: Path) -> Path:
+    """A run of the committed set's pages with only the rephrasings new (three candidates, every positive)."""
+    run = work / "rephrasings"
+    if not run.exists():
+        shutil.copytree(SET / "run", run, ignore=shutil.ignore_patterns("cache.sqlite*", ".lock"))
+    config = yaml.safe_load((SET / "config.yaml").read_text())
+    config["rephrased"] |= {"fraction": 1.0, "candidates": 3}
+    for generator in ("freeform", "controlled", "rulebased"):
+        config["negative_candidates"][generator]["enabled"] = False
+    config["negatives_verified"]["enabled"] = False
+    pages = json.loads((SET / "manifest.json").read_text())["page_ids"]
+    with StageBars() as bars:
+        run_pipeline(store, PipelineConfig.model_validate(config), run, force=True, on_progress=bars, page_ids=pages)
+    return run
+
+
+def merged(rephrasings: Path, work: Path) -> Path:
+    """The committed run with its selected rephrasings replaced by those of ``rephrasings``."""
+    run = work / "run"
+    shutil.rmtree(run, ignore_errors=True)
+    shutil.copytree(SET / "run", run, ignore=shutil.ignore_patterns("cache.sqlite*", ".lock"))
+    for path in sorted((run / "stages" / "selected").glob("shard-*.jsonl")):
+        if path.name.endswith(".rejected.jsonl"):
+            continue
+        lines = path.read_text().splitlines()
+        new = (rephrasings / "stages" / "selected" / path.name).read_text().splitlines()
+        lines = [line for line in lines if json.loads(line)["kind"] != "rephrased"]
+        lines += [line for line in new if json.loads(line)["kind"] == "rephrased"]
+        path.write_text("\n".join(lines) + "\n")
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", type=Path, default=ROOT / "runs" / "demo" / "pages")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "quality-reworded")
+    parser.add_argument("--bases", default="MiniLM,embeddinggemma", help="the fusions' bi-encoders")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    store = sample_store(args.store)
+    run = merged(rephrased_again(store, args.out), args.out)
+    made = mixtures(store, args.out, run)
+    total = json.loads((made["mined-only"] / "provenance.json").read_text())["summary"]["examples"]
+    config = args.out / "mined-reworded.yaml"
+    config.write_text(yaml.safe_dump({"mix": {"rephrased": True, "originals": False}}))
+    made["mined-reworded"] = args.out / "mix-mined-reworded"
+    mix = ["mix", "--pages", store.root, "--run-dir", run, "--mined", args.out / "mined", "--recipe", "mined-only"]
+    docrerank(*mix, "--config", config, "--total", total, "--out", made["mined-reworded"], "--overwrite")
+    for base in args.bases.split(","):
+        for recipe in RECIPES:
+            name = "fusion-" + ("" if base == "MiniLM" else f"{base}-") + recipe
+            if recipe not in made or (args.out / name / "reranker.json").exists():
+                continue
+            train = ["train", "--data", made[recipe], "--out", args.out / name, "--reranker", "fusion"]
+            train += ["--held-out", "0", "--epochs", "3", "--batch", "4"]
+            train += [] if base == "MiniLM" else ["--model", base]
+            result = CliRunner().invoke(app, [str(a) for a in train], env={"COLUMNS": "200"})
+            if result.exit_code:
+                raise subprocess.CalledProcessError(result.exit_code, train, result.output)
+            print(name, result.output.strip().splitlines()[-3:], flush=True)
+
+
+if __name__ == "__main__":
+    main()
