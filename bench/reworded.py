@@ -7,8 +7,8 @@
 The committed training set (bench/data/trainset, its finished pages) is rephrased again with three sampled
 wordings per positive, every positive (`rephrased: {candidates: 3, fraction: 1.0}`), the one that copies
 least of its page verified; the negative stages are switched off in that run, so only the rephrasings are new
-(its positives come from the set's shards). The experiment's run directory is the committed run with its
-rephrasings replaced by these: the same positives and negatives, other rephrasings. Then BM25 mines pages for
+(its positives come from the set's shards). The experiment's run directory is that run with the set's
+selected negatives added back: the same positives and negatives, other rephrasings. Then BM25 mines pages for
 it, each recipe is mixed at mined-only's total (``mined-reworded``: mined-only with reworded's positives,
 `mix --config`), and fusions of MiniLM and EmbeddingGemma are fitted on each, in one process so that a base's
 vectors are encoded once. Written to runs/quality-reworded.
@@ -54,18 +54,16 @@ def rephrased_again(store, work: Path) -> Path:
 
 
 def merged(rephrasings: Path, work: Path) -> Path:
-    """The committed run with its selected rephrasings replaced by those of ``rephrasings``."""
+    """The run of ``rephrasings`` with the committed set's selected negatives added back, shard by shard."""
     run = work / "run"
     shutil.rmtree(run, ignore_errors=True)
-    shutil.copytree(SET / "run", run, ignore=shutil.ignore_patterns("cache.sqlite*", ".lock"))
+    shutil.copytree(rephrasings, run, ignore=shutil.ignore_patterns("cache.sqlite*", ".lock"))
     for path in sorted((run / "stages" / "selected").glob("shard-*.jsonl")):
         if path.name.endswith(".rejected.jsonl"):
             continue
-        lines = path.read_text().splitlines()
-        new = (rephrasings / "stages" / "selected" / path.name).read_text().splitlines()
-        lines = [line for line in lines if json.loads(line)["kind"] != "rephrased"]
-        lines += [line for line in new if json.loads(line)["kind"] == "rephrased"]
-        path.write_text("\n".join(lines) + "\n")
+        committed = (SET / "run" / "stages" / "selected" / path.name).read_text().splitlines()
+        negatives = [line for line in committed if json.loads(line)["kind"] == "negative"]
+        path.write_text("\n".join(path.read_text().splitlines() + negatives) + "\n")
     return run
 
 
