@@ -9,10 +9,11 @@ Training data, on the train documents only: the hand-labeled questions of verifi
 in a train document, as given positives with their hand-written unanswerable edits as negatives; a pipeline
 run adds its rule-based negatives (``--llm-negatives`` also runs the embedded model's free-form negatives
 with verification, which ``base`` needs); BM25 mines negative pages. Each recipe (``mined-only``, ``base``
-when it can be made, ``full``, and ``reworded`` when the run has rephrasings) is mixed with the same number of examples and trains the CPU cross-encoder
-with the same settings. Then every reranker, plus the untrained start (and ``--zero-shot`` the embedded LLM),
-re-scores the same top ``--k`` of each first stage, for the original and the rephrased queries: NDCG@5 with
-its difference from retrieval alone and from ``mined-only``, with paired-randomization significance.
+when it can be made, ``full``, and ``reworded`` when the run has rephrasings) is mixed with the same number
+of positives (``full`` adds their rephrasings) and trains the CPU cross-encoder with the same settings.
+Then every reranker, plus the untrained start (and ``--zero-shot`` the embedded LLM), re-scores the same top
+``--k`` of each first stage, for the original and the rephrased queries: NDCG@5 with its difference from
+retrieval alone and from ``mined-only``, with paired-randomization significance.
 
     python bench/quality.py --quick   # the quick setting: 40 sampled questions (+ twins), BM25 and dense, no
                                       # LLM stage: ~22 min on 2 cores
