@@ -91,12 +91,14 @@ def students(folder: Path) -> dict[str, tuple[Reranker, str]]:
         if (path / "reranker.json").exists():
             reranker = Reranker.load(path)
             base = reranker.base or "MiniLM"  # fusion-[BASE-]RECIPE
-            recipe = path.name.removeprefix("fusion-").removeprefix(f"{reranker.base}-")
+            recipe = path.name.removeprefix("fusion-").removeprefix(f"{reranker.base}-").partition("-pull")[0]
+            settings = json.loads((path / "training.json").read_text())["settings"]
+            pull = f", pull {settings['regularization']:g}" if settings.get("regularization") else ""
             start = f"fusion {base} untrained"
             if start not in found:
                 untrained = FusionReranker(reranker.base)
                 found[start] = (untrained, reranker_identity(untrained, f"fusion:{reranker.base}"))
-            found[f"fusion {base} {recipe} (hard)"] = (reranker, reranker_identity(reranker, str(path)))
+            found[f"fusion {base} {recipe} (hard{pull})"] = (reranker, reranker_identity(reranker, str(path)))
     return found
 
 

@@ -17,6 +17,7 @@ vectors are encoded once. Written to runs/quality-reworded.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import subprocess
@@ -38,18 +39,22 @@ RECIPES = ("mined-only", "base", "full", "reworded", "mined-reworded")
 
 
 def rephrased_again(store, work: Path) -> Path:
-    """A run of the committed set's pages with only the rephrasings new (three candidates, every positive)."""
+    """A run of the committed set's pages with only the rephrasings new (three candidates, every positive); a
+    run made before keeps its pages (the set grows; the fits compared must share their data)."""
     run = work / "rephrasings"
-    if not run.exists():
-        shutil.copytree(SET / "run", run, ignore=shutil.ignore_patterns("cache.sqlite*", ".lock"))
+    done = sorted((run / "stages" / "rephrased").glob("*.done"))
+    if done:
+        ids = [i for marker in done for i in json.loads((run / "shards" / f"{marker.stem}.json").read_text())]
+    else:
+        shutil.copytree(SET / "run", run, ignore=shutil.ignore_patterns("cache.sqlite*", ".lock"), dirs_exist_ok=True)
+        ids = json.loads((SET / "manifest.json").read_text())["page_ids"]
     config = yaml.safe_load((SET / "config.yaml").read_text())
     config["rephrased"] |= {"fraction": 1.0, "candidates": 3}
     for generator in ("freeform", "controlled", "rulebased"):
         config["negative_candidates"][generator]["enabled"] = False
     config["negatives_verified"]["enabled"] = False
-    pages = json.loads((SET / "manifest.json").read_text())["page_ids"]
     with StageBars() as bars:
-        run_pipeline(store, PipelineConfig.model_validate(config), run, force=True, on_progress=bars, page_ids=pages)
+        run_pipeline(store, PipelineConfig.model_validate(config), run, force=True, on_progress=bars, page_ids=ids)
     return run
 
 
@@ -72,6 +77,7 @@ def main() -> None:
     parser.add_argument("--store", type=Path, default=ROOT / "runs" / "demo" / "pages")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "quality-reworded")
     parser.add_argument("--bases", default="MiniLM,embeddinggemma", help="the fusions' bi-encoders")
+    parser.add_argument("--pulls", default="0", help="fusion regularizations to fit (`train --regularization`)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     store = sample_store(args.store)
@@ -83,18 +89,17 @@ def main() -> None:
     made["mined-reworded"] = args.out / "mix-mined-reworded"
     mix = ["mix", "--pages", store.root, "--run-dir", run, "--mined", args.out / "mined", "--recipe", "mined-only"]
     docrerank(*mix, "--config", config, "--total", total, "--out", made["mined-reworded"], "--overwrite")
-    for base in args.bases.split(","):
-        for recipe in RECIPES:
-            name = "fusion-" + ("" if base == "MiniLM" else f"{base}-") + recipe
-            if recipe not in made or (args.out / name / "reranker.json").exists():
-                continue
-            train = ["train", "--data", made[recipe], "--out", args.out / name, "--reranker", "fusion"]
-            train += ["--held-out", "0", "--epochs", "3", "--batch", "4"]
-            train += [] if base == "MiniLM" else ["--model", base]
-            result = CliRunner().invoke(app, [str(a) for a in train], env={"COLUMNS": "200"})
-            if result.exit_code:
-                raise subprocess.CalledProcessError(result.exit_code, train, result.output)
-            print(name, result.output.strip().splitlines()[-3:], flush=True)
+    for base, recipe, pull in itertools.product(args.bases.split(","), RECIPES, args.pulls.split(",")):
+        name = "fusion-" + ("" if base == "MiniLM" else f"{base}-") + recipe + (f"-pull{pull}" if float(pull) else "")
+        if recipe not in made or (args.out / name / "reranker.json").exists():
+            continue
+        train = ["train", "--data", made[recipe], "--out", args.out / name, "--reranker", "fusion"]
+        train += ["--held-out", "0", "--epochs", "3", "--batch", "4", "--regularization", pull]
+        train += [] if base == "MiniLM" else ["--model", base]
+        result = CliRunner().invoke(app, [str(a) for a in train], env={"COLUMNS": "200"})
+        if result.exit_code:
+            raise subprocess.CalledProcessError(result.exit_code, train, result.output)
+        print(name, result.output.strip().splitlines()[-3:], flush=True)
 
 
 if __name__ == "__main__":

@@ -93,3 +93,29 @@ def test_train_fits_weights_that_put_queries_above_their_negative_queries(traini
     trained = Reranker.load(out)
     assert isinstance(trained, FusionReranker)
     assert not np.allclose(trained.weights, [1, 0, 0, 0, 0, 0]) and trained.term_weights.pages > 10
+
+
+@pytest.mark.slow  # loads MiniLM
+def test_regularization_pulls_the_fitted_weights_toward_the_bi_encoder_alone():
+    """The same groups fitted twice: free, the word weights move far from the start; pulled hard, they stay
+    near it (the order is then the bi-encoder's). Any other student refuses the setting."""
+    from types import SimpleNamespace
+
+    from docrerank.training.fusion import FusionTrainer
+    from docrerank.training.trainer import TrainSettings, train
+
+    page = SimpleNamespace(page_id="p1", text=PAGE)
+    swaps = ("What was the median survival of the 57 patients?", "What was the hazard ratio in 2019?")
+    rows = [
+        [("What was the median survival of the 42 patients?", page, 1.0, None)] + [(q, page, 0.0, None) for q in swaps],
+        [("What was the hazard ratio?", page, 1.0, None)] + [(q, page, 0.0, None) for q in swaps],
+    ]
+    distances = {}
+    for strength in (0.0, 10.0):
+        fusion = FusionReranker()
+        settings = TrainSettings(learning_rate=0.05, epochs=40, groups_per_batch=2, regularization=strength)
+        FusionTrainer(fusion, rows, settings, callbacks=[]).train()
+        distances[strength] = float(np.abs(fusion.weights - np.array([1, 0, 0, 0, 0, 0])).max())
+    assert distances[0.0] > 0.5 and distances[10.0] < 0.1, distances
+    with pytest.raises(DocrerankError, match="regularization"):
+        train(BiEncoderReranker(), [], "unused", TrainSettings(regularization=1.0, held_out=0))

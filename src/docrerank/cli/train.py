@@ -122,6 +122,9 @@ def train_command(
     max_steps: Annotated[int | None, typer.Option(help="stop after N steps")] = None,
     batch: Annotated[int | None, typer.Option(help="positives a batch, each with its negatives (default 8)")] = None,
     negatives: Annotated[int | None, typer.Option(help="negatives a positive (default 3)")] = None,
+    regularization: Annotated[
+        float | None, typer.Option(help="a fusion's L2 pull toward its start, the bi-encoder alone (default 0)")
+    ] = None,
     held_out: Annotated[float | None, typer.Option(help="share of documents held out for evaluation (0.1)")] = None,
     eval_steps: Annotated[int | None, typer.Option(help="evaluate every N steps (0: before and after)")] = None,
     save_steps: Annotated[int | None, typer.Option(help="checkpoint every N steps (100)")] = None,
@@ -160,6 +163,7 @@ def train_command(
         "max_steps": max_steps,
         "groups_per_batch": batch,
         "negatives": negatives,
+        "regularization": regularization,
         "held_out": held_out,
         "eval_steps": eval_steps,
         "save_steps": save_steps,

@@ -38,7 +38,7 @@ from docrerank.pipeline.evidence import content_words
 from docrerank.rerankers.base import PairScore, Reranker, page_text, scored_where_text
 from docrerank.rerankers.bi_encoder import BiEncoderReranker
 
-__all__ = ["FEATURES", "FusionReranker", "TermWeights", "pair_features"]
+__all__ = ["FEATURES", "START", "FusionReranker", "TermWeights", "pair_features"]
 
 FEATURES = ("cosine", "words", "bm25", "chunk_words", "bigrams", "missing_values")
 START = (1.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # the bi-encoder alone

@@ -3,9 +3,12 @@
 The document frequencies of BM25's feature are counted over the training pages, the features of every
 training pair are computed once (the bi-encoder is not trained), then the weights and
 the bias are fitted by Adam over batches of whole groups with the same loss as the other students
-(``trainer.batch_loss``: the paper's loss, another group loss, or a teacher's scores). It has the shape of a
-transformers trainer as far as ``trainer.train`` uses one (``train``, ``is_world_process_zero``,
-``args.world_size``), so the held-out evaluations, the guard and the saving are the same for every student.
+(``trainer.batch_loss``: the paper's loss, another group loss, or a teacher's scores), plus
+``regularization`` times the squared distance of the weights from the start (the bi-encoder alone): generated
+positives copy their page's words, so the word weights they teach overshoot on questions people reword.
+It has the shape of a transformers trainer as far as ``trainer.train`` uses one (``train``,
+``is_world_process_zero``, ``args.world_size``), so the held-out evaluations, the guard and the saving are the
+same for every student.
 Checkpoints are not written: the whole fit takes seconds once the features are there.
 """
 
@@ -16,7 +19,7 @@ import random
 import time
 from types import SimpleNamespace
 
-from docrerank.rerankers.fusion import FusionReranker, TermWeights
+from docrerank.rerankers.fusion import START, FusionReranker, TermWeights
 
 __all__ = ["FUSION_LEARNING_RATE", "FusionTrainer"]
 
@@ -47,6 +50,7 @@ class FusionTrainer:
         pages = {page.page_id: page.text for _, page in pairs}
         self.reranker.term_weights = TermWeights.from_texts(pages.values())
         features = torch.as_tensor(self.reranker.features(pairs), dtype=torch.float64)
+        untrained = torch.tensor(START, dtype=torch.float64)
         weights = torch.tensor(self.reranker.weights, dtype=torch.float64, requires_grad=True)
         bias = torch.tensor(self.reranker.bias, dtype=torch.float64, requires_grad=True)
         optimizer = torch.optim.Adam([weights, bias], lr=settings.learning_rate)
@@ -67,6 +71,7 @@ class FusionTrainer:
             labels = [label for g in batch for _, _, label, _ in self.rows[g]]
             teachers = [teacher for g in batch for _, _, _, teacher in self.rows[g]]
             loss = batch_loss(margins, labels, teachers, [len(self.rows[g]) for g in batch], settings)
+            loss = loss + settings.regularization * ((weights - untrained) ** 2).sum()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -75,6 +75,9 @@ class TrainSettings(BaseModel):
     max_steps: int = Field(-1, description="stop after this many steps (-1: the epochs decide)")
     groups_per_batch: int = Field(8, ge=1, description="positives a batch (each with its negatives), per device")
     negatives: int = Field(3, ge=1, description="negatives a positive brings, drawn from both kinds (seeded)")
+    regularization: float = Field(
+        0.0, ge=0, description="a fusion's L2 pull of its weights toward its untrained start, the bi-encoder alone"
+    )
     held_out: float = Field(0.1, ge=0, lt=1, description="share of documents kept out for evaluation")
     depth: int = Field(20, ge=2, description="candidates a held-out query is ranked among")
     eval_steps: int = Field(0, ge=0, description="evaluate every N steps (0: before and after only)")
@@ -284,6 +287,8 @@ def train(
     it into ``out``; resume from ``out``'s last checkpoint when there is one. The guard compares the result
     with the first stage and the untrained start on the held-out documents and on ``guard_benchmark``."""
     settings = settings or TrainSettings()
+    if settings.regularization and reranker.kind != "fusion":
+        raise DocrerankError(f"--regularization pulls a fusion's weights; a {reranker.kind} has none: leave it at 0")
     if settings.learning_rate is None:  # the student's default, resolved once: training.json records it
         defaults = {"bi-encoder": BI_ENCODER_LEARNING_RATE, "fusion": FUSION_LEARNING_RATE}
         default = defaults.get(reranker.kind, LEARNING_RATE)
