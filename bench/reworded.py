@@ -12,6 +12,12 @@ selected negatives added back: the same positives and negatives, other rephrasin
 it, each recipe is mixed at mined-only's total (``mined-reworded``: mined-only with reworded's positives,
 `mix --config`), and fusions of MiniLM and EmbeddingGemma are fitted on each, in one process so that a base's
 vectors are encoded once. Written to runs/quality-reworded.
+
+    python bench/reworded.py --pulls 0,0.01,0.1,1,3,10 --select 3    # each fusion at each pull toward its start
+
+``--pulls`` fits every recipe's fusions at each `train --regularization` (folders ``...-pullR``, which
+bench/decision.py names "(hard, pull R)" and compares recipe with recipe at equal pulls); ``--select N`` then
+picks each base's pull on N held-out splits of the reworded mixture's documents (``chosen-pulls.json``).
 """
 
 from __future__ import annotations

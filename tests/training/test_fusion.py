@@ -4,6 +4,7 @@ train --reranker fusion`, and the saved weights."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ from docrerank.errors import DocrerankError
 from docrerank.pipeline.evidence import content_words
 from docrerank.rerankers import BiEncoderReranker, FusionReranker, Reranker
 from docrerank.rerankers.fusion import FEATURES, TermWeights, pair_features
+from docrerank.training.fusion import FusionTrainer
+from docrerank.training.trainer import TrainSettings, train
 from tests.helpers import invoke_cli
 
 PAGE = (
@@ -99,11 +102,6 @@ def test_train_fits_weights_that_put_queries_above_their_negative_queries(traini
 def test_regularization_pulls_the_fitted_weights_toward_the_bi_encoder_alone():
     """The same groups fitted twice: free, the word weights move far from the start; pulled hard, they stay
     near it (the order is then the bi-encoder's). Any other student refuses the setting."""
-    from types import SimpleNamespace
-
-    from docrerank.training.fusion import FusionTrainer
-    from docrerank.training.trainer import TrainSettings, train
-
     page = SimpleNamespace(page_id="p1", text=PAGE)
     swaps = ("What was the median survival of the 57 patients?", "What was the hazard ratio in 2019?")
     rows = [
