@@ -69,6 +69,10 @@ def merged(rephrasings: Path, work: Path) -> Path:
     run = work / "run"
     shutil.rmtree(run, ignore_errors=True)
     shutil.copytree(rephrasings, run, ignore=shutil.ignore_patterns("cache.sqlite*", ".lock"))
+    finished = {marker.stem for marker in (run / "stages" / "selected").glob("*.done")}
+    for path in (run / "stages").glob("*/shard-*"):  # a set being generated has a half-done shard: not data
+        if path.name.partition(".")[0] not in finished:
+            path.unlink()
     for path in sorted((run / "stages" / "selected").glob("shard-*.jsonl")):
         if path.name.endswith(".rejected.jsonl"):
             continue
