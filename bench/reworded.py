@@ -37,6 +37,7 @@ from docrerank.cli.app import app
 from docrerank.cli.progress import StageBars
 from docrerank.pipeline.config import PipelineConfig
 from docrerank.pipeline.generate import run_pipeline
+from docrerank.pipeline.rundir import RunDir
 from quality import docrerank, mixtures
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,9 +49,9 @@ def rephrased_again(store, work: Path) -> Path:
     """A run of the committed set's pages with only the rephrasings new (three candidates, every positive); a
     run made before keeps its pages (the set grows; the fits compared must share their data)."""
     run = work / "rephrasings"
-    done = sorted((run / "stages" / "rephrased").glob("*.done"))
-    if done:
-        ids = [i for marker in done for i in json.loads((run / "shards" / f"{marker.stem}.json").read_text())]
+    made, planned = RunDir(run).shards("rephrased"), RunDir(run).shard_pages()
+    if made:
+        ids = [page for shard in made for page in planned[shard]]
     else:
         shutil.copytree(SET / "run", run, ignore=shutil.ignore_patterns("cache.sqlite*", ".lock"), dirs_exist_ok=True)
         ids = json.loads((SET / "manifest.json").read_text())["page_ids"]
@@ -69,7 +70,7 @@ def merged(rephrasings: Path, work: Path) -> Path:
     run = work / "run"
     shutil.rmtree(run, ignore_errors=True)
     shutil.copytree(rephrasings, run, ignore=shutil.ignore_patterns("cache.sqlite*", ".lock"))
-    finished = {marker.stem for marker in (run / "stages" / "selected").glob("*.done")}
+    finished = set(RunDir(run).shards("selected"))
     for path in (run / "stages").glob("*/shard-*"):  # a set being generated has a half-done shard: not data
         if path.name.partition(".")[0] not in finished:
             path.unlink()
