@@ -71,3 +71,18 @@ def test_a_focused_zero_shot_reranker_scores_saves_and_loads_with_its_view(tmp_p
     verifier = Verifier(backend, VerifySettings(page_view="focused"))
     assert verifier.fingerprint_parts["settings"]["page_view"] == "focused"
     assert "page_view" not in Verifier(backend, VerifySettings()).fingerprint_parts["settings"]
+
+
+def test_building_a_pages_index_logs_nothing_below_the_applications_level():
+    """bm25s sets its logger to DEBUG when imported: the CLI printed a line for every page the focused view
+    indexed. Its logger follows the root's level (WARNING unless -v)."""
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.WARNING)
+    try:
+        focused_text("When did the glacier retreat records begin?", _page(), focus_chars=1200)
+        assert not logging.getLogger("bm25s").isEnabledFor(logging.DEBUG)
+    finally:
+        root.setLevel(level)

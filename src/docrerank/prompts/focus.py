@@ -14,8 +14,6 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from docrerank.errors import import_optional
-
 __all__ = ["DEFAULT_FOCUS_CHARS", "PAGE_VIEWS", "PageView", "focused_text", "passages"]
 
 PageView = Literal["whole", "focused"]
@@ -66,7 +64,9 @@ def focused_text(query: str, text: str, focus_chars: int = DEFAULT_FOCUS_CHARS) 
     chunks = passages(body)
     if not chunks:
         return heading, True
-    bm25s = import_optional("bm25s", "retrieval")
+    from docrerank.retrieval.bm25 import import_bm25s  # retrieval imports the page store: only when used
+
+    bm25s = import_bm25s()
     index = bm25s.BM25()
     index.index([_tokens(chunk) or ["\0"] for chunk in chunks], show_progress=False)
     scores = index.get_scores(_tokens(query))

@@ -10,6 +10,7 @@ term with a query are not returned for it.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +19,15 @@ from docrerank.pages import PageStore
 from docrerank.retrieval.base import Retriever
 from docrerank.retrieval.runs import Ranking
 
-__all__ = ["BM25Retriever"]
+__all__ = ["BM25Retriever", "import_bm25s"]
+
+
+def import_bm25s():
+    """bm25s, its logger put back under the application's logging: bm25s sets it to DEBUG when imported, so
+    every index it built (the focused view builds one a page) printed a line through the CLI's handler."""
+    bm25s = import_optional("bm25s", "retrieval")
+    logging.getLogger("bm25s").setLevel(logging.NOTSET)
+    return bm25s
 
 
 class BM25Retriever(Retriever):
@@ -27,7 +36,7 @@ class BM25Retriever(Retriever):
     def __init__(self, store: PageStore, k1: float = 1.5, b: float = 0.75, language: str = "english"):
         super().__init__(store)
         self.k1, self.b, self.language = k1, b, language
-        self._bm25s = import_optional("bm25s", "retrieval")
+        self._bm25s = import_bm25s()
         stemmer = import_optional("Stemmer", "retrieval")
         self._stemmer = stemmer.Stemmer(language)
         self._index = None
