@@ -75,8 +75,9 @@ def zero_shot(model: str) -> LLMReranker:
 
 def students(folder: Path) -> dict[str, tuple[Reranker, str]]:
     """Each ``ce-[mpnet-]RECIPE[-TARGETS]`` reranker the quality benchmark trained, named by base, recipe and
-    targets (hard labels unless the folder says ``teacher`` or ``both``), and each ``fusion-[BASE-]RECIPE``
-    (``--students fusion``), with its untrained start (its bi-encoder alone)."""
+    targets (hard labels unless the folder says ``teacher`` or ``both``), and each
+    ``fusion-[BASE-]RECIPE[-pullR][-TARGETS]`` (``--students fusion``, bench/reworded.py), with its untrained
+    start (its bi-encoder alone)."""
     found = {}
     for path in sorted(folder.glob("ce-*")):
         if (path / "reranker.json").exists():
@@ -91,14 +92,16 @@ def students(folder: Path) -> dict[str, tuple[Reranker, str]]:
         if (path / "reranker.json").exists():
             reranker = Reranker.load(path)
             base = reranker.base or "MiniLM"  # fusion-[BASE-]RECIPE
-            recipe = path.name.removeprefix("fusion-").removeprefix(f"{reranker.base}-").partition("-pull")[0]
             settings = json.loads((path / "training.json").read_text())["settings"]
+            targets = settings.get("targets", "hard")
+            name = path.name.removeprefix("fusion-").removeprefix(f"{reranker.base}-").removesuffix(f"-{targets}")
+            recipe = name.partition("-pull")[0]
             pull = f", pull {settings['regularization']:g}" if settings.get("regularization") else ""
             start = f"fusion {base} untrained"
             if start not in found:
                 untrained = FusionReranker(reranker.base)
                 found[start] = (untrained, reranker_identity(untrained, f"fusion:{reranker.base}"))
-            found[f"fusion {base} {recipe} (hard{pull})"] = (reranker, reranker_identity(reranker, str(path)))
+            found[f"fusion {base} {recipe} ({targets}{pull})"] = (reranker, reranker_identity(reranker, str(path)))
     return found
 
 

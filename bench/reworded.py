@@ -18,6 +18,12 @@ vectors are encoded once. Written to runs/quality-reworded.
 ``--pulls`` fits every recipe's fusions at each `train --regularization` (folders ``...-pullR``, which
 bench/decision.py names "(hard, pull R)" and compares recipe with recipe at equal pulls); ``--select N`` then
 picks each base's pull on N held-out splits of the reworded mixture's documents (``chosen-pulls.json``).
+
+    python bench/reworded.py --bases embeddinggemma --pulls 0,1 --teacher   # students of the teacher's scores
+
+``--teacher`` labels the ``reworded`` and ``mined-reworded`` mixtures with the focused 1.5B (`docrerank label
+--page-view focused`, ~45 min here) and trains MiniLM cross-encoders and the fusions on its scores (targets
+``teacher`` and ``both``; folders ``ce-RECIPE-TARGETS``, ``fusion-[BASE-]RECIPE[-pullR]-TARGETS``).
 """
 
 from __future__ import annotations
@@ -95,6 +101,31 @@ def fit(data: Path, out: Path, base: str, pull: str, *options: str) -> dict:
     return json.loads((out / "training.json").read_text())
 
 
+def distilled(made: dict[str, Path], store, work: Path, bases: list[str], pulls: list[str]) -> None:
+    """The focused 1.5B teacher's scores of the wording-matched pair of mixtures (``reworded``,
+    ``mined-reworded``: one cache, their positives are the same), then on each the MiniLM cross-encoder (as
+    bench/quality.py trains it) and every base's fusion at every pull, learning the teacher's scores
+    (``teacher``) and those and the hard labels (``both``)."""
+    cache = work / "teacher-reworded" / "teacher-scores.sqlite"
+    for recipe in ("reworded", "mined-reworded"):
+        labeled = work / f"teacher-{recipe}"
+        if cache.exists() and not (labeled / cache.name).exists():
+            labeled.mkdir(parents=True, exist_ok=True)
+            shutil.copy(cache, labeled / cache.name)
+        docrerank("label", "--data", made[recipe], "--out", labeled, "--pages", store.root, "--page-view", "focused",
+                  "--no-progress")  # fmt: skip
+        for targets in ("teacher", "both"):
+            student = work / f"ce-{recipe}-{targets}"
+            if not (student / "reranker.json").exists():
+                docrerank("train", "--data", labeled, "--out", student, "--held-out", "0", "--epochs", "3", "--batch",
+                          "4", "--lr", "2e-4", "--targets", targets)  # fmt: skip
+            for base, pull in itertools.product(bases, pulls):
+                name = "fusion-" + ("" if base == "MiniLM" else f"{base}-") + recipe
+                name += (f"-pull{pull}" if float(pull) else "") + f"-{targets}"
+                fit(labeled, work / name, base, pull, "--held-out", "0", "--targets", targets)
+                print("fitted", name, flush=True)
+
+
 def chosen_pull(data: Path, work: Path, base: str, pulls: list[str], seeds: int) -> str:
     """The pull whose fits rank best on held-out documents' reworded questions (generated, so not the test's):
     30% of the documents held out, ``seeds`` splits, mean nDCG@5 after training."""
@@ -113,6 +144,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "quality-reworded")
     parser.add_argument("--bases", default="MiniLM,embeddinggemma", help="the fusions' bi-encoders")
     parser.add_argument("--pulls", default="0", help="fusion regularizations to fit (`train --regularization`)")
+    parser.add_argument(
+        "--teacher", action="store_true", help="students of the focused 1.5B's scores too (reworded, mined-reworded)"
+    )
     parser.add_argument("--select", type=int, default=0, help="choose a base's pull on N held-out splits (0: no)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -131,6 +165,8 @@ def main() -> None:
         if recipe in made:
             fit(made[recipe], args.out / name, base, pull, "--held-out", "0")
             print("fitted", name, flush=True)
+    if args.teacher:
+        distilled(made, store, args.out, args.bases.split(","), pulls)
     if args.select:
         chosen = {base: chosen_pull(made["reworded"], args.out / "select", base, pulls, args.select)
                   for base in args.bases.split(",")}  # fmt: skip
