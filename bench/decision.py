@@ -91,7 +91,7 @@ def students(folder: Path) -> dict[str, tuple[Reranker, str]]:
     for path in sorted(folder.glob("fusion-*")):
         if (path / "reranker.json").exists():
             reranker = Reranker.load(path)
-            base = reranker.base or "MiniLM"  # fusion-[BASE-]RECIPE
+            base = reranker.base or "MiniLM"
             settings = json.loads((path / "training.json").read_text())["settings"]
             targets = settings.get("targets", "hard")
             name = path.name.removeprefix("fusion-").removeprefix(f"{reranker.base}-").removesuffix(f"-{targets}")

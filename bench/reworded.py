@@ -22,7 +22,7 @@ picks each base's pull on N held-out splits of the reworded mixture's documents 
     python bench/reworded.py --bases embeddinggemma --pulls 0,1 --teacher   # students of the teacher's scores
 
 ``--teacher`` labels the ``reworded`` and ``mined-reworded`` mixtures with the focused 1.5B (`docrerank label
---page-view focused`, ~45 min here) and trains MiniLM cross-encoders and the fusions on its scores (targets
+--page-view focused`, ~35 min here) and trains MiniLM cross-encoders and the fusions on its scores (targets
 ``teacher`` and ``both``; folders ``ce-RECIPE-TARGETS``, ``fusion-[BASE-]RECIPE[-pullR]-TARGETS``).
 """
 

@@ -3,6 +3,8 @@ whole-page view renders exactly what it rendered before the setting existed."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from docrerank.backends import load_backend
@@ -76,8 +78,6 @@ def test_a_focused_zero_shot_reranker_scores_saves_and_loads_with_its_view(tmp_p
 def test_building_a_pages_index_logs_nothing_below_the_applications_level():
     """bm25s sets its logger to DEBUG when imported: the CLI printed a line for every page the focused view
     indexed. Its logger follows the root's level (WARNING unless -v)."""
-    import logging
-
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.WARNING)
