@@ -19,6 +19,7 @@ test``, 323 pages: their EmbeddingGemma index takes ~30 min on 2 cores, the 839-
 
     python bench/quality.py --quick --teacher full --out runs/quality-quick   # the students
     python bench/decision.py --students runs/quality-quick                     # ~1.5 h on 2 cores (the 1.5B ~52 min)
+    python bench/decision.py --queries 0 --llms 1.5B --page-view focused     # the teacher as `label` reads pages
 
 The four goals of the teacher-and-student issue are checked at the end against the measured figures.
 """
@@ -49,6 +50,7 @@ from docrerank.evaluation import (
 )
 from docrerank.evaluation.results import mark
 from docrerank.pages import IngestSettings, PageStore, ingest
+from docrerank.prompts.focus import PAGE_VIEWS
 from docrerank.rerankers import CascadeReranker, CrossEncoderReranker, FusionReranker, LLMReranker, Reranker
 from docrerank.retrieval import FIRST_STAGE, make_retriever
 from quality import DATA, QUICK_QUERIES, ROOT, docrerank, sample_queries, test_sets
@@ -65,12 +67,14 @@ LLMS = {"1.5B": "qwen2.5-coder-1.5b-instruct", "0.5B": "qwen2.5-coder-0.5b-instr
 TEACHER = "zero-shot 1.5B"
 
 
-def zero_shot(model: str) -> LLMReranker:
-    """The embedded LLM ``model`` asked True/False over the page text, as `--reranker llm` does."""
+def zero_shot(model: str, page_view: str = "whole") -> LLMReranker:
+    """The embedded LLM ``model`` asked True/False over the page text (``page_view``: the page's head or the
+    passages nearest the question), as `--reranker llm [--page-view]` does."""
     from docrerank.backends import load_backend
     from docrerank.pipeline.config import PipelineConfig
 
-    return LLMReranker(load_backend(PipelineConfig().backends["verifier"].model_copy(update={"model": model})))
+    backend = load_backend(PipelineConfig().backends["verifier"].model_copy(update={"model": model}))
+    return LLMReranker(backend, page_view=page_view)
 
 
 def students(folder: Path) -> dict[str, tuple[Reranker, str]]:
@@ -143,6 +147,9 @@ def main() -> None:
     parser.add_argument("--corpus", choices=("test", "all"), default="test", help="the test documents' pages or all")
     parser.add_argument("--first-stages", default=",".join(FIRST_STAGES))
     parser.add_argument("--llms", default="1.5B,0.5B", help="zero-shot LLM rows (the 1.5B is the teacher)")
+    parser.add_argument(
+        "--page-view", choices=PAGE_VIEWS, default="whole", help="what the LLM rows read of a page (focused: faster)"
+    )
     parser.add_argument("--cascade-top", type=int, default=3)
     parser.add_argument("--bases", default="", help="more student bases to train on the quality run's data (mpnet)")
     parser.add_argument("--base-targets", default="hard,teacher,both", help="which students of those bases")
@@ -181,7 +188,7 @@ def main() -> None:
     # 2. rerankers on the same candidates
     rerankers: dict[str, tuple[Reranker, str]] = {}
     for size in filter(None, args.llms.split(",")):
-        reranker = zero_shot(LLMS[size])
+        reranker = zero_shot(LLMS[size], args.page_view)
         rerankers[f"zero-shot {size}"] = (reranker, json.dumps(reranker.settings(), sort_keys=True))
     rerankers["MiniLM untrained"] = (CrossEncoderReranker(), "untrained")
     for base in filter(None, args.bases.split(",")):
