@@ -53,7 +53,7 @@ from docrerank.pages import IngestSettings, PageStore, ingest
 from docrerank.prompts.focus import PAGE_VIEWS
 from docrerank.rerankers import CascadeReranker, CrossEncoderReranker, FusionReranker, LLMReranker, Reranker
 from docrerank.retrieval import FIRST_STAGE, make_retriever
-from quality import DATA, QUICK_QUERIES, ROOT, docrerank, sample_queries, test_sets
+from quality import DATA, QUICK_QUERIES, ROOT, sample_queries, test_sets, train_student
 
 console = Console(width=150)
 FIRST_STAGES = {
@@ -129,10 +129,8 @@ def train_students(base: str, quality: Path, out: Path, targets: list[str]) -> N
         labeled = quality / "teacher-full"
         jobs += [(f"full-{t}", labeled, ["--targets", t]) for t in ("teacher", "both") if t in targets]
     for name, data, options in jobs:
-        model = out / f"ce-{base}-{name}"
-        if data.exists() and not (model / "reranker.json").exists():
-            docrerank("train", "--data", data, "--out", model, "--model", base, "--held-out", "0", "--epochs", "3",
-                      "--batch", "4", "--lr", "2e-4", *options)  # fmt: skip
+        if data.exists():
+            train_student(data, out / f"ce-{base}-{name}", "--model", base, "--lr", "2e-4", *options)
 
 
 def main() -> None:

@@ -71,6 +71,14 @@ def docrerank(*args) -> None:
     subprocess.run([sys.executable, "-m", "docrerank.cli.app", *map(str, args)], check=True, cwd=ROOT)
 
 
+def train_student(data: Path, model: Path, *options, epochs: float = 3) -> None:
+    """`docrerank train` on ``data`` into ``model`` as this benchmark trains its students (every group, batch
+    4 groups), unless ``model`` is already there."""
+    if not (model / "reranker.json").exists():
+        docrerank("train", "--data", data, "--out", model, "--held-out", "0", "--epochs", epochs, "--batch", "4",
+                  *options)  # fmt: skip
+
+
 def test_sets(store, out: Path) -> dict[str, object]:
     """The original and the rephrased test queries as two page-store benchmarks with the same qrels."""
     rows = [json.loads(line) for line in (DATA / "quality-queries.jsonl").read_text().splitlines() if line.strip()]
@@ -196,9 +204,7 @@ def main() -> None:
         rerankers["fusion untrained"] = (FusionReranker(args.bi_model), f"fusion:{args.bi_model}")
 
     def trained(name: str, data: Path, model: Path, *options) -> None:
-        if not (model / "reranker.json").exists():
-            docrerank("train", "--data", data, "--out", model, "--held-out", "0", "--epochs", args.epochs,
-                      "--batch", "4", *options)  # fmt: skip
+        train_student(data, model, *options, epochs=args.epochs)
         rerankers[name] = (Reranker.load(model), str(model))
 
     recipes = training_data(store, args.out, args.llm_negatives, args.variants, args.generated and args.generated_run)

@@ -44,7 +44,7 @@ from docrerank.cli.progress import StageBars
 from docrerank.pipeline.config import PipelineConfig
 from docrerank.pipeline.generate import run_pipeline
 from docrerank.pipeline.rundir import RunDir
-from quality import docrerank, mixtures
+from quality import docrerank, mixtures, train_student
 
 ROOT = Path(__file__).resolve().parent.parent
 SET = ROOT / "bench" / "data" / "trainset"
@@ -55,8 +55,8 @@ def rephrased_again(store, work: Path) -> Path:
     """A run of the committed set's pages with only the rephrasings new (three candidates, every positive); a
     run made before keeps its pages (the set grows; the fits compared must share their data)."""
     run = work / "rephrasings"
-    made, planned = RunDir(run).shards("rephrased"), RunDir(run).shard_pages()
-    if made:
+    if made := RunDir(run).shards("rephrased"):
+        planned = RunDir(run).shard_pages()
         ids = [page for shard in made for page in planned[shard]]
     else:
         shutil.copytree(SET / "run", run, ignore=shutil.ignore_patterns("cache.sqlite*", ".lock"), dirs_exist_ok=True)
@@ -89,6 +89,12 @@ def merged(rephrasings: Path, work: Path) -> Path:
     return run
 
 
+def fusion_folder(base: str, recipe: str, pull: str, targets: str = "hard") -> str:
+    """``fusion-[BASE-]RECIPE[-pullR][-TARGETS]``, the names bench/decision.py reads back."""
+    name = "fusion-" + ("" if base == "MiniLM" else f"{base}-") + recipe + (f"-pull{pull}" if float(pull) else "")
+    return name + ("" if targets == "hard" else f"-{targets}")
+
+
 def fit(data: Path, out: Path, base: str, pull: str, *options: str) -> dict:
     """A fusion of ``base`` fitted on ``data`` with the pull ``pull`` (3 epochs, batch 4), in this process (a
     base's vectors are encoded once); its training summary."""
@@ -115,13 +121,9 @@ def distilled(made: dict[str, Path], store, work: Path, bases: list[str], pulls:
         docrerank("label", "--data", made[recipe], "--out", labeled, "--pages", store.root, "--page-view", "focused",
                   "--no-progress")  # fmt: skip
         for targets in ("teacher", "both"):
-            student = work / f"ce-{recipe}-{targets}"
-            if not (student / "reranker.json").exists():
-                docrerank("train", "--data", labeled, "--out", student, "--held-out", "0", "--epochs", "3", "--batch",
-                          "4", "--lr", "2e-4", "--targets", targets)  # fmt: skip
+            train_student(labeled, work / f"ce-{recipe}-{targets}", "--lr", "2e-4", "--targets", targets)
             for base, pull in itertools.product(bases, pulls):
-                name = "fusion-" + ("" if base == "MiniLM" else f"{base}-") + recipe
-                name += (f"-pull{pull}" if float(pull) else "") + f"-{targets}"
+                name = fusion_folder(base, recipe, pull, targets)
                 fit(labeled, work / name, base, pull, "--held-out", "0", "--targets", targets)
                 print("fitted", name, flush=True)
 
@@ -161,7 +163,7 @@ def main() -> None:
     docrerank(*mix, "--config", config, "--total", total, "--out", made["mined-reworded"], "--overwrite")
     pulls = args.pulls.split(",")
     for base, recipe, pull in itertools.product(args.bases.split(","), RECIPES, pulls):
-        name = "fusion-" + ("" if base == "MiniLM" else f"{base}-") + recipe + (f"-pull{pull}" if float(pull) else "")
+        name = fusion_folder(base, recipe, pull)
         if recipe in made:
             fit(made[recipe], args.out / name, base, pull, "--held-out", "0")
             print("fitted", name, flush=True)

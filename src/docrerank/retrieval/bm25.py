@@ -9,6 +9,7 @@ term with a query are not returned for it.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from docrerank.retrieval.runs import Ranking
 __all__ = ["BM25Retriever", "import_bm25s"]
 
 
+@functools.cache  # once: the focused view asks for it a pair, and setLevel clears every logger's level cache
 def import_bm25s():
     """bm25s, its logger put back under the application's logging: bm25s sets it to DEBUG when imported, so
     every index it built (the focused view builds one a page) printed a line through the CLI's handler."""
