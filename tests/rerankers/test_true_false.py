@@ -233,3 +233,16 @@ def test_a_vlm_needs_the_page_image(vlm_path, vlm, vignette_store, pairs):
     with_store = TrueFalseReranker(model=str(vlm_path), store=vignette_store)
     direct = PageContent.from_page(page, vignette_store, image=True)
     assert with_store.score([("q", page)]) == pytest.approx(vlm.score([("q", direct)]), abs=1e-6)
+
+
+def test_the_2b_architecture_is_qwen2_vl_2bs(vlm_path):
+    """bench/gpu.py times the paper's reranker on this architecture with random weights: it must be the
+    published model's size (a mistyped width or depth would time another model)."""
+    from transformers import AutoTokenizer, Qwen2VLForConditionalGeneration
+
+    from docrerank.testing.tiny_models import QWEN2VL_2B, qwen2vl_config
+
+    config = qwen2vl_config(QWEN2VL_2B, AutoTokenizer.from_pretrained(vlm_path))
+    with torch.device("meta"):
+        model = Qwen2VLForConditionalGeneration(config)
+    assert sum(p.numel() for p in model.parameters()) == 2_208_985_600  # Qwen2-VL-2B-Instruct's safetensors
