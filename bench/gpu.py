@@ -20,7 +20,7 @@ images (up to 1,024 image tokens a page):
 - scoring: the same model's P(True) of 128 pairs (``--pairs``) one pair at a time, then ``--batch-sizes`` at a
   time.
 
-It prints a table and writes ``OUT/gpu.json``; ~3-5 minutes on an H100 (the model is drawn on the GPU). With
+It prints a table and writes ``OUT/gpu.json``; sized for under 8 minutes on an H100 (not yet run on one). With
 ``--tiny`` the same code runs the ~10M-parameter test model on whatever is there (a CPU: a check that the
 script works; its figures say nothing of a GPU).
 """
