@@ -3,7 +3,7 @@
 A lent GPU machine has torch, transformers and peft, but no model weights, no network, and not this
 project's other dependencies; so the work is in two steps:
 
-    python bench/gpu.py pack       # here: writes .gpukit/ (~20 MB): the Qwen2 tokenizer, 32 training groups
+    python bench/gpu.py pack       # here: writes .gpukit/ (~22 MiB): the Qwen2 tokenizer, 32 training groups
                                    # of the committed training set with their page images, and the wheels
                                    # of docrerank's dependencies the GPU image lacks (Python 3.12)
     # there, in the repository root (the device tool: carry [".gpukit"]):
@@ -61,35 +61,28 @@ def _committed_set(target: Path) -> Path:
 
 
 def _write_groups(kit: Path, store_path: Path, count: int) -> int:
-    """``count`` positives of the committed set, each with its selected negative queries and its page's
-    text and image (copied into the kit), as GROUPS."""
+    """``count`` positives of the committed set that have at least NEGATIVES selected negative queries, each
+    with them and its page's text and image (copied into the kit), as GROUPS; how many were written."""
     from common import sample_store  # bench/common.py: run as `python bench/gpu.py`
-    from docrerank.pipeline.export import read_selected
+    from docrerank.pipeline.export import page_rows, read_selected
 
     store = sample_store(store_path)
     with tempfile.TemporaryDirectory() as scratch:
         records = read_selected(_committed_set(Path(scratch)))
-    negatives: dict[str, list[str]] = {}
-    for record in records:
-        if record.kind == "negative" and record.parent_id:
-            negatives.setdefault(record.parent_id, []).append(record.text)
-    positives = [r for r in records if r.kind == "positive" and len(negatives.get(r.query_id, ())) >= NEGATIVES]
     (kit / "pages").mkdir(parents=True, exist_ok=True)
+    written = 0
     with (kit / GROUPS).open("w") as out:
-        for record in positives[:count]:
-            page = store.get(record.page_id)
-            image = Path("pages") / f"{page.page_id}.png"
-            shutil.copyfile(store.image_path(page), kit / image)
-            row = {
-                "query": record.text,
-                "negative_queries": negatives[record.query_id],
-                "page_id": page.page_id,
-                "doc_id": page.doc_id,
-                "text": page.text,
-                "image": str(image),
-            }
-            out.write(json.dumps(row) + "\n")
-    return min(count, len(positives))
+        for row in page_rows(records, store, "bench/gpu.py"):
+            image = Path("pages") / f"{row['page_id']}.png"
+            for query, negatives in zip(row["positive_queries"], row["negative_queries"], strict=True):
+                if written == count or len(negatives) < NEGATIVES:
+                    continue
+                shutil.copyfile(row["image_path"], kit / image)
+                group = {"query": query, "negative_queries": negatives, "page_id": row["page_id"],
+                         "doc_id": row["doc_id"], "text": row["page_text"], "image": str(image)}  # fmt: skip
+                out.write(json.dumps(group) + "\n")
+                written += 1
+    return written
 
 
 def _download_wheels(kit: Path) -> list[str]:
@@ -230,7 +223,7 @@ def run(kit: Path, out: Path, tiny: bool, steps: int, batch_sizes: list[int], pa
             "torch": torch.__version__,
             "transformers": transformers.__version__,
             "peft": peft.__version__,
-        },  # fmt: skip
+        },
         "groups": len(groups),
         "model_drawn_seconds": round(built, 1),
         "training": training,
