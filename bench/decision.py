@@ -11,7 +11,8 @@ rephrased twins, the same seeded sample of questions, and the students that ``be
    candidates, the teacher over its top ``--cascade-top``; ``--cascade-students all``: a cascade under every
    student and untrained start, so the best one's lead is not a choice made on the test). NDCG@5, its
    difference from the first stage and from the teacher with paired-randomization significance, and pairs a
-   second.
+   second. ``--teacher-scores cascade``: the teacher scores only the pairs the cascades give it (a student's top
+``--cascade-top``), not every candidate, and has no row of its own.
 
 Pairs a second are measured on this machine while a reranker scores pairs it has not cached (a rerun keeps
 the figure of the run that scored them, in OUT/throughput.json); the cascade's come from its parts' measured
@@ -150,6 +151,12 @@ def main() -> None:
     parser.add_argument(
         "--page-view", choices=PAGE_VIEWS, default="whole", help="what the LLM rows read of a page (focused: faster)"
     )
+    parser.add_argument(
+        "--teacher-scores",
+        choices=("all", "cascade"),
+        default="all",
+        help="the teacher scores every candidate (its own row), or only the pairs the cascades give it (no row)",
+    )
     parser.add_argument("--cascade-top", type=int, default=3)
     parser.add_argument(
         "--cascade-students",
@@ -205,8 +212,9 @@ def main() -> None:
     candidates = {name: runs[args.candidates, name] for name in sets}
     pairs = [pair for name, run in candidates.items() for pair in candidate_pairs(sets[name], run)]
     page = next(iter(sets.values())).page
+    rows = {s: r for s, r in rerankers.items() if s != TEACHER or args.teacher_scores == "all"}
     with progress_bar() as bar:
-        for system, (reranker, identity) in rerankers.items():
+        for system, (reranker, identity) in rows.items():
             key = f"{system}:{identity}"
             fresh = len(set(pairs) - set(cache.scores(key)))
             task = bar.add_task(system, total=len(set(pairs)))
@@ -223,7 +231,7 @@ def main() -> None:
 
     by_set = {}
     for name, run in candidates.items():
-        result = evaluate(sets[name], run, rerankers, args.k, "first stage", cache)
+        result = evaluate(sets[name], run, rows, args.k, "first stage", cache)
         by_set[name] = {s.name: s.values[PRIMARY] for s in result.systems}
     deciding = "rephrased" if "rephrased" in by_set else next(iter(by_set))
     trained = [s for s in rerankers if "untrained" not in s and not s.startswith("zero-shot")]
@@ -231,16 +239,25 @@ def main() -> None:
         under = [s for s in rerankers if not s.startswith("zero-shot")]
     else:  # the best student on the deciding set
         under = [max(trained, key=lambda s: mean(by_set[deciding][s]))] if trained else []
+    teacher_key = f"{TEACHER}:{rerankers[TEACHER][1]}" if TEACHER in rerankers else ""
+    scored, start = len(cache.scores(teacher_key)), time.perf_counter()
     for student in under if TEACHER in rerankers else []:  # the cascade: a student under the teacher
         cascade = CascadeReranker(
             CachedReranker(rerankers[student][0], f"{student}:{rerankers[student][1]}", cache),
-            CachedReranker(rerankers[TEACHER][0], f"{TEACHER}:{rerankers[TEACHER][1]}", cache),
+            CachedReranker(rerankers[TEACHER][0], teacher_key, cache),
             args.cascade_top,
         )
         system = f"cascade: {student}, teacher top {args.cascade_top}"
         for name, run in candidates.items():
             result = evaluate(sets[name], run, {system: (cascade, "")}, args.k, "first stage", cache)
             by_set[name][system] = result.systems[1].values[PRIMARY]
+    fresh = len(cache.scores(teacher_key)) - scored if teacher_key else 0
+    if fresh >= 10:  # the teacher scored in the cascades alone (--teacher-scores cascade): its rate from them
+        throughput[TEACHER] = {"pairs": fresh, "seconds": time.perf_counter() - start}
+        throughput_file.write_text(json.dumps(throughput, indent=2) + "\n")
+        rate[TEACHER] = fresh / throughput[TEACHER]["seconds"]
+    for system in [s for s in by_set[deciding] if s.startswith("cascade: ")]:
+        student = system.removeprefix("cascade: ").rpartition(", teacher top ")[0]
         if student in rate and TEACHER in rate:
             rate[system] = args.k / (args.k / rate[student] + args.cascade_top / rate[TEACHER])
 
