@@ -1,13 +1,15 @@
 """Reworded positives: does a student learn less of the page's words when its questions copy fewer of them?
 
-    python bench/reworded.py            # ~25 min of the 1.5B for the rephrasings, then ~10 min of training
+    python bench/reworded.py            # the 1.5B's rephrasings (~25 min for 56 pages; committed), then training
     python bench/decision.py --students runs/quality-reworded --out runs/decision94 --queries 0 --sets both \
         --llms "" --first-stages dense:embeddinggemma    # every fusion on EmbeddingGemma's top 10, recipes compared
 
 The committed training set (bench/data/trainset, its finished pages) is rephrased again with three sampled
 wordings per positive, every positive (`rephrased: {candidates: 3, fraction: 1.0}`), the one that copies
 least of its page verified; the negative stages are switched off in that run, so only the rephrasings are new
-(its positives come from the set's shards). The experiment's run directory is that run with the set's
+(its positives come from the set's shards). The rephrasings are committed beside the set
+(bench/data/trainset/reworded; `--rephrasings-only` makes or extends them and stops), so a rerun asks the 1.5B
+only for pages the set gained since. The experiment's run directory is that run with the set's
 selected negatives added back: the same positives and negatives, other rephrasings. Then BM25 mines pages for
 it, each recipe is mixed at mined-only's total (``mined-reworded``: mined-only with reworded's positives,
 `mix --config`), and fusions of MiniLM and EmbeddingGemma are fitted on each, in one process so that a base's
@@ -48,19 +50,26 @@ from quality import docrerank, mixtures, train_student
 
 ROOT = Path(__file__).resolve().parent.parent
 SET = ROOT / "bench" / "data" / "trainset"
+REPHRASINGS = SET / "reworded"  # the rephrasings this script made, committed: a rerun reuses them
 RECIPES = ("mined-only", "base", "full", "reworded", "mined-reworded")
 
 
 def rephrased_again(store, work: Path) -> Path:
     """A run of the committed set's pages with only the rephrasings new (three candidates, every positive); a
-    run made before keeps its pages (the set grows; the fits compared must share their data)."""
+    run made before keeps its pages (the set grows; the fits compared must share their data).
+
+    The rephrasings made are committed beside the set (``bench/data/trainset/reworded``: the rephrased stage's
+    finished shards and the run's fingerprints), so a later run asks the 1.5B only for pages not yet there."""
     run = work / "rephrasings"
     if made := RunDir(run).shards("rephrased"):
         planned = RunDir(run).shard_pages()
         ids = [page for shard in made for page in planned[shard]]
     else:
-        shutil.copytree(SET / "run", run, ignore=shutil.ignore_patterns("cache.sqlite*", ".lock"), dirs_exist_ok=True)
         ids = json.loads((SET / "manifest.json").read_text())["page_ids"]
+    for part in ("shards", "stages/positives", "stages/positives_verified"):  # what the rephrasings build on
+        shutil.copytree(SET / "run" / part, run / part, dirs_exist_ok=True)
+    if (REPHRASINGS / "fingerprints.json").exists():
+        shutil.copytree(REPHRASINGS, run, dirs_exist_ok=True)
     config = yaml.safe_load((SET / "config.yaml").read_text())
     config["rephrased"] |= {"fraction": 1.0, "candidates": 3}
     for generator in ("freeform", "controlled", "rulebased"):
@@ -68,6 +77,11 @@ def rephrased_again(store, work: Path) -> Path:
     config["negatives_verified"]["enabled"] = False
     with StageBars() as bars:
         run_pipeline(store, PipelineConfig.model_validate(config), run, force=True, on_progress=bars, page_ids=ids)
+    (REPHRASINGS / "stages" / "rephrased").mkdir(parents=True, exist_ok=True)
+    shutil.copy(run / "fingerprints.json", REPHRASINGS / "fingerprints.json")
+    for shard in RunDir(run).shards("rephrased"):  # the finished ones, for the next run
+        for path in (run / "stages" / "rephrased").glob(f"{shard}.*"):
+            shutil.copy(path, REPHRASINGS / "stages" / "rephrased" / path.name)
     return run
 
 
@@ -150,10 +164,16 @@ def main() -> None:
         "--teacher", action="store_true", help="students of the focused 1.5B's scores too (reworded, mined-reworded)"
     )
     parser.add_argument("--select", type=int, default=0, help="choose a base's pull on N held-out splits (0: no)")
+    parser.add_argument(
+        "--rephrasings-only", action="store_true", help="make (or extend) the committed rephrasings, then stop"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     store = sample_store(args.store)
-    run = merged(rephrased_again(store, args.out), args.out)
+    rephrasings = rephrased_again(store, args.out)
+    if args.rephrasings_only:
+        return
+    run = merged(rephrasings, args.out)
     made = mixtures(store, args.out, run)
     total = json.loads((made["mined-only"] / "provenance.json").read_text())["summary"]["examples"]
     config = args.out / "mined-reworded.yaml"
