@@ -11,8 +11,8 @@ rephrased twins, the same seeded sample of questions, and the students that ``be
    candidates, the teacher over its top ``--cascade-top``; ``--cascade-students all``: a cascade under every
    student and untrained start, so the best one's lead is not a choice made on the test). NDCG@5, its
    difference from the first stage and from the teacher with paired-randomization significance, and pairs a
-   second. ``--teacher-scores cascade``: the teacher scores only the pairs the cascades give it (a student's top
-``--cascade-top``), not every candidate, and has no row of its own.
+   second. ``--teacher-scores cascade``: the teacher scores only the pairs the cascades give it (a student's
+   top ``--cascade-top``), not every candidate, and has no row of its own.
 
 Pairs a second are measured on this machine while a reranker scores pairs it has not cached (a rerun keeps
 the figure of the run that scored them, in OUT/throughput.json); the cascade's come from its parts' measured
