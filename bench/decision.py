@@ -9,7 +9,8 @@ rephrased twins, the same seeded sample of questions, and the students that ``be
 2. Rerankers on fixed candidates, the ``--candidates`` first stage's top ``--k``: the zero-shot 0.5B and 1.5B
    (the teacher), the untrained cross-encoder, each student, and the cascade (the best student over all
    candidates, the teacher over its top ``--cascade-top``; ``--cascade-students all``: a cascade under every
-   student and untrained start, so the best one's lead is not a choice made on the test). NDCG@5, its
+   student and untrained start, so the best one's lead is not a choice made on the test; or the systems named,
+   separated by ';', e.g. a declared test's chain alone). NDCG@5, its
    difference from the first stage and from the teacher with paired-randomization significance, and pairs a
    second. ``--teacher-scores cascade``: the teacher scores only the pairs the cascades give it (a student's
    top ``--cascade-top``), not every candidate, and has no row of its own.
@@ -160,9 +161,9 @@ def main() -> None:
     parser.add_argument("--cascade-top", type=int, default=3)
     parser.add_argument(
         "--cascade-students",
-        choices=("best", "all"),
         default="best",
-        help="the cascade's student: the best on the deciding set, or each student and untrained start in turn",
+        help="the cascade's student: the best on the deciding set, each student and untrained start in turn (all), "
+        "or the systems named, separated by ';' (a declared test's chain alone)",
     )
     parser.add_argument("--bases", default="", help="more student bases to train on the quality run's data (mpnet)")
     parser.add_argument("--base-targets", default="hard,teacher,both", help="which students of those bases")
@@ -208,6 +209,9 @@ def main() -> None:
         train_students(base, args.students, args.out, args.base_targets.split(","))
     for folder in (args.students, args.out):
         rerankers |= students(folder)
+    named = [s for s in args.cascade_students.split(";") if s not in ("best", "all")]
+    if unknown := [s for s in named if s not in rerankers]:  # before hours of scoring, not after
+        parser.error(f"no system {', '.join(map(repr, unknown))} for --cascade-students: {', '.join(rerankers)}")
     cache = ScoreCache(args.out / "scores.sqlite")
     candidates = {name: runs[args.candidates, name] for name in sets}
     pairs = [pair for name, run in candidates.items() for pair in candidate_pairs(sets[name], run)]
@@ -237,8 +241,10 @@ def main() -> None:
     trained = [s for s in rerankers if "untrained" not in s and not s.startswith("zero-shot")]
     if args.cascade_students == "all":  # every student and every untrained start (a fusion's: the first stage)
         under = [s for s in rerankers if not s.startswith("zero-shot")]
-    else:  # the best student on the deciding set
+    elif args.cascade_students == "best":  # the best student on the deciding set
         under = [max(trained, key=lambda s: mean(by_set[deciding][s]))] if trained else []
+    else:  # the students named
+        under = args.cascade_students.split(";")
     teacher_key = f"{TEACHER}:{rerankers[TEACHER][1]}" if TEACHER in rerankers else ""
     scored, start = len(cache.scores(teacher_key)), time.perf_counter()
     for student in under if TEACHER in rerankers else []:  # the cascade: a student under the teacher
