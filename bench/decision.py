@@ -243,8 +243,8 @@ def main() -> None:
         under = [s for s in rerankers if not s.startswith("zero-shot")]
     elif args.cascade_students == "best":  # the best student on the deciding set
         under = [max(trained, key=lambda s: mean(by_set[deciding][s]))] if trained else []
-    else:  # the students named
-        under = args.cascade_students.split(";")
+    else:  # the students named (checked above)
+        under = named
     teacher_key = f"{TEACHER}:{rerankers[TEACHER][1]}" if TEACHER in rerankers else ""
     scored, start = len(cache.scores(teacher_key)), time.perf_counter()
     for student in under if TEACHER in rerankers else []:  # the cascade: a student under the teacher
