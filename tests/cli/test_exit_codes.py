@@ -155,8 +155,9 @@ def test_malformed_jsonl_lines_are_skipped_each_named_and_exit_1(files, tmp_path
     assert "Traceback" not in result.stderr
 
     result = docrerank(
-        "rerank", "--pages", files["store"], "--queries", bad, "--trec", files["run"], "--out", tmp_path / "r.trec"
-    )
+        "rerank", "--pages", files["store"], "--queries", bad, "--trec", files["run"], "--out", tmp_path / "r.trec",
+        "--reranker", "none",
+    )  # fmt: skip
     assert result.exit_code == EXIT_INPUTS_FAILED, result.stderr
     assert f"skipped {bad}:1: not a JSON object" in result.stderr and "Traceback" not in result.stderr
 
@@ -177,8 +178,9 @@ def test_markup_in_skipped_lines_and_hints_is_printed_as_it_is(files, tmp_path, 
     queries = tmp_path / "queries.jsonl"
     queries.write_text(json.dumps({"query": "q", "page_id": "p[data]"}) + "\n")
     result = docrerank(
-        "rerank", "--pages", files["store"], "--queries", queries, "--trec", files["run"], "--out", tmp_path / "r.trec"
-    )
+        "rerank", "--pages", files["store"], "--queries", queries, "--trec", files["run"], "--out", tmp_path / "r.trec",
+        "--reranker", "none",
+    )  # fmt: skip
     assert "page 'p[data]' is not in the store" in result.stderr
 
     # the install hint of a missing package keeps its extra: `evaluate` without ir-measures

@@ -1,20 +1,24 @@
 """The cascade: its ranking contract (the teacher's order on the student's top N, the student's order after,
-ties stable), candidate sets, saving and loading with an LLM teacher, and the rerank command."""
+ties stable), candidate sets, saving and loading with an LLM teacher, the rerank command, and the default chain
+of `rerank` and `serve`."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from collections.abc import Sequence
 
+import httpx
 import pytest
 import yaml
 
 from docrerank.errors import DocrerankError
 from docrerank.pages.content import PageLike
-from docrerank.rerankers import CascadeReranker, CrossEncoderReranker, LLMReranker, Reranker
+from docrerank.rerankers import CascadeReranker, CrossEncoderReranker, LLMReranker, Reranker, default_chain
 from docrerank.rerankers.base import UNSCORED, PairScore, page_text
 from docrerank.retrieval import read_trec, write_trec
-from tests.helpers import run_cli, tiny_llm
+from tests.helpers import bundled_encoder, docrerank_command, free_port, run_cli, tiny_llm
 
 TINY = tiny_llm(2048)
 
@@ -158,3 +162,55 @@ def test_rerank_command_with_the_cascade(student_folder, vignette_store, tmp_pat
     reranked, errors = read_trec(tmp_path / "cascade.trec")
     assert not errors and sorted(p for p, _ in reranked["q1"]) == sorted(pages)
     assert [s for _, s in reranked["q1"]] == [3.0, 2.0, 1.0]
+
+
+@pytest.mark.slow
+def test_rerank_without_a_reranker_runs_the_default_chain(sample_pages, tmp_path):
+    """The default: the shipped fusion (on the bundled EmbeddingGemma) orders the first stage's top --k, the
+    config's LLM (here the tiny one: plumbing, not quality) re-orders the fusion's top 3, the rest keep the
+    fusion's order; and the command says which reranker ran, with its figures."""
+    bundled_encoder("embeddinggemma")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"backends": {"generator": TINY, "verifier": TINY}}))
+    candidates = [p for p in sample_pages.page_ids if sample_pages[p].text.strip()][:6]
+    query = "Which tests for structural change does the package implement?"
+    (tmp_path / "q.jsonl").write_text(json.dumps({"query_id": "q1", "query": query}) + "\n")
+    write_trec({"q1": [(p, 1.0 / (i + 1)) for i, p in enumerate(candidates)]}, tmp_path / "first.trec")
+    result = run_cli(
+        "rerank", "--pages", sample_pages.root, "--queries", tmp_path / "q.jsonl", "--trec", tmp_path / "first.trec",
+        "--out", tmp_path / "chain.trec", "--config", config,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr[-2000:]
+    said = " ".join(result.stdout.split())
+    assert "the default chain: the fusion trained on the generated data" in said and "p = 0.043" in said
+    chain = [p for p, _ in read_trec(tmp_path / "chain.trec")[0]["q1"]]
+    fusion = Reranker.load(default_chain.STUDENT)
+    scores = fusion.score([(query, sample_pages[p]) for p in candidates])
+    by_fusion = [p for _, p in sorted(zip(scores, candidates, strict=True), key=lambda pair: -pair[0])]
+    assert sorted(chain[:3]) == sorted(by_fusion[:3]) and chain[3:] == by_fusion[3:]
+
+
+@pytest.mark.slow
+def test_serve_without_a_reranker_starts_with_the_default_chain(tmp_path):
+    """`serve` with no --reranker serves the default chain (named so) and says that the LLM is slow on a CPU;
+    nothing is loaded until the first request."""
+    port = free_port()
+    command = [*docrerank_command(), "serve", "--port", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, process.communicate()[0]
+            assert time.monotonic() < deadline, "docrerank serve did not answer /health"
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.25)
+        assert health.status_code == 200
+    finally:
+        process.terminate()
+        output = " ".join(process.communicate(timeout=30)[0].split())
+    assert f"serving cascade-{default_chain.STUDENT.name} at http://127.0.0.1:{port}/v1/rerank" in output
+    assert "the default chain: the fusion trained on the generated data" in output
+    assert "the LLM is slow on a CPU" in output

@@ -5,16 +5,26 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import yaml
 
 from docrerank.backends import load_backend
-from docrerank.cli.rerank import RERANKERS, make_reranker
+from docrerank.cli.rerank import DEFAULT_RERANKER, RERANKERS, make_reranker
 from docrerank.cli.train import TRAINABLE
 from docrerank.errors import DocrerankError
 from docrerank.pipeline.config import PipelineConfig
-from docrerank.rerankers import RERANKER_KINDS, CascadeReranker, CrossEncoderReranker, LLMReranker, Reranker
+from docrerank.rerankers import (
+    RERANKER_KINDS,
+    CascadeReranker,
+    CrossEncoderReranker,
+    FusionReranker,
+    LLMReranker,
+    Reranker,
+    default_chain,
+)
 from docrerank.rerankers.base import UNSCORED, UntrustedRerankerError
+from docrerank.rerankers.fusion import START
 from docrerank.retrieval import BM25Retriever, read_queries, read_trec, write_trec
 from docrerank.retrieval.dense import chunk_words
 from tests.helpers import invoke_cli, run_cli, tiny_llm
@@ -154,23 +164,35 @@ def _first_stage(store, tmp_path):
     return queries, tmp_path / "first.trec", blank
 
 
-def test_rerank_without_a_reranker_keeps_the_first_stage_order_and_names_the_choices(
-    store_with_an_empty_page, tmp_path
-):
-    """No reranker has beaten the first stage significantly, so none is a default: the order is kept, said so."""
+def test_rerank_with_reranker_none_keeps_the_first_stage_order_and_serve_refuses_it(store_with_an_empty_page, tmp_path):
+    """`--reranker none` is the first stage's order, said so; `serve` has nothing to serve with it."""
     store = store_with_an_empty_page
     queries, first, _ = _first_stage(store, tmp_path)
     out = tmp_path / "kept.trec"
-    result = invoke_cli("rerank", "--pages", store.root, "--queries", queries, "--trec", first, "--out", out)
+    args = ("--pages", store.root, "--queries", queries, "--trec", first, "--out", out)
+    result = invoke_cli("rerank", *args, "--reranker", "none")
     assert result.exit_code == 0, result.stdout
-    said = " ".join(result.stdout.split())
-    assert "the first stage's order is kept" in said and "--reranker llm (the embedded 1.5B zero-shot" in said
+    assert "the first stage's order is kept" in " ".join(result.stdout.split())
     assert read_trec(out)[0] == read_trec(first)[0]  # the same pages, order and scores
-    config_alone = invoke_cli("rerank", "--pages", store.root, "--queries", queries, "--trec", first, "--out", out,
-                              "--config", tmp_path / "any.yaml")  # fmt: skip
-    assert isinstance(config_alone.exception, DocrerankError) and "add --reranker llm" in str(config_alone.exception)
-    served = run_cli("serve", "--port", "9")  # through main(): a DocrerankError exits 2
-    assert served.exit_code == 2 and "serve needs --reranker" in " ".join(served.stderr.split())
+    served = run_cli("serve", "--port", "9", "--reranker", "none")  # through main(): a DocrerankError exits 2
+    said = " ".join(served.stderr.split())
+    assert served.exit_code == 2 and "serve needs a reranker" in said and "--reranker llm (the embedded 1.5B" in said
+
+
+def test_the_default_reranker_is_the_tested_chain_with_the_fusion_shipped_as_fitted():
+    """Without --reranker: the cascade that passed the declared test, its student the fusion fitted for it
+    (loaded from the package, nothing scored), the teacher the built-in 1.5B reading the focused view, top 3."""
+    chain = make_reranker(DEFAULT_RERANKER, None, None, "verifier")
+    assert isinstance(chain, CascadeReranker) and chain.top == default_chain.TOP == 3
+    assert isinstance(chain.student, FusionReranker) and chain.student.base == "embeddinggemma"
+    assert chain.student.term_weights.pages > 0 and not np.allclose(chain.student.weights, START)  # fitted
+    fit = json.loads((default_chain.STUDENT / "training.json").read_text())
+    assert fit["saved_to"] == "runs/quality-reworded100/fusion-embeddinggemma-reworded-pull1"  # the tested fit
+    assert (fit["settings"]["regularization"], fit["settings"]["first_stage"]) == (1.0, "dense:embeddinggemma")
+    assert isinstance(chain.teacher, LLMReranker) and chain.teacher.page_view == "focused"
+    assert chain.teacher.backend.config.model == "qwen2.5-coder-1.5b-instruct"
+    assert make_reranker("cascade", None, None, "verifier", page_view="whole").teacher.page_view == "whole"
+    assert make_reranker("llm", None, None, "verifier").page_view == "whole"  # as its figures were measured
 
 
 @pytest.mark.slow

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 import uuid
@@ -28,7 +27,7 @@ from PIL import Image
 from docrerank.pages.content import PageContent, PageLike
 from docrerank.rerankers import CrossEncoderReranker, Reranker
 from docrerank.server import reranker_warnings
-from tests.helpers import docrerank_command
+from tests.helpers import docrerank_command, free_port
 from tests.rerankers.serving import b64, image_bytes, serving
 
 QUERY = "Which tests for structural change does strucchange implement?"
@@ -386,12 +385,6 @@ def test_health_says_when_the_cross_encoders_head_was_never_trained(api, cross_e
     assert reranker_warnings(cross_encoder) == [warning]
     cross_encoder.save(tmp_path / "trained")  # a saved cross-encoder has its head (trained or not: a choice)
     assert reranker_warnings(Reranker.load(tmp_path / "trained")) == []
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from tests.helpers import free_port
 from tests.rerankers.serving import image_bytes, serving
 from tests.rerankers.test_serve import GrayPageModel
 
@@ -158,11 +159,3 @@ def test_upstream_failures_are_per_document_and_never_echoed(files):
         assert any("documents[2]" in w and "HTTP 404" in w for w in warnings)
         assert any("documents[3]" in w and "could not be fetched" in w for w in warnings)
         assert SECRET not in response.text and "Errno" not in response.text and "Connect" not in response.text
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -89,7 +89,7 @@ def _first_stage(benchmark: Benchmark, spec: str, k: int, model: str | None) -> 
     return dict(zip(queries, rankings, strict=True)), 0
 
 
-def _reranker_spec(spec: str, config: Path | None, backend: str, trust: bool = False, page_view: str = "whole"):
+def _reranker_spec(spec: str, config: Path | None, backend: str, trust: bool = False, page_view: str | None = None):
     kind, _, model = spec.partition("=")
     runtime = "torch"
     if "@" in model and model.rpartition("@")[2] in RUNTIMES:  # saved=DIR@onnx-int8: the same model on ONNX
@@ -134,7 +134,7 @@ def evaluate_command(
     config: Annotated[Path | None, typer.Option(help="pipeline config (YAML) with the llm reranker's backend")] = None,
     backend: Annotated[str, typer.Option(help="the config's backend for the llm reranker")] = "verifier",
     trust_reranker: TrustRerankerOption = False,
-    page_view: PageViewOption = "whole",
+    page_view: PageViewOption = None,
     report_run: Annotated[
         Path | None,
         typer.Option(

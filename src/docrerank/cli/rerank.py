@@ -17,12 +17,14 @@ from docrerank.cli.retrieve import QueriesOption, open_queries
 from docrerank.errors import DocrerankError
 from docrerank.prompts.focus import PAGE_VIEWS
 from docrerank.prompts.requests import DEFAULT_MAX_PAGE_CHARS
-from docrerank.rerankers import RERANKER_KINDS, CascadeReranker, LLMReranker, Reranker
+from docrerank.rerankers import RERANKER_KINDS, CascadeReranker, LLMReranker, Reranker, default_chain
 from docrerank.rerankers.onnx_runtime import RUNTIMES
 from docrerank.retrieval import Ranking, read_trec, write_trec
 
 __all__ = [
+    "DEFAULT_CHAIN",
     "DEFAULT_RERANKER",
+    "NO_RERANKER",
     "RERANKERS",
     "RERANKER_CHOICES",
     "CascadeTopOption",
@@ -37,34 +39,39 @@ stdout = Console()
 stderr = Console(stderr=True)
 # `--reranker`: the kinds built from these options, or a reranker saved in a folder (any kind)
 RERANKERS = (*(name for name, kind in RERANKER_KINDS.items() if kind.built_by_rerank), "saved")
-# No reranker is a default: one becomes the default of `rerank` and `serve` only by beating the default first
-# stage with p < 0.05 on the quality benchmark's 94 questions (bench/decision.py), and none has (README "The
-# table that decides the defaults"). Without --reranker, `rerank` keeps the first stage's order and says so;
-# `serve` refuses to start. The choices, with what is measured of them:
-DEFAULT_RERANKER = None
+NO_RERANKER = "none"  # `rerank --reranker none`: the first stage's order, kept
+# The default is the chain that beat the default first stage with p < 0.05 on the quality benchmark's 94
+# questions in a test declared before it ran (bench/decision.py; README "The declared test, run"): a cascade of
+# the shipped fusion under the embedded 1.5B. `--model`, `--cascade-top` and `--page-view` change its parts.
+DEFAULT_RERANKER = "cascade"
+DEFAULT_CHAIN = (
+    f"the default chain: the fusion trained on the generated data ({default_chain.STUDENT.name}, shipped) reorders "
+    f"the first stage's top {default_chain.DEPTH} and the embedded 1.5B re-scores its top {default_chain.TOP}, "
+    f"reading the focused view: {default_chain.MEASURED}"
+)
 RERANKER_CHOICES = (
-    "--reranker llm (the embedded 1.5B zero-shot: +0.079 NDCG@5 over EmbeddingGemma on 40 rephrased questions, "
-    "not significant, and -0.033 on other manuals; 0.13 pairs/s on 2 cores), --reranker saved --model DIR (a "
-    "model you trained, e.g. `train --reranker fusion --model embeddinggemma --regularization 1`: +0.036 on all 94 "
-    "rephrased, p = 0.065; `docrerank train` guards it against its first stage), --reranker cascade --model DIR, "
-    "or --reranker cross-encoder (untrained: below every first stage)"
+    f"--reranker {NO_RERANKER} (rerank: the first stage's order), --reranker llm (the embedded 1.5B zero-shot over "
+    "every candidate: reading the focused view +0.019 NDCG@5 on the 94 rephrased questions, not significant, 0.25 "
+    "pairs/s; whole pages 0.13 pairs/s), --reranker saved --model DIR (a model you trained, or the shipped fusion "
+    "alone: +0.035, p = 0.066, 1.9 pairs/s), --reranker cascade --model DIR (your student under the 1.5B)"
 )
 
 
 # The options that name a reranker, shared by `rerank` and `serve` (make_reranker reads them).
 RerankerOption = Annotated[
-    str | None,
+    str,
     typer.Option(
         "--reranker",
-        help=f"one of: {', '.join(RERANKERS)} (llm: the embedded 1.5B zero-shot); none is a default (README: "
-        "none has beaten the first stage significantly)",
+        help=f"one of: {', '.join(RERANKERS)} (llm: the embedded 1.5B zero-shot), or {NO_RERANKER} (`rerank`: keep "
+        "the first stage's order); default: cascade, the chain measured to beat the first stage (README)",
     ),
 ]
 ModelOption = Annotated[
     str | None,
     typer.Option(
         "--model",
-        help="cross-encoder or bi-encoder model, or a saved reranker folder (for cascade: the student's)",
+        help="cross-encoder or bi-encoder model, or a saved reranker folder (for cascade: the student's; default: "
+        "the shipped fusion)",
     ),
 ]
 ConfigOption = Annotated[
@@ -72,14 +79,18 @@ ConfigOption = Annotated[
 ]
 BackendOption = Annotated[str, typer.Option("--backend", help="the config's backend for --reranker llm or cascade")]
 CascadeTopOption = Annotated[
-    int, typer.Option("--cascade-top", min=1, help="--reranker cascade: pages of the student's top the LLM re-scores")
+    int,
+    typer.Option(
+        "--cascade-top", min=1, help="--reranker cascade: pages of the student's top the LLM re-scores (3: as tested)"
+    ),
 ]
 PageViewOption = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--page-view",
         help="what the llm reranker reads of a page: whole (its first --max-page-chars) or focused (the passages "
-        "nearest the query, a few times faster)",
+        "nearest the query, a few times faster); default: focused in a cascade (as the default chain was tested), "
+        "whole for llm",
     ),
 ]
 RuntimeOption = Annotated[
@@ -118,19 +129,24 @@ def make_reranker(
     model: str | None,
     config: Path | None,
     backend: str,
-    cascade_top: int = 5,
+    cascade_top: int = default_chain.TOP,
     trust: bool = False,
-    page_view: str = "whole",
+    page_view: str | None = None,
     runtime: str = "torch",
 ) -> Reranker:
     """The reranker `--reranker KIND --model ... [--config --backend --cascade-top --runtime]` names (`rerank`,
     `serve`); ``runtime``: PyTorch or ONNX Runtime for a cross-encoder (a cascade's student).
 
-    ``cascade``: the saved reranker ``--model`` (a student, e.g. trained on teacher scores) scores every
-    candidate, and the LLM of ``--config``/``--backend`` re-scores its top ``--cascade-top``. ``trust``
+    ``cascade``: the saved reranker ``--model`` (a student, e.g. trained on teacher scores; default: the shipped
+    fusion of the default chain) scores every candidate, and the LLM of ``--config``/``--backend`` re-scores its
+    top ``--cascade-top``. ``page_view`` None: focused in a cascade (as tested), whole for ``llm``. ``trust``
     (``--trust-reranker``): load a saved folder that sends an API key off this machine or runs remote code."""
     if kind not in RERANKERS:
         raise DocrerankError(f"unknown reranker {kind!r}: use one of {', '.join(RERANKERS)}")
+    if kind == "cascade":
+        model = model or str(default_chain.STUDENT)
+        page_view = page_view or default_chain.PAGE_VIEW
+    page_view = page_view or "whole"
     if kind in ("saved", "cascade"):
         if model is None:
             raise DocrerankError(f"--reranker {kind} needs --model FOLDER (a reranker saved by `docrerank train`)")
@@ -141,6 +157,14 @@ def make_reranker(
     if kind == "llm":
         return _on(llm_reranker(config, backend, page_view=page_view), runtime)
     return _on(RERANKER_KINDS[kind].cls(model=model), runtime)  # cross-encoder, bi-encoder: a name or folder
+
+
+def say_default_chain(reranker: str, model: str | None, console: Console) -> None:
+    """Tell what the default chain is, its figures and the other choices, when it is the one that runs."""
+    if reranker == DEFAULT_RERANKER and model is None:
+        console.print(
+            f"[bold]{escape(DEFAULT_CHAIN)}[/bold]. Other choices: {escape(RERANKER_CHOICES)}", soft_wrap=True
+        )
 
 
 def _on(reranker: Reranker, runtime: str) -> Reranker:
@@ -173,36 +197,36 @@ def rerank_command(
     model: ModelOption = None,
     config: ConfigOption = None,
     backend: BackendOption = "verifier",
-    cascade_top: CascadeTopOption = 5,
+    cascade_top: CascadeTopOption = default_chain.TOP,
     trust_reranker: TrustRerankerOption = False,
-    page_view: PageViewOption = "whole",
+    page_view: PageViewOption = None,
     runtime: RuntimeOption = "torch",
     depth: Annotated[
-        int, typer.Option("--k", "--depth", min=1, help="first-stage pages reranked per query (--depth: its old name)")
-    ] = 20,
+        int,
+        typer.Option(
+            "--k",
+            "--depth",
+            min=1,
+            help=f"first-stage pages reranked per query ({default_chain.DEPTH}: as the default chain was tested; "
+            "--depth: its old name)",
+        ),
+    ] = default_chain.DEPTH,
     top_k: Annotated[int | None, typer.Option(min=1, help="pages written per query (default: all reranked)")] = None,
 ) -> None:
     """Rerank the top ``--k`` pages of each query in a first-stage run; with known positives, report MRR.
-    Without --reranker the first stage's order is kept (no reranker is measured to beat it), and said so."""
+    Without --reranker the default chain reranks (measured to beat the first stage); --reranker none keeps the
+    first stage's order."""
     store, items, skipped = open_queries(pages, queries)
     first, errors = read_trec(run)
     print_skipped(errors, stderr)
     engine = None
-    if reranker is None and config is not None:
-        raise DocrerankError(
-            f"--config {config} names the backend of --reranker llm or cascade, and no --reranker is given (none is "
-            "a default): add --reranker llm"
-        )
-    if reranker is None:
-        stdout.print(
-            "[yellow]no --reranker[/yellow]: the first stage's order is kept, because no reranker is measured to "
-            f"beat it (p < 0.05 on the quality benchmark). Choose one: {escape(RERANKER_CHOICES)}",
-            soft_wrap=True,
-        )
+    if reranker == NO_RERANKER:
+        stdout.print("[yellow]--reranker none[/yellow]: the first stage's order is kept")
     else:
         engine = make_reranker(
             reranker, model, config, backend, cascade_top, trust=trust_reranker, page_view=page_view, runtime=runtime
         )
+        say_default_chain(reranker, model, stdout)
     reranked, unknown, unscored = {}, set(), 0
     with progress_bar() as bar:
         task = bar.add_task("rerank", total=len(items))
@@ -230,9 +254,9 @@ def rerank_command(
             f"[yellow]{len(unknown)} page ids of {escape(str(run))} are not in the store[/yellow]: "
             "left out (wrong --pages?)"
         )
-    write_trec(reranked, out, tag=f"rerank-{reranker or 'first-stage'}")
+    write_trec(reranked, out, tag=f"rerank-{reranker if engine is not None else 'first-stage'}")
     where = escape(str(out))
-    what = f"reranked ({reranker}" if reranker else "in the first stage's order (no reranker"
+    what = f"reranked ({reranker}" if engine is not None else "in the first stage's order (no reranker"
     stdout.print(f"{len(reranked)} queries {what}, top {depth} of the first stage), written to {where}")
     positives = {q.query_id: q.positives for q in items if q.positives}
     if positives:
