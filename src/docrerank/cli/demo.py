@@ -3,7 +3,8 @@
 The demo runs the whole loop on the embedded default: ingest, generation on a few pages of the train
 documents, stats and export; then the payoff, as the CLI commands a user would type: negative pages mined,
 a `full` mixture of the live run and the committed training set, MiniLM adapted on it (`train --reranker
-bi-encoder`, guarded), and `evaluate` on the quality benchmark's held-out questions.
+bi-encoder`, guarded), `evaluate` on the quality benchmark's held-out questions, and the default chain of
+`rerank` beside it on a slice of them.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ FALLBACK_PAGES = Path("tests/data/pages")
 # the quality benchmark (split, held-out questions, qrels) and the committed generated training set
 BENCHMARK_DATA = Path("bench/data")
 FIRST_STAGE = "dense"  # the bundled MiniLM: EmbeddingGemma's index of the 839 pages takes ~80 min on 2 cores
+# EmbeddingGemma's top 10 over the test pages for the rephrased questions, as the default chain was tested on
+# (`docrerank retrieve --pages runs/decision94/pages --queries runs/decision94/queries-rephrased.jsonl --k 10`)
+CHAIN_FIRST_STAGE = Path("declared-chain/embeddinggemma-top10-rephrased.trec")
+CHAIN_QUESTIONS = 10  # the default chain's slice of them: ~20 s a question on 2 cores
 
 
 def samples_command(
@@ -139,7 +144,8 @@ def show_payoff(out: Path, data: Path, live_run: Path) -> None:
     train pages), each with BM25-mined negative pages, as the `full` mixture. The model: MiniLM adapted as a
     bi-encoder (it starts trained; a cross-encoder's fresh head cannot learn from this little). The test:
     the quality benchmark's rephrased questions, all on test documents, against the same MiniLM untrained as
-    the first stage, which is also the default chain (no reranker is a default of `rerank`).
+    the first stage. Then the default chain of `rerank` beside that model, over EmbeddingGemma's committed top
+    10 (the candidates it was tested on), on the first ``CHAIN_QUESTIONS`` of those questions (its LLM is slow).
     """
     pages, runs, committed = out / "pages", [live_run], data / "trainset" / "run"
     try:
@@ -171,4 +177,19 @@ def show_payoff(out: Path, data: Path, live_run: Path) -> None:
     _docrerank(
         "evaluate", "--benchmark", pages, "--queries", questions, "--qrels", qrels, "--first-stage", FIRST_STAGE,
         "--k", 10, "--rerankers", f"saved={model}", "--report-run-dir", live_run, "--out", evaluation,
+    )  # fmt: skip
+    chain_first_stage = data / CHAIN_FIRST_STAGE
+    if not chain_first_stage.is_file():
+        console.print(f"[yellow]no default-chain step[/yellow]: {escape(str(chain_first_stage))} is missing")
+        return
+    sliced = out / "held-out" / f"first-{CHAIN_QUESTIONS}"
+    sliced.mkdir(parents=True, exist_ok=True)
+    first = questions.read_text().splitlines(keepends=True)[:CHAIN_QUESTIONS]
+    (sliced / "queries.jsonl").write_text("".join(first))
+    ids = {json.loads(line)["query_id"] for line in first}
+    (sliced / "qrels.trec").write_text("".join(q for q in qrels.read_text().splitlines(True) if q.split()[0] in ids))
+    _docrerank(
+        "evaluate", "--benchmark", pages, "--queries", sliced / "queries.jsonl", "--qrels", sliced / "qrels.trec",
+        "--first-stage", chain_first_stage, "--k", 10, "--rerankers", f"cascade,saved={model}",
+        "--out", out / "evaluation-chain",
     )  # fmt: skip
