@@ -8,9 +8,10 @@ import json
 import numpy as np
 import pytest
 import yaml
+from rich.console import Console
 
 from docrerank.backends import load_backend
-from docrerank.cli.rerank import DEFAULT_RERANKER, RERANKERS, make_reranker
+from docrerank.cli.rerank import DEFAULT_RERANKER, RERANKERS, make_reranker, say_default_chain
 from docrerank.cli.train import TRAINABLE
 from docrerank.errors import DocrerankError
 from docrerank.pipeline.config import PipelineConfig
@@ -193,6 +194,13 @@ def test_the_default_reranker_is_the_tested_chain_with_the_fusion_shipped_as_fit
     assert chain.teacher.backend.config.model == "qwen2.5-coder-1.5b-instruct"
     assert make_reranker("cascade", None, None, "verifier", page_view="whole").teacher.page_view == "whole"
     assert make_reranker("llm", None, None, "verifier").page_view == "whole"  # as its figures were measured
+    said = Console(record=True, width=10_000)
+    say_default_chain("cascade", None, said, cascade_top=3, page_view="focused", depth=10)
+    say_default_chain("cascade", "my-student", said, cascade_top=5)  # not the default chain: nothing said
+    text = said.export_text()
+    assert text.count("the default chain: the fusion trained") == 1 and "untested" not in text
+    say_default_chain("cascade", None, said, cascade_top=5, page_view="focused", depth=20)
+    assert "untested settings: cascade_top 5 (tested: 3), depth 20 (tested: 10)" in said.export_text()
 
 
 @pytest.mark.slow

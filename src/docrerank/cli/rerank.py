@@ -159,12 +159,17 @@ def make_reranker(
     return _on(RERANKER_KINDS[kind].cls(model=model), runtime)  # cross-encoder, bi-encoder: a name or folder
 
 
-def say_default_chain(reranker: str, model: str | None, console: Console) -> None:
-    """Tell what the default chain is, its figures and the other choices, when it is the one that runs."""
-    if reranker == DEFAULT_RERANKER and model is None:
-        console.print(
-            f"[bold]{escape(DEFAULT_CHAIN)}[/bold]. Other choices: {escape(RERANKER_CHOICES)}", soft_wrap=True
-        )
+def say_default_chain(reranker: str, model: str | None, console: Console, **settings: object) -> None:
+    """Tell what the default chain is, its figures and the other choices, when it is the one that runs; and
+    which of ``settings`` (cascade_top, page_view, depth) differ from those the figures were measured with."""
+    if reranker != DEFAULT_RERANKER or model is not None:
+        return
+    console.print(f"[bold]{escape(DEFAULT_CHAIN)}[/bold]. Other choices: {escape(RERANKER_CHOICES)}", soft_wrap=True)
+    tested = {"cascade_top": default_chain.TOP, "page_view": default_chain.PAGE_VIEW, "depth": default_chain.DEPTH}
+    changed = [f"{name} {value} (tested: {tested[name]})" for name, value in settings.items() if value != tested[name]]
+    if changed:
+        shown = escape(", ".join(changed))
+        console.print(f"[yellow]untested settings[/yellow]: {shown}; the figures above do not hold for them")
 
 
 def _on(reranker: Reranker, runtime: str) -> Reranker:
@@ -226,7 +231,14 @@ def rerank_command(
         engine = make_reranker(
             reranker, model, config, backend, cascade_top, trust=trust_reranker, page_view=page_view, runtime=runtime
         )
-        say_default_chain(reranker, model, stdout)
+        say_default_chain(
+            reranker,
+            model,
+            stdout,
+            cascade_top=cascade_top,
+            page_view=page_view or default_chain.PAGE_VIEW,
+            depth=depth,
+        )
     reranked, unknown, unscored = {}, set(), 0
     with progress_bar() as bar:
         task = bar.add_task("rerank", total=len(items))
