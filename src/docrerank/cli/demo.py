@@ -170,7 +170,7 @@ def show_payoff(out: Path, data: Path, live_run: Path) -> None:
     qrels.write_text("".join(line for line in lines if line.split()[0].endswith("-r")))
     model, evaluation = out / "model", out / "evaluation"
     _docrerank(
-        "train", "--reranker", "bi-encoder", "--data", mixture, "--out", model, "--held-out", 0, "--epochs", 3,
+        "train", "--reranker", "bi-encoder", "--data", mixture, "--out", model, "--held-out", 0, "--epochs", 1,
         "--batch", 4, "--first-stage", FIRST_STAGE, "--guard-benchmark", pages, "--guard-queries", questions,
         "--guard-qrels", qrels,
     )  # fmt: skip
