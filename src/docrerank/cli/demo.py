@@ -137,6 +137,17 @@ def _docrerank(*words: object) -> None:
         raise typer.Exit(code)
 
 
+def _held_out(folder: Path, rows: list[dict], judgments: list[str]) -> tuple[Path, Path]:
+    """The rephrased twins of the quality questions ``rows`` (fewer of the page's own words) as
+    ``folder/queries.jsonl``, and their judgments of ``judgments`` (qrels lines) as ``folder/qrels.trec``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    twins = {row["query_id"] + "-r": row["rephrased"] for row in rows}
+    queries, qrels = folder / "queries.jsonl", folder / "qrels.trec"
+    queries.write_text("".join(json.dumps({"query_id": q, "query": text}) + "\n" for q, text in twins.items()))
+    qrels.write_text("".join(line for line in judgments if line.split()[0] in twins))
+    return queries, qrels
+
+
 def show_payoff(out: Path, data: Path, live_run: Path) -> None:
     """What a user came for: a reranker trained on the generated data, measured on questions written by people.
 
@@ -159,15 +170,9 @@ def show_payoff(out: Path, data: Path, live_run: Path) -> None:
     mixture = out / "mixture"
     sources = [word for run, found in zip(runs, mined, strict=True) for word in ("--run-dir", run, "--mined", found)]
     _docrerank("mix", "--recipe", "full", "--pages", pages, *sources, "--out", mixture, "--overwrite")
-    questions = out / "held-out" / "queries.jsonl"  # the rephrased twins: fewer of the page's own words
-    questions.parent.mkdir(parents=True, exist_ok=True)
     rows = [json.loads(line) for line in (data / "quality-queries.jsonl").read_text().splitlines() if line.strip()]
-    questions.write_text(
-        "".join(json.dumps({"query_id": r["query_id"] + "-r", "query": r["rephrased"]}) + "\n" for r in rows)
-    )
-    qrels = questions.with_name("qrels.trec")  # the twins' judgments only
-    lines = (data / "quality-qrels.trec").read_text().splitlines(keepends=True)
-    qrels.write_text("".join(line for line in lines if line.split()[0].endswith("-r")))
+    judgments = (data / "quality-qrels.trec").read_text().splitlines(keepends=True)
+    questions, qrels = _held_out(out / "held-out", rows, judgments)
     model, evaluation = out / "model", out / "evaluation"
     _docrerank(
         "train", "--reranker", "bi-encoder", "--data", mixture, "--out", model, "--held-out", 0, "--epochs", 1,
@@ -182,14 +187,9 @@ def show_payoff(out: Path, data: Path, live_run: Path) -> None:
     if not chain_first_stage.is_file():
         console.print(f"[yellow]no default-chain step[/yellow]: {escape(str(chain_first_stage))} is missing")
         return
-    sliced = out / "held-out" / f"first-{CHAIN_QUESTIONS}"
-    sliced.mkdir(parents=True, exist_ok=True)
-    first = questions.read_text().splitlines(keepends=True)[:CHAIN_QUESTIONS]
-    (sliced / "queries.jsonl").write_text("".join(first))
-    ids = {json.loads(line)["query_id"] for line in first}
-    (sliced / "qrels.trec").write_text("".join(q for q in qrels.read_text().splitlines(True) if q.split()[0] in ids))
+    sliced = _held_out(out / "held-out" / f"first-{CHAIN_QUESTIONS}", rows[:CHAIN_QUESTIONS], judgments)
     _docrerank(
-        "evaluate", "--benchmark", pages, "--queries", sliced / "queries.jsonl", "--qrels", sliced / "qrels.trec",
+        "evaluate", "--benchmark", pages, "--queries", sliced[0], "--qrels", sliced[1],
         "--first-stage", chain_first_stage, "--k", 10, "--rerankers", f"cascade,saved={model}",
         "--out", out / "evaluation-chain",
     )  # fmt: skip
