@@ -161,12 +161,17 @@ def make_reranker(
 
 def say_default_chain(reranker: str, model: str | None, console: Console, **settings: object) -> None:
     """Tell what the default chain is, its figures and the other choices, when it is the one that runs; and
-    which of ``settings`` (cascade_top, page_view, depth) differ from those the figures were measured with."""
+    which of ``settings`` (cascade_top, page_view, depth) differ from those the figures were measured with
+    (None: not given, so the tested default)."""
     if reranker != DEFAULT_RERANKER or model is not None:
         return
     console.print(f"[bold]{escape(DEFAULT_CHAIN)}[/bold]. Other choices: {escape(RERANKER_CHOICES)}", soft_wrap=True)
     tested = {"cascade_top": default_chain.TOP, "page_view": default_chain.PAGE_VIEW, "depth": default_chain.DEPTH}
-    changed = [f"{name} {value} (tested: {tested[name]})" for name, value in settings.items() if value != tested[name]]
+    changed = [
+        f"{name} {value} (tested: {tested[name]})"
+        for name, value in settings.items()
+        if value not in (None, tested[name])
+    ]
     if changed:
         shown = escape(", ".join(changed))
         console.print(f"[yellow]untested settings[/yellow]: {shown}; the figures above do not hold for them")
@@ -236,7 +241,7 @@ def rerank_command(
             model,
             stdout,
             cascade_top=cascade_top,
-            page_view=page_view or default_chain.PAGE_VIEW,
+            page_view=page_view,
             depth=depth,
         )
     reranked, unknown, unscored = {}, set(), 0

@@ -205,7 +205,7 @@ def serve_command(
         f"{'; API key required' if key else ''}); Ctrl+C stops",
         soft_wrap=True,
     )
-    say_default_chain(reranker, model, stdout, cascade_top=cascade_top, page_view=page_view or default_chain.PAGE_VIEW)
+    say_default_chain(reranker, model, stdout, cascade_top=cascade_top, page_view=page_view)
     for warning in app.state.warnings:
         stderr.print(f"[bold red]WARNING:[/bold red] {escape(warning)}", soft_wrap=True)
     if reranker in ("llm", "cascade"):
