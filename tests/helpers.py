@@ -9,9 +9,11 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.utils import ImageReader
@@ -55,6 +57,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def health_answer(process: subprocess.Popen, url: str, deadline: float) -> httpx.Response:
+    """The first answer of the server ``process`` at ``url`` to GET /health; fails the test if the process
+    exits or the monotonic clock passes ``deadline`` first."""
+    while True:
+        assert process.poll() is None, process.communicate()[0]
+        assert time.monotonic() < deadline, f"{url} did not answer /health"
+        try:
+            return httpx.get(f"{url}/health", timeout=1)
+        except httpx.TransportError:
+            time.sleep(0.25)
 
 
 def docrerank_command() -> list[str]:

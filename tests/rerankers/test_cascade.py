@@ -9,7 +9,6 @@ import subprocess
 import time
 from collections.abc import Sequence
 
-import httpx
 import pytest
 import yaml
 
@@ -18,7 +17,7 @@ from docrerank.pages.content import PageLike
 from docrerank.rerankers import CascadeReranker, CrossEncoderReranker, LLMReranker, Reranker, default_chain
 from docrerank.rerankers.base import UNSCORED, PairScore, page_text
 from docrerank.retrieval import read_trec, write_trec
-from tests.helpers import bundled_encoder, docrerank_command, free_port, run_cli, tiny_llm
+from tests.helpers import bundled_encoder, docrerank_command, free_port, health_answer, run_cli, tiny_llm
 
 TINY = tiny_llm(2048)
 
@@ -198,16 +197,7 @@ def test_serve_without_a_reranker_starts_with_the_default_chain(tmp_path):
     command = [*docrerank_command(), "serve", "--port", str(port)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, process.communicate()[0]
-            assert time.monotonic() < deadline, "docrerank serve did not answer /health"
-            try:
-                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.25)
-        assert health.status_code == 200
+        assert health_answer(process, f"http://127.0.0.1:{port}", time.monotonic() + 120).status_code == 200
     finally:
         process.terminate()
         output = " ".join(process.communicate(timeout=30)[0].split())

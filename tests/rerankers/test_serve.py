@@ -27,7 +27,7 @@ from PIL import Image
 from docrerank.pages.content import PageContent, PageLike
 from docrerank.rerankers import CrossEncoderReranker, Reranker
 from docrerank.server import reranker_warnings
-from tests.helpers import docrerank_command, free_port
+from tests.helpers import docrerank_command, free_port, health_answer
 from tests.rerankers.serving import b64, image_bytes, serving
 
 QUERY = "Which tests for structural change does strucchange implement?"
@@ -397,14 +397,8 @@ def test_the_serve_command_serves_until_terminated(cross_encoder):
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 180
-        while True:  # --preload: /health answers 503 (loading) until the model has scored its warm-up pair
-            assert process.poll() is None, process.communicate()[0]
-            assert time.monotonic() < deadline, "docrerank serve did not answer /health"
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
+        # --preload: /health answers 503 (loading) until the model has scored its warm-up pair
+        while health_answer(process, url, deadline).status_code != 200:
             time.sleep(0.25)
         health = httpx.get(f"{url}/health", timeout=10).json()
         assert health["status"] == "ready" and health["stats"]["pairs"] == 1  # the warm-up pair
