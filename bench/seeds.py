@@ -20,7 +20,7 @@ import json
 import statistics
 from pathlib import Path
 
-from docrerank.cli.demo import _held_out
+from docrerank.cli.demo import rephrased_twins
 from docrerank.evaluation.metrics import paired_p_value
 from quality import docrerank  # bench/quality.py: scripts run as `python bench/NAME.py`
 from reworded import fit, fusion_folder
@@ -58,7 +58,7 @@ def main() -> None:
     made = fits(args.students, args.out, recipes, seeds)
     rows = [json.loads(line) for line in (DATA / "quality-queries.jsonl").read_text().splitlines() if line.strip()]
     judgments = (DATA / "quality-qrels.trec").read_text().splitlines(keepends=True)
-    questions, qrels = _held_out(args.out / "questions", rows, judgments)
+    questions, qrels = rephrased_twins(args.out / "questions", rows, judgments)
     systems = [f"saved={folder}" for folders in made.values() for folder in folders]
     evaluation = args.out / "evaluation"
     docrerank("evaluate", "--benchmark", args.pages, "--queries", questions, "--qrels", qrels, "--first-stage",

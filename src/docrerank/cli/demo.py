@@ -137,7 +137,7 @@ def _docrerank(*words: object) -> None:
         raise typer.Exit(code)
 
 
-def _held_out(folder: Path, rows: list[dict], judgments: list[str]) -> tuple[Path, Path]:
+def rephrased_twins(folder: Path, rows: list[dict], judgments: list[str]) -> tuple[Path, Path]:
     """The rephrased twins of the quality questions ``rows`` (fewer of the page's own words) as
     ``folder/queries.jsonl``, and their judgments of ``judgments`` (qrels lines) as ``folder/qrels.trec``."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -172,7 +172,7 @@ def show_payoff(out: Path, data: Path, live_run: Path) -> None:
     _docrerank("mix", "--recipe", "full", "--pages", pages, *sources, "--out", mixture, "--overwrite")
     rows = [json.loads(line) for line in (data / "quality-queries.jsonl").read_text().splitlines() if line.strip()]
     judgments = (data / "quality-qrels.trec").read_text().splitlines(keepends=True)
-    questions, qrels = _held_out(out / "held-out", rows, judgments)
+    questions, qrels = rephrased_twins(out / "held-out", rows, judgments)
     model, evaluation = out / "model", out / "evaluation"
     _docrerank(
         "train", "--reranker", "bi-encoder", "--data", mixture, "--out", model, "--held-out", 0, "--epochs", 1,
@@ -187,7 +187,7 @@ def show_payoff(out: Path, data: Path, live_run: Path) -> None:
     if not chain_first_stage.is_file():
         console.print(f"[yellow]no default-chain step[/yellow]: {escape(str(chain_first_stage))} is missing")
         return
-    sliced = _held_out(out / "held-out" / f"first-{CHAIN_QUESTIONS}", rows[:CHAIN_QUESTIONS], judgments)
+    sliced = rephrased_twins(out / "held-out" / f"first-{CHAIN_QUESTIONS}", rows[:CHAIN_QUESTIONS], judgments)
     _docrerank(
         "evaluate", "--benchmark", pages, "--queries", sliced[0], "--qrels", sliced[1],
         "--first-stage", chain_first_stage, "--k", 10, "--rerankers", f"cascade,saved={model}",
