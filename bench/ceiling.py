@@ -10,7 +10,9 @@ that saw it), and once on all of them (in-sample: the most these features can gi
 cross-validated fit gains no more than the generated set's, the features are the limit and no training data
 will lift this student; if it gains much more, the generated questions are. The same is done with three more
 features a richer student could have (the first stage's own score, from 256-word chunks; the second-best
-128-word chunk's cosine; the mean cosine of the page's chunks), to see whether more of the same kind helps.
+128-word chunk's cosine; the mean cosine of the page's chunks), to see whether more of the same kind helps, and
+with the score of each trained cross-encoder of ``--cross-encoders`` (a model that reads question and page
+together) as a seventh feature.
 
 The candidates are EmbeddingGemma's committed top 10 (bench/data/declared-chain); the features are computed once
 with the fusion's own code (EmbeddingGemma over the candidates' chunks, ~25 min on 2 cores; BM25's document
@@ -65,6 +67,15 @@ def features(benchmark, run, fusions: dict[str, FusionReranker], out: Path) -> t
     return pairs, values
 
 
+def cross_encoder_scores(benchmark, pairs, folder: Path, out: Path) -> np.ndarray:
+    """A trained cross-encoder's score of each pair (it reads the question and the page together), kept in ``out``."""
+    cached = out / f"scores-{folder.name}.npy"
+    if not cached.exists():
+        reranker = Reranker.load(folder)
+        np.save(cached, np.asarray(reranker.score([(benchmark.queries[q], benchmark.page(page)) for q, page in pairs])))
+    return np.load(cached)
+
+
 def fit(x: np.ndarray, gains: np.ndarray, groups: np.ndarray, start: np.ndarray, l2: float) -> np.ndarray:
     """Weights maximising each question's softmax likelihood of its graded judgements (L-BFGS from ``start``)."""
     import torch
@@ -107,6 +118,7 @@ def main() -> None:
     parser.add_argument("--pages", type=Path, default=ROOT / "runs" / "decision94" / "pages", help="the test pages")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "ceiling")
     parser.add_argument("--l2", type=float, default=1e-6)
+    parser.add_argument("--cross-encoders", default="", help="trained cross-encoder folders, ',': each a feature more")
     args = parser.parse_args()
     rows = [json.loads(line) for line in (DATA / "quality-queries.jsonl").read_text().splitlines() if line.strip()]
     judgments = (DATA / "quality-qrels.trec").read_text().splitlines(keepends=True)
@@ -126,9 +138,19 @@ def main() -> None:
     systems, weights = {}, {}
     for recipe, fusion in fusions.items():  # the generated set's fits, from the same features: a check
         systems[f"fitted on the generated set: {recipe}"] = ndcg(x[recipe] @ fusion.weights + fusion.bias)
-    for label, extra in (("six features", 0), ("six + three more", len(EXTRA))):
-        design = np.hstack([x["mined-only"], x["extra"][:, :extra]])  # no bias: a question's order ignores it
-        start = np.array([*START, *[0.0] * extra])
+    designs = {
+        "six features": (x["mined-only"], FEATURES),
+        "six + three more": (np.hstack([x["mined-only"], x["extra"]]), FEATURES + EXTRA),
+    }
+    for folder in map(Path, filter(None, args.cross_encoders.split(","))):
+        scores = cross_encoder_scores(benchmark, pairs, folder, args.out)
+        systems[f"{folder.name} alone"] = ndcg(scores)
+        designs[f"six + {folder.name}'s score"] = (
+            np.hstack([x["mined-only"], scores[:, None]]),
+            (*FEATURES, folder.name),
+        )
+    for label, (design, names) in designs.items():  # no bias: a question's order ignores it
+        start = np.array([*START, *[0.0] * (len(names) - len(START))])
         held_out = np.zeros(len(pairs))
         for doc in sorted(set(document.values())):  # leave one document out
             held = documents == doc
@@ -137,7 +159,7 @@ def main() -> None:
         name = f"{label}, fitted on all of them (in-sample)"
         weights[name] = fit(design, gains, groups, start, args.l2)
         systems[name] = ndcg(design @ weights[name])
-        weights[name] = dict(zip([*FEATURES, *EXTRA[:extra]], map(float, weights[name]), strict=True))
+        weights[name] = dict(zip(names, map(float, weights[name]), strict=True))
     report = {"questions": len(queries), "documents": len(set(document.values())), "first stage": mean(first)}
     print(
         f"{len(queries)} rephrased questions of {report['documents']} documents; EmbeddingGemma alone {mean(first):.3f}"
