@@ -35,11 +35,16 @@ def zscores(values: list[float]) -> list[float]:
     return [(v - statistics.mean(values)) / spread if spread else 0.0 for v in values]
 
 
+def best_first(scores: dict[str, float]) -> list[str]:
+    """Pages by score, best first (ties as the cache lists them), as the cascade's student orders them."""
+    return sorted(scores, key=lambda page: -scores[page])
+
+
 def blended(student: dict, teacher: dict, questions: dict[str, str], weight: float, top: int) -> dict:
     """Each question's candidates in the student's order, its top ``top`` re-sorted by the blend."""
     run = {}
     for text, query_id in questions.items():
-        order = sorted(student[text], key=lambda page: -student[text][page])
+        order = best_first(student[text])
         head = order[:top]
         logits = [math.log(p / (1 - p)) for p in (min(max(teacher[text][page], 1e-6), 1 - 1e-6) for page in head)]
         if math.isinf(weight):
@@ -81,7 +86,7 @@ def main() -> None:
     start = per_query(read_trec(CANDIDATES)[0], qrels, ids, (PRIMARY,))[PRIMARY]
     print(f"{len(ids)} rephrased questions; EmbeddingGemma alone {mean(start):.3f} NDCG@5; Δ (p) at each W:")
     for name, student in systems.items():
-        heads = [(t, p) for t in questions if t in student for p in sorted(student[t], key=student[t].get)[-args.top :]]
+        heads = [(t, p) for t in questions if t in student for p in best_first(student[t])[: args.top]]
         if len(heads) < args.top * len(questions) or any(p not in teacher.get(t, {}) for t, p in heads):
             print(f"{name}: left out, no cached scores of its cascade (its decision.py run, --students as given there)")
             continue

@@ -6,7 +6,7 @@ A fusion fitted on the generated set gains about +0.027 NDCG@5 over EmbeddingGem
 questions (README, "How much of that is the fit's luck"). This asks how much any weights of the same six features
 could gain there: the weights are fitted on the people's questions themselves, each test document's questions
 ranked by weights fitted on the other documents' (leave one document out, so no question ranks with weights
-that saw it), and once on all of them (in-sample: the most these features can give, not a result). If the
+that saw it), and once on all of them (in-sample: an optimistic figure for the features, not a result). If the
 cross-validated fit gains no more than the generated set's, the features are the limit and no training data
 will lift this student; if it gains much more, the generated questions are. The same is done with three more
 features a richer student could have (the first stage's own score, from 256-word chunks; the second-best
