@@ -103,6 +103,22 @@ def test_every_query_and_twin_has_the_same_judgements_with_its_page_graded_2():
         assert list(original.values()).count(2) == 1, row["query_id"]
 
 
+def test_the_rephrased_twins_the_demo_and_benchmarks_rank_are_every_twin_with_its_own_judgements(tmp_path):
+    """`rephrased_twins` writes what `make demo`, bench/seeds.py and bench/ceiling.py evaluate: the twins only,
+    each with its judgements and none of the originals'."""
+    from docrerank.cli.demo import rephrased_twins
+
+    rows = _queries()
+    queries, qrels = rephrased_twins(tmp_path / "twins", rows, QRELS.read_text().splitlines(keepends=True))
+    written = [json.loads(line) for line in queries.read_text().splitlines()]
+    assert written == [{"query_id": row["query_id"] + "-r", "query": row["rephrased"]} for row in rows]
+    judged: dict[str, dict[str, int]] = defaultdict(dict)
+    for line in qrels.read_text().splitlines():
+        query_id, _, page_id, grade = line.split()
+        judged[query_id][page_id] = int(grade)
+    assert judged == {query_id: pages for query_id, pages in _qrels().items() if query_id.endswith("-r")}
+
+
 @pytest.fixture(scope="module")
 def quality_store(request) -> PageStore:
     """The pages of the split's documents: ``$DOCRERANK_QUALITY_STORE``, else the session's store of every
