@@ -127,7 +127,8 @@ def main() -> None:
     fusions = {r: Reranker.load(args.students / f"fusion-embeddinggemma-{r}-pull1") for r in RECIPES}
     pairs, x = features(benchmark, run, fusions, args.out)
     gains = np.array([float(benchmark.qrels[q].get(page, 0)) for q, page in pairs])  # trec_eval's gains
-    groups = np.array([queries.index(q) for q, _ in pairs])
+    position = {q: i for i, q in enumerate(queries)}
+    groups = np.array([position[q] for q, _ in pairs])
     document = {q: benchmark.corpus[max(benchmark.qrels[q], key=benchmark.qrels[q].get)].doc_id for q in queries}
     documents = np.array([document[q] for q, _ in pairs])
 
